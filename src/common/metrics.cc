@@ -1,0 +1,56 @@
+#include "common/metrics.h"
+
+#include <prometheus/exposer.h>
+
+#include <fmt/format.h>
+
+namespace lego {
+
+Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {}
+Metrics::~Metrics() = default;
+
+prometheus::Counter& Metrics::Counter(const std::string& name, const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
+}
+
+prometheus::Gauge& Metrics::Gauge(const std::string& name, const std::string& help) {
+  return prometheus::BuildGauge().Name(name).Help(help).Register(*registry_).Add({});
+}
+
+std::vector<proto::StatsEntry> Metrics::Snapshot() const {
+  std::vector<proto::StatsEntry> out;
+  for (const auto& family : registry_->Collect()) {
+    for (const auto& m : family.metric) {
+      std::string name = family.name;
+      if (!m.label.empty()) {
+        name += "{";
+        for (size_t i = 0; i < m.label.size(); ++i)
+          name += fmt::format("{}{}=\"{}\"", i ? "," : "", m.label[i].name, m.label[i].value);
+        name += "}";
+      }
+      double v = 0;
+      switch (family.type) {
+        case prometheus::MetricType::Counter: v = m.counter.value; break;
+        case prometheus::MetricType::Gauge: v = m.gauge.value; break;
+        default: continue;
+      }
+      out.push_back({std::move(name), v});
+    }
+  }
+  return out;
+}
+
+Result<uint16_t> Metrics::StartHttp(const std::string& bind) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(bind, /*num_threads=*/1);
+    exposer_->RegisterCollectable(registry_);
+    auto ports = exposer_->GetListeningPorts();
+    if (ports.empty()) return IoError(fmt::format("metrics http: no listening port on {}", bind));
+    http_port_ = static_cast<uint16_t>(ports.front());
+    return http_port_;
+  } catch (const std::exception& e) {
+    return IoError(fmt::format("metrics http on {}: {}", bind, e.what()));
+  }
+}
+
+}  // namespace lego

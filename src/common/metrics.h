@@ -1,0 +1,46 @@
+// Metrics: a daemon's counters and gauges, readable two ways: as Prometheus text over HTTP
+// (prometheus-cpp's Exposer) and as a flat list over RPC (any.get_stats, used by `lego stats`).
+// Thread safety: all methods may be called from any thread; counters are lock-free to increment.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include "common/status.h"
+#include "protocol/any.h"
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace lego {
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  // Names follow Prometheus conventions: lego_<component>_<what>[_total|_bytes]. Calling twice with the
+  // same name returns the same metric.
+  prometheus::Counter& Counter(const std::string& name, const std::string& help);
+  prometheus::Gauge& Gauge(const std::string& name, const std::string& help);
+
+  // Every metric as name -> value (labels, if any, appended as name{k="v"}).
+  std::vector<proto::StatsEntry> Snapshot() const;
+
+  // Serves GET /metrics on bind ("127.0.0.1:0" picks a free port). Returns the bound port.
+  Result<uint16_t> StartHttp(const std::string& bind);
+  uint16_t http_port() const { return http_port_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  uint16_t http_port_ = 0;
+};
+
+}  // namespace lego

@@ -1,0 +1,91 @@
+#include "common/util.h"
+
+#include <cctype>
+#include <charconv>
+#include <chrono>
+
+#include <fmt/format.h>
+
+namespace lego {
+
+Result<uint64_t> ParseSize(std::string_view text) {
+  std::string_view t = text;
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.remove_suffix(1);
+  if (t.empty()) return InvalidArgument("empty size");
+  uint64_t value = 0;
+  auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
+  if (ec != std::errc() || ptr == t.data()) return InvalidArgument(fmt::format("bad size '{}'", text));
+  std::string_view unit(ptr, t.data() + t.size() - ptr);
+  if (unit.ends_with("iB")) unit.remove_suffix(2);
+  else if (unit.size() > 1 && (unit.back() == 'B' || unit.back() == 'b')) unit.remove_suffix(1);
+  unsigned shift = 0;
+  if (unit.empty() || unit == "B" || unit == "b") shift = 0;
+  else if (unit.size() == 1) {
+    switch (std::toupper(static_cast<unsigned char>(unit[0]))) {
+      case 'K': shift = 10; break;
+      case 'M': shift = 20; break;
+      case 'G': shift = 30; break;
+      case 'T': shift = 40; break;
+      default: return InvalidArgument(fmt::format("bad size unit in '{}' (use K, M, G or T)", text));
+    }
+  } else {
+    return InvalidArgument(fmt::format("bad size unit in '{}' (use K, M, G or T)", text));
+  }
+  if (shift && value > (UINT64_MAX >> shift)) return InvalidArgument(fmt::format("size '{}' overflows", text));
+  return value << shift;
+}
+
+std::string FormatBytes(uint64_t bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  if (u == 0) return fmt::format("{} B", bytes);
+  return fmt::format("{:.1f} {}", v, kUnits[u]);
+}
+
+std::string HostPort::ToString() const {
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
+  HostPort hp;
+  std::string_view port_part;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
+      return InvalidArgument(fmt::format("bad address '{}' (want [IPV6]:PORT)", text));
+    hp.host = std::string(text.substr(1, close - 1));
+    port_part = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || colon == 0)
+      return InvalidArgument(fmt::format("bad address '{}' (want HOST:PORT)", text));
+    hp.host = std::string(text.substr(0, colon));
+    port_part = text.substr(colon + 1);
+  }
+  unsigned port = 0;
+  auto [ptr, ec] = std::from_chars(port_part.data(), port_part.data() + port_part.size(), port);
+  if (ec != std::errc() || ptr != port_part.data() + port_part.size() || port > 65535 ||
+      (port == 0 && !allow_zero))
+    return InvalidArgument(fmt::format("bad port in '{}'", text));
+  hp.port = static_cast<uint16_t>(port);
+  return hp;
+}
+
+int64_t WallMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+int64_t MonoMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace lego

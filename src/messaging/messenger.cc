@@ -1,0 +1,839 @@
+#include "messaging/messenger.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "protocol/any.h"
+
+namespace lego::msg {
+namespace {
+
+constexpr unsigned kAmId = 0;  // every Lego message uses one AM id; the header's opcode demultiplexes
+constexpr int kIdleEpollTimeoutMs = 1000;
+
+inline void CpuRelax() { __builtin_ia32_pause(); }
+
+std::string SockaddrToString(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    port = ntohs(a->sin6_port);
+  }
+  return HostPort{host, port}.ToString();
+}
+
+Result<sockaddr_storage> Resolve(const HostPort& hp) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port = std::to_string(hp.port);
+  int rc = getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || res == nullptr)
+    return Status(StatusCode::kInvalidArgument, fmt::format("cannot resolve '{}': {}", hp.host, gai_strerror(rc)));
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  return ss;
+}
+
+// One heap block per send: the header and payload must stay alive until UCX completes the send.
+struct SendBuf {
+  proto::MsgHeader hdr;
+  size_t header_len;
+  size_t len;
+  uint8_t data[];  // payload
+};
+
+struct RndvRecv {
+  Messenger* m;
+  proto::MsgHeader hdr;
+  uint64_t conn_id;
+  Bytes buf;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------
+// Responder
+
+Responder& Responder::operator=(Responder&& o) noexcept {
+  if (this != &o) {
+    if (pending_) Error(Internal("handler did not reply"));
+    m_ = o.m_;
+    conn_id_ = o.conn_id_;
+    request_id_ = o.request_id_;
+    opcode_ = o.opcode_;
+    pending_ = o.pending_;
+    o.pending_ = false;
+  }
+  return *this;
+}
+
+Responder::~Responder() {
+  if (pending_) Error(Internal("handler did not reply"));
+}
+
+void Responder::Reply(std::span<const uint8_t> payload) {
+  if (!pending_) return;
+  pending_ = false;
+  Status st = m_->SendMsg(conn_id_, proto::MsgKind::kReply, opcode_, request_id_, 0, payload);
+  if (!st.ok())
+    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_), st.ToString());
+}
+
+void Responder::Error(const Status& status) {
+  if (!pending_) return;
+  pending_ = false;
+  const std::string& msg = status.message();
+  auto bytes = std::span(reinterpret_cast<const uint8_t*>(msg.data()), std::min(msg.size(), proto::kMaxStringLen));
+  Status st = m_->SendMsg(conn_id_, proto::MsgKind::kReply, opcode_, request_id_,
+                          static_cast<int32_t>(status.code()), bytes);
+  if (!st.ok())
+    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_), st.ToString());
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// PendingCall and Channel
+
+Result<Bytes> PendingCall::Wait() {
+  if (!done()) m_->WaitCall(this);
+  std::lock_guard lk(mu_);
+  if (!status_.ok()) return status_;
+  return std::move(reply_);
+}
+
+Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
+  uint64_t id = conn_id_.load();
+  if (id != 0) {
+    std::lock_guard wl(m_->worker_mu_);
+    auto it = m_->conns_.find(id);
+    if (it != m_->conns_.end() && !it->second.failed) return id;
+  }
+  std::lock_guard lk(connect_mu_);
+  id = conn_id_.load();
+  {
+    std::lock_guard wl(m_->worker_mu_);
+    auto it = m_->conns_.find(id);
+    if (id != 0 && it != m_->conns_.end() && !it->second.failed) return id;
+    if (id != 0) m_->CloseConn(id, /*force=*/true);
+    auto created = m_->CreateClientConn(addr_);
+    if (!created.ok()) return created.status();
+    id = created.value();
+  }
+  // Handshake: proves the peer is a Lego endpoint of our protocol version.
+  proto::HelloMsg hello{proto::kProtocolVersion, static_cast<uint8_t>(m_->options_.kind), 0,
+                        static_cast<uint32_t>(getpid())};
+  auto payload = proto::EncodeFixed(hello);
+  auto reply = m_->StartCall(id, proto::kHello, payload, timeout)->Wait();
+  if (!reply.ok()) {
+    std::lock_guard wl(m_->worker_mu_);
+    m_->CloseConn(id, /*force=*/true);
+    Status st = reply.status();
+    return Status(st.code(), fmt::format("connect to {}: {}", addr_.ToString(), st.message()));
+  }
+  auto peer = proto::DecodeFixed<proto::HelloMsg>(reply.value(), "any.hello reply");
+  if (!peer.ok() || peer->version != proto::kProtocolVersion) {
+    std::lock_guard wl(m_->worker_mu_);
+    m_->CloseConn(id, /*force=*/true);
+    if (!peer.ok()) return peer.status();
+    return Status(StatusCode::kVersionMismatch,
+                  fmt::format("{} speaks protocol v{}, this is v{}", addr_.ToString(), peer->version,
+                              proto::kProtocolVersion));
+  }
+  conn_id_.store(id);
+  return id;
+}
+
+std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const uint8_t> payload,
+                                                Millis timeout) {
+  auto id = EnsureConnected(std::min(timeout, connect_timeout_));
+  if (!id.ok()) {
+    auto call = std::make_shared<PendingCall>();
+    call->m_ = m_;
+    call->status_ = id.status();
+    call->done_.store(true);
+    return call;
+  }
+  return m_->StartCall(id.value(), opcode, payload, timeout);
+}
+
+Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
+  return CallAsync(opcode, payload, timeout)->Wait();
+}
+
+Status Channel::Send(uint16_t opcode, std::span<const uint8_t> payload) {
+  auto id = EnsureConnected(connect_timeout_);
+  if (!id.ok()) return id.status();
+  return m_->SendMsg(id.value(), proto::MsgKind::kOneWay, opcode, 0, 0, payload);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Messenger: setup and teardown
+
+Messenger::Messenger(const MessengerOptions& options) : options_(options) {
+  Metrics* m = options_.metrics ? options_.metrics : &own_metrics_;
+  c_requests_sent_ = &m->Counter("lego_msg_requests_sent_total", "Requests sent");
+  c_requests_served_ = &m->Counter("lego_msg_requests_served_total", "Requests and one-way messages handled");
+  c_bad_messages_ = &m->Counter("lego_msg_bad_messages_total", "Malformed, truncated or oversized messages");
+  c_timeouts_ = &m->Counter("lego_msg_timeouts_total", "Calls that timed out");
+  c_peer_failures_ = &m->Counter("lego_msg_peer_failures_total", "Connections failed by peer errors");
+  c_conns_accepted_ = &m->Counter("lego_msg_connections_accepted_total", "Connections accepted");
+  stats_provider_ = [m] { return m->Snapshot(); };
+}
+
+Result<std::unique_ptr<Messenger>> Messenger::Create(const MessengerOptions& options) {
+  std::unique_ptr<Messenger> m(new Messenger(options));
+  LEGO_RETURN_IF_ERROR(m->Init());
+  m->InstallBuiltinHandlers();
+  return m;
+}
+
+Status Messenger::Init() {
+  ucp_config_t* config = nullptr;
+  ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
+  if (st != UCS_OK) return Internal(fmt::format("ucp_config_read: {}", ucs_status_string(st)));
+  if (!options_.ucx_transports.empty()) ucp_config_modify(config, "TLS", options_.ucx_transports.c_str());
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_NAME;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.name = options_.name.c_str();
+  st = ucp_init(&params, config, &context_);
+  ucp_config_release(config);
+  if (st != UCS_OK) return Internal(fmt::format("ucp_init: {}", ucs_status_string(st)));
+
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // we serialize with worker_mu_
+  st = ucp_worker_create(context_, &wp, &worker_);
+  if (st != UCS_OK) return Internal(fmt::format("ucp_worker_create: {}", ucs_status_string(st)));
+  st = ucp_worker_get_efd(worker_, &worker_efd_);
+  if (st != UCS_OK) return Internal(fmt::format("ucp_worker_get_efd: {}", ucs_status_string(st)));
+
+  ucp_am_handler_param_t ap{};
+  ap.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                  UCP_AM_HANDLER_PARAM_FIELD_ARG | UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  ap.id = kAmId;
+  ap.cb = &Messenger::OnAm;
+  ap.arg = this;
+  ap.flags = UCP_AM_FLAG_WHOLE_MSG;
+  st = ucp_worker_set_am_recv_handler(worker_, &ap);
+  if (st != UCS_OK) return Internal(fmt::format("ucp_worker_set_am_recv_handler: {}", ucs_status_string(st)));
+
+  kick_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (kick_fd_ < 0 || epoll_fd_ < 0) return ErrnoError("eventfd/epoll_create1", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = worker_efd_;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, worker_efd_, &ev) != 0) return ErrnoError("epoll_ctl", errno);
+  ev.data.fd = kick_fd_;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, kick_fd_, &ev) != 0) return ErrnoError("epoll_ctl", errno);
+  return Status::Ok();
+}
+
+void Messenger::InstallBuiltinHandlers() {
+  handlers_[proto::kHello] = [this](const Incoming& in, Responder r) {
+    auto hello = proto::DecodeFixed<proto::HelloMsg>(in.payload, "any.hello");
+    if (!hello.ok()) return r.Error(hello.status());
+    if (hello->version != proto::kProtocolVersion) {
+      LEGO_LOG_WARN("version_mismatch conn={} peer_version={} our_version={}", in.conn_id, hello->version,
+                    proto::kProtocolVersion);
+      return r.Error(Status(StatusCode::kVersionMismatch,
+                            fmt::format("peer speaks v{}, {} speaks v{}", hello->version, options_.name,
+                                        proto::kProtocolVersion)));
+    }
+    proto::HelloMsg ours{proto::kProtocolVersion, static_cast<uint8_t>(options_.kind), 0,
+                         static_cast<uint32_t>(getpid())};
+    r.Reply(proto::EncodeFixed(ours));
+  };
+  handlers_[proto::kPing] = [](const Incoming&, Responder r) { r.Reply(); };
+  handlers_[proto::kEcho] = [](const Incoming& in, Responder r) { r.Reply(in.payload); };
+  handlers_[proto::kEchoSized] = [this](const Incoming& in, Responder r) {
+    auto req = proto::DecodeFixed<proto::EchoSizedReq>(in.payload, "any.echo_sized");
+    if (!req.ok()) return r.Error(req.status());
+    if (req->reply_bytes > options_.max_payload) return r.Error(InvalidArgument("reply_bytes exceeds max payload"));
+    thread_local Bytes buf;
+    buf.resize(req->reply_bytes, 0x5a);
+    r.Reply(std::span(buf.data(), req->reply_bytes));
+  };
+  handlers_[proto::kGetStats] = [this](const Incoming&, Responder r) { r.Reply(proto::EncodeStats(stats_provider_())); };
+}
+
+void Messenger::Handle(uint16_t opcode, Handler handler) { handlers_[opcode] = std::move(handler); }
+
+void Messenger::SetStatsProvider(std::function<std::vector<proto::StatsEntry>()> provider) {
+  stats_provider_ = std::move(provider);
+}
+
+Status Messenger::Listen(const HostPort& addr) {
+  auto ss = Resolve(addr);
+  if (!ss.ok()) return ss.status();
+  ucp_listener_params_t lp{};
+  lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+  lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&ss.value());
+  lp.sockaddr.addrlen = ss->ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  lp.conn_handler.cb = &Messenger::OnConnRequest;
+  lp.conn_handler.arg = this;
+  std::lock_guard wl(worker_mu_);
+  ucs_status_t st = ucp_listener_create(worker_, &lp, &listener_);
+  if (st != UCS_OK)
+    return Status(StatusCode::kIoError, fmt::format("listen on {}: {}", addr.ToString(), ucs_status_string(st)));
+  ucp_listener_attr_t attr{};
+  attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+  st = ucp_listener_query(listener_, &attr);
+  if (st != UCS_OK) return Internal(fmt::format("ucp_listener_query: {}", ucs_status_string(st)));
+  auto bound = ParseHostPort(SockaddrToString(attr.sockaddr), /*allow_zero=*/false);
+  if (!bound.ok()) return bound.status();
+  listen_addr_ = bound.value();
+  listen_addr_.host = addr.host;  // keep the name the user gave (e.g. "localhost")
+  LEGO_LOG_INFO("listening name={} addr={}", options_.name, listen_addr_.ToString());
+  return Status::Ok();
+}
+
+Status Messenger::Start() {
+  if (started_) return Status::Ok();
+  started_ = true;
+  progress_thread_ = std::thread([this] { ProgressLoop(); });
+  return Status::Ok();
+}
+
+void Messenger::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  stop_.store(true);
+  Kick();
+  if (progress_thread_.joinable()) progress_thread_.join();
+  {
+    MutexLock lk(pending_mu_);
+    for (auto& [id, call] : pending_) {
+      std::lock_guard cl(call->mu_);
+      call->status_ = Status(StatusCode::kShuttingDown, "messenger shutting down");
+      call->done_.store(true, std::memory_order_release);
+      call->cv_.notify_all();
+    }
+    pending_.clear();
+  }
+  std::lock_guard wl(worker_mu_);
+  if (listener_) {
+    ucp_listener_destroy(listener_);
+    listener_ = nullptr;
+  }
+  // Close every endpoint, flushing where the peer is alive, with a bounded wait.
+  std::vector<ucs_status_ptr_t> closing;
+  for (auto& [id, c] : conns_) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = c.failed ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+    ucs_status_ptr_t r = ucp_ep_close_nbx(c.ep, &p);
+    if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
+  }
+  for (ucp_ep_h ep : to_close_) {
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &p);
+    if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
+  }
+  conns_.clear();
+  ep_conn_.clear();
+  to_close_.clear();
+  int64_t deadline = MonoMillis() + 1000;
+  for (auto r : closing) {
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && MonoMillis() < deadline) ucp_worker_progress(worker_);
+    if (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_request_cancel(worker_, r);
+    ucp_request_free(r);
+  }
+  for (int i = 0; i < 100; ++i) ucp_worker_progress(worker_);
+}
+
+Messenger::~Messenger() {
+  Shutdown();
+  if (worker_) ucp_worker_destroy(worker_);
+  if (context_) ucp_cleanup(context_);
+  if (kick_fd_ >= 0) close(kick_fd_);
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+}
+
+Result<std::shared_ptr<Channel>> Messenger::Connect(const HostPort& addr, Millis timeout) {
+  auto ch = ChannelTo(addr, timeout);
+  auto id = ch->EnsureConnected(timeout);
+  if (!id.ok()) return id.status();
+  return ch;
+}
+
+std::shared_ptr<Channel> Messenger::ChannelTo(const HostPort& addr, Millis connect_timeout) {
+  return std::shared_ptr<Channel>(new Channel(this, addr, connect_timeout));
+}
+
+size_t Messenger::connection_count() {
+  std::lock_guard wl(worker_mu_);
+  return conns_.size();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Progress
+
+void Messenger::Kick() {
+  uint64_t one = 1;
+  ssize_t n = write(kick_fd_, &one, sizeof(one));
+  (void)n;
+  std::lock_guard lk(idle_mu_);
+  idle_cv_.notify_all();
+}
+
+void Messenger::ProgressLoop() {
+  using Clock = std::chrono::steady_clock;
+  const auto spin = std::chrono::microseconds(options_.spin_us);
+  auto last_active = Clock::now();
+  while (!stop_.load(std::memory_order_relaxed)) {
+    // While callers drive the worker themselves, stay out of their way (they also run inbound handlers).
+    {
+      std::unique_lock lk(idle_mu_);
+      while (spinning_callers_ > 0 && !stop_.load()) idle_cv_.wait_for(lk, Millis(1));
+    }
+    if (lock_waiters_.load(std::memory_order_relaxed) > 0) {
+      CpuRelax();
+      continue;
+    }
+    unsigned n;
+    {
+      std::lock_guard wl(worker_mu_);
+      n = ucp_worker_progress(worker_);
+      if (!to_close_.empty()) {
+        for (ucp_ep_h ep : to_close_) {
+          ucp_request_param_t p{};
+          p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+          p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+          ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &p);
+          if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
+        }
+        to_close_.clear();
+      }
+    }
+    auto now = Clock::now();
+    if (n > 0) {
+      last_active = now;
+      continue;
+    }
+    if (now - last_active < spin) {
+      CpuRelax();
+      continue;
+    }
+    ucs_status_t st;
+    {
+      std::lock_guard wl(worker_mu_);
+      st = ucp_worker_arm(worker_);
+    }
+    if (st == UCS_ERR_BUSY) continue;
+    epoll_event evs[2];
+    int k = epoll_wait(epoll_fd_, evs, 2, kIdleEpollTimeoutMs);
+    for (int i = 0; i < k; ++i) {
+      if (evs[i].data.fd == kick_fd_) {
+        uint64_t v;
+        ssize_t r = read(kick_fd_, &v, sizeof(v));
+        (void)r;
+      }
+    }
+    last_active = Clock::now();
+  }
+}
+
+void Messenger::WaitCall(PendingCall* call) {
+  using Clock = std::chrono::steady_clock;
+  // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off.
+  const auto spin_until = Clock::now() + std::chrono::microseconds(options_.spin_us);
+  {
+    std::lock_guard lk(idle_mu_);
+    ++spinning_callers_;
+  }
+  while (!call->done() && Clock::now() < spin_until) {
+    lock_waiters_.fetch_add(1, std::memory_order_relaxed);
+    worker_mu_.lock();
+    lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+    ucp_worker_progress(worker_);
+    worker_mu_.unlock();
+  }
+  {
+    std::lock_guard lk(idle_mu_);
+    --spinning_callers_;
+  }
+  if (call->done()) return;
+  Kick();  // the progress thread takes over driving the worker
+  std::unique_lock lk(call->mu_);
+  if (!call->cv_.wait_until(lk, call->deadline_, [&] { return call->done(); })) {
+    lk.unlock();
+    bool removed = false;
+    {
+      MutexLock pl(pending_mu_);
+      removed = pending_.erase(call->request_id_) > 0;
+    }
+    lk.lock();
+    if (removed) {
+      c_timeouts_->Increment();
+      call->status_ = Status(StatusCode::kTimeout, fmt::format("{} timed out on connection {}",
+                                                               proto::OpcodeName(call->opcode_), call->conn_id_));
+      call->done_.store(true, std::memory_order_release);
+      LEGO_LOG_RATELIMITED("call_timeout op={} conn={}", proto::OpcodeName(call->opcode_), call->conn_id_);
+    } else {
+      call->cv_.wait(lk, [&] { return call->done(); });  // completion is racing us: it is imminent
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Connections
+
+Result<uint64_t> Messenger::CreateClientConn(const HostPort& addr) {
+  if (stop_.load()) return Status(StatusCode::kShuttingDown, "messenger shutting down");
+  auto ss = Resolve(addr);
+  if (!ss.ok()) return ss.status();
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR | UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+  ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&ss.value());
+  ep.sockaddr.addrlen = ss->ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = &Messenger::OnEpError;
+  ep.err_handler.arg = this;
+  ucp_ep_h h = nullptr;
+  ucs_status_t st = ucp_ep_create(worker_, &ep, &h);
+  if (st != UCS_OK)
+    return Status(StatusCode::kPeerUnreachable, fmt::format("connect to {}: {}", addr.ToString(), ucs_status_string(st)));
+  uint64_t id = next_conn_id_++;
+  conns_[id] = Conn{id, h, true, false, addr.ToString()};
+  ep_conn_[h] = id;
+  LEGO_LOG_DEBUG("connecting conn={} peer={}", id, addr.ToString());
+  return id;
+}
+
+void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
+  auto* self = static_cast<Messenger*>(arg);
+  ucp_conn_request_attr_t attr{};
+  attr.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
+  std::string peer = "?";
+  if (ucp_conn_request_query(req, &attr) == UCS_OK) peer = SockaddrToString(attr.client_address);
+  if (self->stop_.load()) {
+    ucp_listener_reject(self->listener_, req);
+    return;
+  }
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  ep.conn_request = req;
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = &Messenger::OnEpError;
+  ep.err_handler.arg = self;
+  ucp_ep_h h = nullptr;
+  ucs_status_t st = ucp_ep_create(self->worker_, &ep, &h);
+  if (st != UCS_OK) {
+    LEGO_LOG_WARN("accept_failed peer={} error=\"{}\"", peer, ucs_status_string(st));
+    return;
+  }
+  uint64_t id = self->next_conn_id_++;
+  self->conns_[id] = Conn{id, h, false, false, peer};
+  self->ep_conn_[h] = id;
+  self->c_conns_accepted_->Increment();
+  LEGO_LOG_DEBUG("accepted conn={} peer={}", id, peer);
+}
+
+void Messenger::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
+  static_cast<Messenger*>(arg)->FailConn(ep, status);
+}
+
+void Messenger::FailConn(ucp_ep_h ep, ucs_status_t status) {
+  auto it = ep_conn_.find(ep);
+  if (it == ep_conn_.end()) return;
+  uint64_t id = it->second;
+  auto& c = conns_[id];
+  c_peer_failures_->Increment();
+  LEGO_LOG_INFO("peer_failed conn={} peer={} client={} error=\"{}\"", id, c.peer, c.client, ucs_status_string(status));
+  // UCX forbids closing the endpoint from inside its own error callback: the progress loop closes it.
+  to_close_.push_back(ep);
+  ep_conn_.erase(it);
+  conns_.erase(id);
+  FailCallsOnConn(id, Status(StatusCode::kPeerUnreachable,
+                             fmt::format("connection {} to {} failed: {}", id, c.peer, ucs_status_string(status))));
+}
+
+void Messenger::CloseConn(uint64_t conn_id, bool force) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end()) return;
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  ucs_status_ptr_t r = ucp_ep_close_nbx(it->second.ep, &p);
+  if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
+  ep_conn_.erase(it->second.ep);
+  conns_.erase(it);
+  FailCallsOnConn(conn_id, Status(StatusCode::kPeerUnreachable, fmt::format("connection {} closed", conn_id)));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Sending
+
+Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode, uint64_t request_id,
+                          int32_t status, std::span<const uint8_t> payload) {
+  if (payload.size() > options_.max_payload)
+    return InvalidArgument(fmt::format("{} payload of {} bytes exceeds the {} byte limit", proto::OpcodeName(opcode),
+                                       payload.size(), options_.max_payload));
+  proto::MsgHeader hdr{proto::kMagic, proto::kProtocolVersion, static_cast<uint8_t>(kind), opcode, request_id,
+                       static_cast<uint32_t>(payload.size()), status};
+  lock_waiters_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard wl(worker_mu_);
+  lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end() || it->second.failed)
+    return Status(StatusCode::kPeerUnreachable, fmt::format("connection {} is closed", conn_id));
+  return SendRawLocked(it->second.ep, hdr, sizeof(hdr), payload);
+}
+
+Status Messenger::SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
+                                std::span<const uint8_t> payload) {
+  auto* buf = static_cast<SendBuf*>(std::malloc(sizeof(SendBuf) + payload.size()));
+  if (!buf) return Status(StatusCode::kOutOfMemory, "send buffer");
+  buf->hdr = hdr;
+  buf->header_len = header_len;
+  buf->len = payload.size();
+  if (!payload.empty()) std::memcpy(buf->data, payload.data(), payload.size());
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  p.cb.send = &Messenger::OnSendDone;
+  p.user_data = buf;
+  p.flags = UCP_AM_SEND_FLAG_REPLY;
+  ucs_status_ptr_t r = ucp_am_send_nbx(ep, kAmId, &buf->hdr, header_len, buf->data, buf->len, &p);
+  if (r == nullptr) {
+    std::free(buf);
+    return Status::Ok();
+  }
+  if (UCS_PTR_IS_ERR(r)) {
+    std::free(buf);
+    return Status(StatusCode::kPeerUnreachable, fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
+  }
+  return Status::Ok();  // in flight; OnSendDone frees buf
+}
+
+void Messenger::OnSendDone(void* request, ucs_status_t status, void* user_data) {
+  std::free(user_data);
+  ucp_request_free(request);
+}
+
+std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
+                                                  Millis timeout) {
+  auto call = std::make_shared<PendingCall>();
+  call->m_ = this;
+  call->request_id_ = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  call->conn_id_ = conn_id;
+  call->opcode_ = opcode;
+  call->deadline_ = std::chrono::steady_clock::now() + timeout;
+  {
+    MutexLock pl(pending_mu_);
+    pending_[call->request_id_] = call;
+  }
+  c_requests_sent_->Increment();
+  Status st = SendMsg(conn_id, proto::MsgKind::kRequest, opcode, call->request_id_, 0, payload);
+  if (!st.ok()) {
+    {
+      MutexLock pl(pending_mu_);
+      pending_.erase(call->request_id_);
+    }
+    std::lock_guard cl(call->mu_);
+    call->status_ = st;
+    call->done_.store(true, std::memory_order_release);
+  }
+  return call;
+}
+
+void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload) {
+  std::shared_ptr<PendingCall> call;
+  {
+    MutexLock pl(pending_mu_);
+    auto it = pending_.find(request_id);
+    if (it == pending_.end()) {
+      LEGO_LOG_DEBUG("late_reply request_id={}", request_id);  // it timed out already
+      return;
+    }
+    call = std::move(it->second);
+    pending_.erase(it);
+  }
+  std::lock_guard cl(call->mu_);
+  call->status_ = std::move(status);
+  if (call->status_.ok()) call->reply_.assign(payload.begin(), payload.end());
+  call->done_.store(true, std::memory_order_release);
+  call->cv_.notify_all();
+}
+
+void Messenger::FailCallsOnConn(uint64_t conn_id, const Status& status) {
+  std::vector<std::shared_ptr<PendingCall>> failed;
+  {
+    MutexLock pl(pending_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second->conn_id_ == conn_id) {
+        failed.push_back(std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& call : failed) {
+    std::lock_guard cl(call->mu_);
+    call->status_ = status;
+    call->done_.store(true, std::memory_order_release);
+    call->cv_.notify_all();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Receiving (runs on whichever thread drives the worker, with worker_mu_ held)
+
+ucs_status_t Messenger::OnAm(void* arg, const void* header, size_t header_len, void* data, size_t len,
+                             const ucp_am_recv_param_t* param) {
+  static_cast<Messenger*>(arg)->HandleAm(header, header_len, data, len, param);
+  return UCS_OK;
+}
+
+void Messenger::Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why) {
+  c_bad_messages_->Increment();
+  LEGO_LOG_RATELIMITED("bad_message conn={} op={:#06x} code={} why=\"{}\"", conn_id, hdr.opcode,
+                       StatusCodeName(code), why);
+  if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kRequest) || conn_id == 0) return;
+  auto bytes = std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size());
+  Status st = SendMsg(conn_id, proto::MsgKind::kReply, hdr.opcode, hdr.request_id, static_cast<int32_t>(code), bytes);
+  (void)st;
+}
+
+void Messenger::HandleAm(const void* header, size_t header_len, void* data, size_t len,
+                         const ucp_am_recv_param_t* param) {
+  uint64_t conn_id = 0;
+  if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
+    auto it = ep_conn_.find(param->reply_ep);
+    if (it != ep_conn_.end()) conn_id = it->second;
+  }
+  const bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
+  proto::MsgHeader hdr{};
+  if (header_len != sizeof(hdr)) {
+    c_bad_messages_->Increment();
+    LEGO_LOG_RATELIMITED("bad_message conn={} why=\"header of {} bytes, want {}\"", conn_id, header_len, sizeof(hdr));
+    if (rndv) ucp_am_data_release(worker_, data);
+    return;
+  }
+  std::memcpy(&hdr, header, sizeof(hdr));
+  if (hdr.magic != proto::kMagic) {
+    c_bad_messages_->Increment();
+    LEGO_LOG_RATELIMITED("bad_message conn={} why=\"bad magic {:#x}\"", conn_id, hdr.magic);
+    if (rndv) ucp_am_data_release(worker_, data);
+    return;
+  }
+  auto kind = static_cast<proto::MsgKind>(hdr.kind);
+  std::string problem;
+  StatusCode code = StatusCode::kBadMessage;
+  if (hdr.version != proto::kProtocolVersion) {
+    code = StatusCode::kVersionMismatch;
+    problem = fmt::format("message of protocol v{}, {} speaks v{}", hdr.version, options_.name, proto::kProtocolVersion);
+  } else if (kind != proto::MsgKind::kRequest && kind != proto::MsgKind::kReply && kind != proto::MsgKind::kOneWay) {
+    problem = fmt::format("unknown message kind {}", hdr.kind);
+  } else if (len > options_.max_payload) {
+    problem = fmt::format("payload of {} bytes exceeds the {} byte limit", len, options_.max_payload);
+  } else if (hdr.payload_len != len) {
+    problem = fmt::format("header says {} payload bytes, {} arrived", hdr.payload_len, len);
+  }
+  if (!problem.empty()) {
+    if (rndv) ucp_am_data_release(worker_, data);
+    if (kind == proto::MsgKind::kReply) {
+      c_bad_messages_->Increment();
+      CompleteCall(hdr.request_id, Status(code, "bad reply: " + problem), {});
+      return;
+    }
+    Reject(conn_id, hdr, code, problem);
+    return;
+  }
+  if (rndv) {
+    // Large payload: fetch it, then dispatch from the completion callback.
+    auto* rr = new RndvRecv{this, hdr, conn_id, Bytes(len)};
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+    p.cb.recv_am = &Messenger::OnRndvDone;
+    p.user_data = rr;
+    ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker_, data, rr->buf.data(), len, &p);
+    if (r == nullptr) {
+      OnRndvDone(nullptr, UCS_OK, len, rr);
+    } else if (UCS_PTR_IS_ERR(r)) {
+      LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", conn_id, ucs_status_string(UCS_PTR_STATUS(r)));
+      delete rr;
+    }
+    return;
+  }
+  auto payload = std::span(static_cast<const uint8_t*>(data), len);
+  if (kind == proto::MsgKind::kReply) {
+    Status st;
+    if (hdr.status != 0) {
+      auto code = static_cast<StatusCode>(hdr.status);
+      st = Status(code, std::string(reinterpret_cast<const char*>(payload.data()),
+                                    std::min(payload.size(), proto::kMaxStringLen)));
+    }
+    CompleteCall(hdr.request_id, std::move(st), payload);
+    return;
+  }
+  Dispatch(hdr, conn_id, payload);
+}
+
+void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
+  auto* rr = static_cast<RndvRecv*>(user_data);
+  if (request) ucp_request_free(request);
+  if (status == UCS_OK) {
+    auto payload = std::span<const uint8_t>(rr->buf.data(), length);
+    if (rr->hdr.kind == static_cast<uint8_t>(proto::MsgKind::kReply)) {
+      Status st;
+      if (rr->hdr.status != 0)
+        st = Status(static_cast<StatusCode>(rr->hdr.status),
+                    std::string(reinterpret_cast<const char*>(payload.data()),
+                                std::min(payload.size(), proto::kMaxStringLen)));
+      rr->m->CompleteCall(rr->hdr.request_id, std::move(st), payload);
+    } else {
+      rr->m->Dispatch(rr->hdr, rr->conn_id, payload);
+    }
+  } else {
+    LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", rr->conn_id, ucs_status_string(status));
+  }
+  delete rr;
+}
+
+void Messenger::Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload) {
+  const bool one_way = hdr.kind == static_cast<uint8_t>(proto::MsgKind::kOneWay);
+  if (conn_id == 0 && !one_way) {
+    LEGO_LOG_RATELIMITED("request_without_reply_ep op={:#06x}", hdr.opcode);
+    return;
+  }
+  c_requests_served_->Increment();
+  auto it = handlers_.find(hdr.opcode);
+  if (it == handlers_.end()) {
+    Reject(conn_id, hdr, StatusCode::kUnknownOpcode,
+           fmt::format("opcode {:#06x} is not served by {}", hdr.opcode, options_.name));
+    return;
+  }
+  Incoming in{hdr.opcode, payload, conn_id, one_way};
+  try {
+    it->second(in, Responder(this, conn_id, hdr.request_id, hdr.opcode, one_way));
+  } catch (const std::exception& e) {
+    LEGO_LOG_ERROR("handler_threw op={} what=\"{}\"", proto::OpcodeName(hdr.opcode), e.what());
+  }
+}
+
+}  // namespace lego::msg

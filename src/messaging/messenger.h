@@ -1,0 +1,260 @@
+// Messenger: Lego's one messaging layer, on UCX active messages. Every daemon and the CLI own one.
+//
+// What it gives:
+//   - requests with replies (Channel::Call, Channel::CallAsync) and one-way messages (Channel::Send),
+//     many outstanding at once from many threads, each with its own timeout;
+//   - a typed error instead of a hang: kTimeout when no reply arrives in time, kPeerUnreachable when
+//     UCX's peer error handling reports the connection dead (every pending call on it fails at once);
+//   - connection by HOST:PORT (Messenger::Connect) with a protocol-version handshake, and reconnection
+//     on the next call after the peer restarts;
+//   - a server side: Listen on HOST:PORT, and handlers per opcode that reply now or later (Responder).
+//   UCX picks the transport: shared memory on one host, TCP between hosts, RDMA verbs where present.
+//
+// Threading and progress (docs/decisions/002-messaging-progress.md):
+//   One UCX worker per Messenger, serialized by worker_mu_. A progress thread drives it: after any
+//   activity it polls for `spin_us`, then arms the worker and blocks in epoll on UCX's wake-up fd, so an
+//   idle Messenger burns no CPU. A thread waiting for a reply drives the worker itself for up to
+//   `spin_us` (no cross-thread wake-up on the fast path) and then sleeps on its call's condition variable.
+//   Handlers run inline on whichever thread is driving the worker: they must not block. A handler that
+//   needs to block moves its Responder to another thread and replies from there.
+//
+// Lifetime: a Messenger must outlive its Channels and every Responder it handed out. Shutdown() fails
+// pending calls with kShuttingDown, closes every connection and joins the progress thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <ucp/api/ucp.h>
+
+#include "common/metrics.h"
+#include "common/status.h"
+#include "common/thread_annotations.h"
+#include "common/util.h"
+#include "protocol/codec.h"
+#include "protocol/membership.h"
+#include "protocol/wire.h"
+
+namespace lego::msg {
+
+using proto::Bytes;
+using Millis = std::chrono::milliseconds;
+
+struct MessengerOptions {
+  std::string name = "lego";                     // appears in logs
+  proto::ComponentKind kind = proto::ComponentKind::kUnknown;
+  uint32_t max_payload = proto::kDefaultMaxPayload;  // larger messages are refused both ways
+  int spin_us = 50;                                 // poll this long after activity before sleeping
+  std::string ucx_transports;                       // UCX_TLS value; empty lets UCX choose
+  Metrics* metrics = nullptr;                       // counters go here if set
+};
+
+// A request or one-way message as a handler sees it. payload is valid only during the handler call.
+struct Incoming {
+  uint16_t opcode = 0;
+  std::span<const uint8_t> payload;
+  uint64_t conn_id = 0;  // the connection it came on; stable for the connection's life
+  bool one_way = false;
+};
+
+class Messenger;
+
+// Sends the one reply to a request. Move it to another thread to reply later. If it is destroyed without
+// replying, the caller gets kInternal ("handler did not reply") rather than waiting for its timeout.
+// For one-way messages every method is a no-op.
+class Responder {
+ public:
+  Responder(Messenger* m, uint64_t conn_id, uint64_t request_id, uint16_t opcode, bool one_way)
+      : m_(m), conn_id_(conn_id), request_id_(request_id), opcode_(opcode), pending_(!one_way) {}
+  Responder(Responder&& o) noexcept { *this = std::move(o); }
+  Responder& operator=(Responder&& o) noexcept;
+  Responder(const Responder&) = delete;
+  ~Responder();
+
+  void Reply(std::span<const uint8_t> payload = {});
+  void Error(const Status& status);  // REQUIRES: !status.ok()
+
+ private:
+  Messenger* m_ = nullptr;
+  uint64_t conn_id_ = 0;
+  uint64_t request_id_ = 0;
+  uint16_t opcode_ = 0;
+  bool pending_ = false;
+};
+
+using Handler = std::function<void(const Incoming&, Responder)>;
+
+// The result of CallAsync. Wait() blocks until the reply, an error or the deadline.
+class PendingCall {
+ public:
+  Result<Bytes> Wait();
+  bool done() const { return done_.load(std::memory_order_acquire); }
+
+ private:
+  friend class Messenger;
+  friend class Channel;
+  Messenger* m_ = nullptr;
+  uint64_t request_id_ = 0;
+  uint64_t conn_id_ = 0;
+  uint16_t opcode_ = 0;
+  std::chrono::steady_clock::time_point deadline_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<bool> done_{false};
+  Status status_;  // guarded by mu_ until done_
+  Bytes reply_;    // guarded by mu_ until done_
+};
+
+// A client connection to one HOST:PORT. Thread-safe. If the connection fails, the next call reconnects
+// (and repeats the version handshake); calls that were in flight when it failed get kPeerUnreachable.
+class Channel {
+ public:
+  Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
+  std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
+  Status Send(uint16_t opcode, std::span<const uint8_t> payload);  // one-way
+  const HostPort& address() const { return addr_; }
+  // The current connection id (0 if none); changes on reconnect.
+  uint64_t conn_id() const { return conn_id_.load(); }
+
+ private:
+  friend class Messenger;
+  Channel(Messenger* m, HostPort addr, Millis connect_timeout)
+      : m_(m), addr_(std::move(addr)), connect_timeout_(connect_timeout) {}
+  Result<uint64_t> EnsureConnected(Millis timeout);
+
+  Messenger* m_;
+  const HostPort addr_;
+  const Millis connect_timeout_;
+  std::mutex connect_mu_;  // serializes reconnects
+  std::atomic<uint64_t> conn_id_{0};
+};
+
+class Messenger {
+ public:
+  static Result<std::unique_ptr<Messenger>> Create(const MessengerOptions& options);
+  ~Messenger();
+  Messenger(const Messenger&) = delete;
+  Messenger& operator=(const Messenger&) = delete;
+
+  // REQUIRES: called before Start(). Replaces any built-in handler for that opcode.
+  void Handle(uint16_t opcode, Handler handler);
+  // Provides the counters returned by any.get_stats (defaults to options.metrics->Snapshot()).
+  void SetStatsProvider(std::function<std::vector<proto::StatsEntry>()> provider);
+
+  // Accept connections on addr (port 0 picks a free port). REQUIRES: before Start().
+  Status Listen(const HostPort& addr);
+  Status Start();
+  // The address actually bound by Listen (with the real port).
+  const HostPort& listen_address() const { return listen_addr_; }
+
+  // Connects to HOST:PORT and performs the hello handshake; fails with kPeerUnreachable, kTimeout or
+  // kVersionMismatch. The channel reconnects by itself later.
+  Result<std::shared_ptr<Channel>> Connect(const HostPort& addr, Millis timeout);
+  // A channel that connects lazily on its first call (for peers that may not be up yet).
+  std::shared_ptr<Channel> ChannelTo(const HostPort& addr, Millis connect_timeout);
+
+  void Shutdown();
+
+  const MessengerOptions& options() const { return options_; }
+  size_t connection_count();
+
+ private:
+  friend class Channel;
+  friend class Responder;
+  friend class PendingCall;
+  friend class MessengerTestPeer;  // tests/transport: sends raw, malformed messages
+
+  struct Conn {
+    uint64_t id = 0;
+    ucp_ep_h ep = nullptr;
+    bool client = false;  // we connected out (a Channel) rather than accepted
+    bool failed = false;
+    std::string peer;  // for logs
+  };
+
+  explicit Messenger(const MessengerOptions& options);
+  Status Init();
+  void ProgressLoop();
+  void InstallBuiltinHandlers();
+
+  // Connection table; all REQUIRE worker_mu_.
+  Result<uint64_t> CreateClientConn(const HostPort& addr);
+  void FailConn(ucp_ep_h ep, ucs_status_t status);
+  void CloseConn(uint64_t conn_id, bool force);
+
+  Status SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode, uint64_t request_id, int32_t status,
+                 std::span<const uint8_t> payload);
+  Status SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
+                       std::span<const uint8_t> payload);
+  std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
+                                         Millis timeout);
+  void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
+  void FailCallsOnConn(uint64_t conn_id, const Status& status);
+  void WaitCall(PendingCall* call);
+  void Kick();
+
+  // UCX callbacks (static trampolines).
+  static void OnConnRequest(ucp_conn_request_h req, void* arg);
+  static void OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status);
+  static ucs_status_t OnAm(void* arg, const void* header, size_t header_len, void* data, size_t len,
+                           const ucp_am_recv_param_t* param);
+  static void OnSendDone(void* request, ucs_status_t status, void* user_data);
+  static void OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data);
+
+  void HandleAm(const void* header, size_t header_len, void* data, size_t len, const ucp_am_recv_param_t* param);
+  void Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload);
+  void Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
+
+  MessengerOptions options_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  ucp_listener_h listener_ = nullptr;
+  HostPort listen_addr_;
+  int worker_efd_ = -1;
+  int kick_fd_ = -1;  // eventfd: wakes the progress thread
+  int epoll_fd_ = -1;
+
+  std::recursive_mutex worker_mu_;  // serializes every UCX call on worker_ and its endpoints
+  std::atomic<int> lock_waiters_{0};
+  std::unordered_map<uint64_t, Conn> conns_;          // guarded by worker_mu_
+  std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;    // guarded by worker_mu_
+  std::vector<ucp_ep_h> to_close_;                    // guarded by worker_mu_: failed eps to close
+  uint64_t next_conn_id_ = 1;                         // guarded by worker_mu_
+
+  Mutex pending_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_ GUARDED_BY(pending_mu_);
+  std::atomic<uint64_t> next_request_id_{1};
+
+  std::unordered_map<uint16_t, Handler> handlers_;  // read-only after Start()
+  std::function<std::vector<proto::StatsEntry>()> stats_provider_;
+
+  std::mutex idle_mu_;
+  std::condition_variable idle_cv_;
+  int spinning_callers_ = 0;  // guarded by idle_mu_: callers driving the worker themselves
+
+  std::thread progress_thread_;
+  std::atomic<bool> stop_{false};
+  bool started_ = false;
+  bool shut_down_ = false;
+
+  // Counters (no-ops when options_.metrics is null: they point at private dummies).
+  Metrics own_metrics_;
+  prometheus::Counter* c_requests_sent_;
+  prometheus::Counter* c_requests_served_;
+  prometheus::Counter* c_bad_messages_;
+  prometheus::Counter* c_timeouts_;
+  prometheus::Counter* c_peer_failures_;
+  prometheus::Counter* c_conns_accepted_;
+};
+
+}  // namespace lego::msg

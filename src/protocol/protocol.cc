@@ -1,0 +1,124 @@
+#include <fmt/format.h>
+
+#include "protocol/any.h"
+#include "protocol/membership.h"
+#include "protocol/wire.h"
+
+namespace lego::proto {
+
+std::string_view OpcodeName(uint16_t opcode) {
+  switch (opcode) {
+    case kHello: return "any.hello";
+    case kPing: return "any.ping";
+    case kGetStats: return "any.get_stats";
+    case kEcho: return "any.echo";
+    case kEchoSized: return "any.echo_sized";
+    case kRegister: return "x2g.register";
+    case kHeartbeat: return "x2g.heartbeat";
+    case kDeregister: return "x2g.deregister";
+    case kListMembers: return "c2g.list_members";
+  }
+  return "unknown";
+}
+
+std::string_view ComponentKindName(ComponentKind k) {
+  switch (k) {
+    case ComponentKind::kGm: return "gm";
+    case ComponentKind::kPmon: return "pmon";
+    case ComponentKind::kMmon: return "mmon";
+    case ComponentKind::kSmon: return "smon";
+    case ComponentKind::kUnknown: break;
+  }
+  return "unknown";
+}
+
+bool ParseComponentKind(std::string_view s, ComponentKind* out) {
+  for (auto k : {ComponentKind::kGm, ComponentKind::kPmon, ComponentKind::kMmon, ComponentKind::kSmon}) {
+    if (s == ComponentKindName(k)) {
+      *out = k;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string_view MemberStateName(MemberState s) {
+  switch (s) {
+    case MemberState::kAlive: return "alive";
+    case MemberState::kDead: return "dead";
+    case MemberState::kLeft: return "left";
+  }
+  return "unknown";
+}
+
+Bytes EncodeStats(const std::vector<StatsEntry>& stats) {
+  Writer w;
+  w.Put(static_cast<uint32_t>(stats.size()));
+  for (const auto& s : stats) {
+    w.PutString(s.name);
+    w.Put(s.value);
+  }
+  return w.Take();
+}
+
+Result<std::vector<StatsEntry>> DecodeStats(std::span<const uint8_t> payload) {
+  Reader r(payload, "any.get_stats reply");
+  uint32_t n = 0;
+  LEGO_RETURN_IF_ERROR(r.Get(&n, "count"));
+  // Each entry is at least 2 + 8 bytes: a count larger than that is a lie, refuse before allocating.
+  if (n > r.remaining() / 10) return BadMessage(fmt::format("any.get_stats reply: count {} too large", n));
+  std::vector<StatsEntry> out(n);
+  for (auto& e : out) {
+    LEGO_RETURN_IF_ERROR(r.GetString(&e.name, "name"));
+    LEGO_RETURN_IF_ERROR(r.Get(&e.value, "value"));
+  }
+  LEGO_RETURN_IF_ERROR(r.Finish());
+  return out;
+}
+
+Bytes EncodeRegisterReq(const RegisterReq& m) {
+  Writer w;
+  w.Put(m.fixed);
+  w.PutString(m.listen_addr);
+  return w.Take();
+}
+
+Result<RegisterReq> DecodeRegisterReq(std::span<const uint8_t> payload) {
+  Reader r(payload, "x2g.register");
+  RegisterReq m;
+  LEGO_RETURN_IF_ERROR(r.Get(&m.fixed, "fixed"));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.listen_addr, "listen_addr", 256));
+  LEGO_RETURN_IF_ERROR(r.Finish());
+  auto kind = static_cast<ComponentKind>(m.fixed.kind);
+  if (kind != ComponentKind::kPmon && kind != ComponentKind::kMmon && kind != ComponentKind::kSmon)
+    return BadMessage(fmt::format("x2g.register: kind {} cannot register", m.fixed.kind));
+  if (m.listen_addr.empty()) return BadMessage("x2g.register: empty listen_addr");
+  return m;
+}
+
+Bytes EncodeMemberList(const std::vector<MemberRecord>& members) {
+  Writer w;
+  w.Put(static_cast<uint32_t>(members.size()));
+  for (const auto& m : members) {
+    w.Put(m.fixed);
+    w.PutString(m.listen_addr);
+  }
+  return w.Take();
+}
+
+Result<std::vector<MemberRecord>> DecodeMemberList(std::span<const uint8_t> payload) {
+  Reader r(payload, "c2g.list_members reply");
+  uint32_t n = 0;
+  LEGO_RETURN_IF_ERROR(r.Get(&n, "count"));
+  if (n > kMaxMembers || n > r.remaining() / (sizeof(MemberFixed) + 2))
+    return BadMessage(fmt::format("c2g.list_members reply: count {} too large", n));
+  std::vector<MemberRecord> out(n);
+  for (auto& m : out) {
+    LEGO_RETURN_IF_ERROR(r.Get(&m.fixed, "member"));
+    LEGO_RETURN_IF_ERROR(r.GetString(&m.listen_addr, "listen_addr", 256));
+  }
+  LEGO_RETURN_IF_ERROR(r.Finish());
+  return out;
+}
+
+}  // namespace lego::proto

@@ -1,0 +1,71 @@
+// The Lego wire format: the one header every message carries, the opcode scheme, and protocol limits.
+// docs/protocol.md is the byte-by-byte description of everything here; change both together.
+//
+// Opcode scheme (uint16): the high byte names the component pair, as LegoOS's P2M/P2S/M2S prefixes do:
+//   0x00  ANY  any endpoint to any endpoint (hello, ping, stats)
+//   0x01  X2G  any monitor to the global manager (membership)
+//   0x02  C2G  the CLI (or any client) to the global manager (queries)
+//   0x03  P2M  process monitor to memory monitor      (reserved: disaggregated memory)
+//   0x04  P2S  process monitor to storage monitor     (reserved: disaggregated storage)
+//   0x05  M2S  memory monitor to storage monitor      (reserved: buffer cache)
+//   0x06  G2X  global manager to a monitor            (reserved: recovery, placement)
+// All integers are little-endian. Layouts are fixed and pinned below with static_assert.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace lego::proto {
+
+static_assert(std::endian::native == std::endian::little, "Lego's wire format assumes a little-endian host");
+
+inline constexpr uint32_t kMagic = 0x4F47454C;  // "LEGO" read as little-endian bytes 'L','E','G','O'
+inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr uint32_t kDefaultMaxPayload = 8u << 20;  // 8 MiB; larger messages are rejected
+inline constexpr size_t kMaxStringLen = 4096;             // every length-prefixed string on the wire
+
+enum class MsgKind : uint8_t {
+  kRequest = 1,  // expects exactly one reply with the same request_id
+  kReply = 2,    // answers a request; status says whether it succeeded
+  kOneWay = 3,   // no reply
+};
+
+enum Opcode : uint16_t {
+  // ANY
+  kHello = 0x0001,     // first request on every new connection: checks the protocol version
+  kPing = 0x0002,      // empty request, empty reply: liveness and latency
+  kGetStats = 0x0003,  // counters of the receiving daemon
+  kEcho = 0x0004,      // reply carries the request payload (benchmarks, tests)
+  kEchoSized = 0x0005, // reply carries EchoSizedReq.reply_bytes bytes (benchmarks)
+  // X2G
+  kRegister = 0x0101,
+  kHeartbeat = 0x0102,
+  kDeregister = 0x0103,
+  // C2G
+  kListMembers = 0x0201,
+};
+
+std::string_view OpcodeName(uint16_t opcode);
+
+// Carried in the UCX active-message header of every message; the payload travels as the AM data.
+struct MsgHeader {
+  uint32_t magic;        // kMagic
+  uint8_t version;       // sender's kProtocolVersion
+  uint8_t kind;          // MsgKind
+  uint16_t opcode;       // Opcode; a reply repeats its request's opcode
+  uint64_t request_id;   // chosen by the requester, unique per sending endpoint; 0 for one-way
+  uint32_t payload_len;  // bytes of AM data that follow; must equal what arrived
+  int32_t status;        // replies: lego::StatusCode; requests and one-way: 0
+};
+static_assert(sizeof(MsgHeader) == 24);
+static_assert(offsetof(MsgHeader, magic) == 0);
+static_assert(offsetof(MsgHeader, version) == 4);
+static_assert(offsetof(MsgHeader, kind) == 5);
+static_assert(offsetof(MsgHeader, opcode) == 6);
+static_assert(offsetof(MsgHeader, request_id) == 8);
+static_assert(offsetof(MsgHeader, payload_len) == 16);
+static_assert(offsetof(MsgHeader, status) == 20);
+
+}  // namespace lego::proto
