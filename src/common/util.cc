@@ -3,6 +3,7 @@
 #include <cctype>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -15,21 +16,24 @@ Result<uint64_t> ParseSize(std::string_view text) {
   uint64_t value = 0;
   auto [ptr, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
   if (ec != std::errc() || ptr == t.data()) return InvalidArgument(fmt::format("bad size '{}'", text));
+  // Accepted units: none, "B", or one of K/M/G/T (any case) optionally followed by "B", "b" or "iB".
+  // A bare suffix ("64iB", "64BB") is garbage, not bytes.
   std::string_view unit(ptr, t.data() + t.size() - ptr);
-  if (unit.ends_with("iB")) unit.remove_suffix(2);
-  else if (unit.size() > 1 && (unit.back() == 'B' || unit.back() == 'b')) unit.remove_suffix(1);
   unsigned shift = 0;
-  if (unit.empty() || unit == "B" || unit == "b") shift = 0;
-  else if (unit.size() == 1) {
+  if (!unit.empty()) {
+    const auto bad_unit = [&] {
+      return InvalidArgument(fmt::format("bad size unit in '{}' (use K, M, G or T)", text));
+    };
+    std::string_view rest = unit.substr(1);
     switch (std::toupper(static_cast<unsigned char>(unit[0]))) {
+      case 'B': if (!rest.empty()) return bad_unit(); break;
       case 'K': shift = 10; break;
       case 'M': shift = 20; break;
       case 'G': shift = 30; break;
       case 'T': shift = 40; break;
-      default: return InvalidArgument(fmt::format("bad size unit in '{}' (use K, M, G or T)", text));
+      default: return bad_unit();
     }
-  } else {
-    return InvalidArgument(fmt::format("bad size unit in '{}' (use K, M, G or T)", text));
+    if (shift && !(rest.empty() || rest == "B" || rest == "b" || rest == "iB")) return bad_unit();
   }
   if (shift && value > (UINT64_MAX >> shift)) return InvalidArgument(fmt::format("size '{}' overflows", text));
   return value << shift;
@@ -39,7 +43,8 @@ std::string FormatBytes(uint64_t bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(bytes);
   int u = 0;
-  while (v >= 1024 && u < 4) {
+  // Also step up when one decimal would round to 1024.0 (1048575 bytes is "1.0 MiB", not "1024.0 KiB").
+  while (u < 4 && (v >= 1024 || std::round(v * 10) >= 10240)) {
     v /= 1024;
     ++u;
   }
@@ -59,6 +64,7 @@ Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
     auto close = text.find(']');
     if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':')
       return InvalidArgument(fmt::format("bad address '{}' (want [IPV6]:PORT)", text));
+    if (close == 1) return InvalidArgument(fmt::format("bad address '{}' (empty host)", text));
     hp.host = std::string(text.substr(1, close - 1));
     port_part = text.substr(close + 2);
   } else {
@@ -66,6 +72,9 @@ Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
     if (colon == std::string_view::npos || colon == 0)
       return InvalidArgument(fmt::format("bad address '{}' (want HOST:PORT)", text));
     hp.host = std::string(text.substr(0, colon));
+    // "::1:4000" is ambiguous; ToString() brackets every host with a colon, so require that here too.
+    if (hp.host.find(':') != std::string::npos)
+      return InvalidArgument(fmt::format("bad address '{}' (write an IPv6 address as [IPV6]:PORT)", text));
     port_part = text.substr(colon + 1);
   }
   unsigned port = 0;

@@ -26,7 +26,9 @@ enum class MemberState : uint8_t {
 };
 std::string_view MemberStateName(MemberState s);
 
-// kRegister request: fixed part, then string listen_addr ("HOST:PORT").
+// kRegister request: fixed part, then string listen_addr ("HOST:PORT"), then string name: the member's
+// stable identity (kept in its data dir), so that a restarted member gets its old id back even if it
+// listens on a new port. An empty name falls back to matching by kind and listen_addr.
 struct RegisterFixed {
   uint8_t kind;           // ComponentKind
   uint8_t reserved0;      // 0
@@ -39,6 +41,7 @@ static_assert(sizeof(RegisterFixed) == 24);
 struct RegisterReq {
   RegisterFixed fixed{};
   std::string listen_addr;
+  std::string name;
 };
 Bytes EncodeRegisterReq(const RegisterReq& m);
 Result<RegisterReq> DecodeRegisterReq(std::span<const uint8_t> payload);
@@ -68,7 +71,7 @@ struct DeregisterReq {
 };
 static_assert(sizeof(DeregisterReq) == 8);
 
-// kListMembers: empty request; reply u32 count, then count x MemberRecord.
+// kListMembers: empty request; reply u32 count, then count x {MemberFixed, string listen_addr, string name}.
 struct MemberFixed {
   uint32_t id;
   uint8_t kind;   // ComponentKind
@@ -85,6 +88,7 @@ static_assert(sizeof(MemberFixed) == 48);
 struct MemberRecord {
   MemberFixed fixed{};
   std::string listen_addr;
+  std::string name;
 };
 inline constexpr uint32_t kMaxMembers = 65536;
 Bytes EncodeMemberList(const std::vector<MemberRecord>& members);

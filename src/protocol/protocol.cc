@@ -80,6 +80,7 @@ Bytes EncodeRegisterReq(const RegisterReq& m) {
   Writer w;
   w.Put(m.fixed);
   w.PutString(m.listen_addr);
+  w.PutString(m.name);
   return w.Take();
 }
 
@@ -88,6 +89,7 @@ Result<RegisterReq> DecodeRegisterReq(std::span<const uint8_t> payload) {
   RegisterReq m;
   LEGO_RETURN_IF_ERROR(r.Get(&m.fixed, "fixed"));
   LEGO_RETURN_IF_ERROR(r.GetString(&m.listen_addr, "listen_addr", 256));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.name, "name", 256));
   LEGO_RETURN_IF_ERROR(r.Finish());
   auto kind = static_cast<ComponentKind>(m.fixed.kind);
   if (kind != ComponentKind::kPmon && kind != ComponentKind::kMmon && kind != ComponentKind::kSmon)
@@ -102,6 +104,7 @@ Bytes EncodeMemberList(const std::vector<MemberRecord>& members) {
   for (const auto& m : members) {
     w.Put(m.fixed);
     w.PutString(m.listen_addr);
+    w.PutString(m.name);
   }
   return w.Take();
 }
@@ -110,12 +113,13 @@ Result<std::vector<MemberRecord>> DecodeMemberList(std::span<const uint8_t> payl
   Reader r(payload, "c2g.list_members reply");
   uint32_t n = 0;
   LEGO_RETURN_IF_ERROR(r.Get(&n, "count"));
-  if (n > kMaxMembers || n > r.remaining() / (sizeof(MemberFixed) + 2))
+  if (n > kMaxMembers || n > r.remaining() / (sizeof(MemberFixed) + 4))
     return BadMessage(fmt::format("c2g.list_members reply: count {} too large", n));
   std::vector<MemberRecord> out(n);
   for (auto& m : out) {
     LEGO_RETURN_IF_ERROR(r.Get(&m.fixed, "member"));
     LEGO_RETURN_IF_ERROR(r.GetString(&m.listen_addr, "listen_addr", 256));
+    LEGO_RETURN_IF_ERROR(r.GetString(&m.name, "name", 256));
   }
   LEGO_RETURN_IF_ERROR(r.Finish());
   return out;

@@ -1,0 +1,197 @@
+#include "cli/commands.h"
+
+#include <unistd.h>
+
+#include <iostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/local_cluster.h"
+#include "protocol/any.h"
+
+namespace lego::cli {
+
+using json = nlohmann::json;
+
+Result<std::unique_ptr<msg::Messenger>> MakeCliMessenger() {
+  msg::MessengerOptions o;
+  o.name = "lego-cli";
+  o.spin_us = 20;
+  auto m = msg::Messenger::Create(o);
+  if (!m.ok()) return m.status();
+  LEGO_RETURN_IF_ERROR(m.value()->Start());
+  return m;
+}
+
+Result<std::vector<proto::MemberRecord>> ListMembers(msg::Messenger& m, const HostPort& gm, int timeout_ms) {
+  auto ch = m.Connect(gm, msg::Millis(timeout_ms));
+  if (!ch.ok()) return ch.status();
+  auto r = ch.value()->Call(proto::kListMembers, {}, msg::Millis(timeout_ms));
+  if (!r.ok()) return r.status();
+  return proto::DecodeMemberList(r.value());
+}
+
+namespace {
+
+// Finds the gm address (flag, else state dir) and explains failures in the user's terms.
+Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState* state_out) {
+  std::string addr = o.gm;
+  if (addr.empty()) {
+    auto s = ReadState(o.state_dir);
+    if (!s.ok()) {
+      if (s.status().code() == StatusCode::kNotFound)
+        return NotFound(fmt::format("no cluster is up (state dir {}). Start one with `lego up`, or pass --gm HOST:PORT",
+                                    o.state_dir));
+      return s.status();
+    }
+    addr = s->gm_addr;
+    if (state_out) *state_out = s.value();
+  }
+  auto hp = ParseHostPort(addr);
+  if (!hp.ok()) return InvalidArgument(fmt::format("bad gm address '{}': {}", addr, hp.status().message()));
+  return hp.value();
+}
+
+std::string Unreachable(const ClusterState& s, const HostPort& gm, const Status& st) {
+  std::string msg = fmt::format("cannot reach the global manager at {}: {}", gm.ToString(), st.ToString());
+  for (const auto& d : s.daemons)
+    if (d.kind == "gm" && !DaemonAlive(d))
+      msg += fmt::format("\nlego-gm (pid {}) is not running; `lego down` cleans up, then `lego up` starts afresh", d.pid);
+  return msg;
+}
+
+std::string Age(int64_t ms) {
+  if (ms < 0) return "-";
+  if (ms < 10000) return fmt::format("{:.1f}s ago", ms / 1000.0);
+  if (ms < 3600000) return fmt::format("{}s ago", ms / 1000);
+  return fmt::format("{}h ago", ms / 3600000);
+}
+
+}  // namespace
+
+int StatusCommand(const QueryOptions& o) {
+  ClusterState state;
+  auto gm = ResolveGm(o, "status", &state);
+  if (!gm.ok()) {
+    fmt::print(stderr, "lego status: {}\n", gm.status().message());
+    return 1;
+  }
+  auto m = MakeCliMessenger();
+  if (!m.ok()) {
+    fmt::print(stderr, "lego status: {}\n", m.status().ToString());
+    return 1;
+  }
+  auto members = ListMembers(*m.value(), gm.value(), o.timeout_ms);
+  m.value()->Shutdown();
+  if (!members.ok()) {
+    fmt::print(stderr, "lego status: {}\n", Unreachable(state, gm.value(), members.status()));
+    return 1;
+  }
+  if (o.json) {
+    json arr = json::array();
+    for (const auto& r : members.value()) {
+      arr.push_back({{"id", r.fixed.id},
+                     {"kind", proto::ComponentKindName(static_cast<proto::ComponentKind>(r.fixed.kind))},
+                     {"name", r.name},
+                     {"address", r.listen_addr},
+                     {"state", proto::MemberStateName(static_cast<proto::MemberState>(r.fixed.state))},
+                     {"pid", r.fixed.pid},
+                     {"incarnation", r.fixed.incarnation},
+                     {"capacity_bytes", r.fixed.capacity_bytes},
+                     {"used_bytes", r.fixed.used_bytes},
+                     {"metrics_port", r.fixed.metrics_port},
+                     {"last_heartbeat_age_ms", r.fixed.kind == uint8_t(proto::ComponentKind::kGm)
+                                                   ? json(nullptr)
+                                                   : json(r.fixed.last_heartbeat_age_ms)}});
+    }
+    std::cout << arr.dump(2) << "\n";
+    return 0;
+  }
+  fmt::print("{:<4} {:<5} {:<16} {:<6} {:<22} {:<8} {:>10} {:>10} {:>8}  {}\n", "ID", "KIND", "NAME", "STATE", "ADDRESS",
+             "PID", "CAPACITY", "USED", "METRICS", "LAST HEARD");
+  int alive = 0, dead = 0;
+  for (const auto& r : members.value()) {
+    auto kind = static_cast<proto::ComponentKind>(r.fixed.kind);
+    auto state = static_cast<proto::MemberState>(r.fixed.state);
+    alive += state == proto::MemberState::kAlive;
+    dead += state == proto::MemberState::kDead;
+    bool is_gm = kind == proto::ComponentKind::kGm;
+    fmt::print("{:<4} {:<5} {:<16} {:<6} {:<22} {:<8} {:>10} {:>10} {:>8}  {}\n", r.fixed.id,
+               proto::ComponentKindName(kind), r.name, proto::MemberStateName(state), r.listen_addr, r.fixed.pid,
+               r.fixed.capacity_bytes ? FormatBytes(r.fixed.capacity_bytes) : "-",
+               is_gm ? "-" : FormatBytes(r.fixed.used_bytes), r.fixed.metrics_port ? std::to_string(r.fixed.metrics_port) : "-",
+               is_gm ? "-" : Age(r.fixed.last_heartbeat_age_ms));
+  }
+  fmt::print("{} members: {} alive, {} dead\n", members->size(), alive, dead);
+  return 0;
+}
+
+int StatsCommand(const QueryOptions& o, int member_id) {
+  ClusterState state;
+  auto gm = ResolveGm(o, "stats", &state);
+  if (!gm.ok()) {
+    fmt::print(stderr, "lego stats: {}\n", gm.status().message());
+    return 1;
+  }
+  auto m = MakeCliMessenger();
+  if (!m.ok()) {
+    fmt::print(stderr, "lego stats: {}\n", m.status().ToString());
+    return 1;
+  }
+  auto members = ListMembers(*m.value(), gm.value(), o.timeout_ms);
+  if (!members.ok()) {
+    fmt::print(stderr, "lego stats: {}\n", Unreachable(state, gm.value(), members.status()));
+    return 1;
+  }
+  json out = json::array();
+  bool found = member_id < 0;
+  int errors = 0;
+  for (const auto& r : members.value()) {
+    if (member_id >= 0 && r.fixed.id != uint32_t(member_id)) continue;
+    found = true;
+    auto kind = proto::ComponentKindName(static_cast<proto::ComponentKind>(r.fixed.kind));
+    json entry = {{"id", r.fixed.id}, {"kind", kind}, {"name", r.name}, {"address", r.listen_addr}};
+    auto state = static_cast<proto::MemberState>(r.fixed.state);
+    Result<std::vector<proto::StatsEntry>> stats = Status(StatusCode::kPeerUnreachable, "member is not alive");
+    if (state == proto::MemberState::kAlive) {
+      auto hp = ParseHostPort(r.listen_addr);
+      if (hp.ok()) {
+        auto ch = m.value()->Connect(hp.value(), msg::Millis(o.timeout_ms));
+        if (ch.ok()) {
+          auto rep = ch.value()->Call(proto::kGetStats, {}, msg::Millis(o.timeout_ms));
+          stats = rep.ok() ? proto::DecodeStats(rep.value()) : Result<std::vector<proto::StatsEntry>>(rep.status());
+        } else {
+          stats = ch.status();
+        }
+      }
+    }
+    if (o.json) {
+      if (stats.ok()) {
+        json counters = json::object();
+        for (const auto& e : stats.value()) counters[e.name] = e.value;
+        entry["stats"] = counters;
+      } else {
+        entry["error"] = stats.status().ToString();
+      }
+      out.push_back(entry);
+      continue;
+    }
+    fmt::print("{} {} (id {}, {})\n", kind, r.name, r.fixed.id, r.listen_addr);
+    if (!stats.ok()) {
+      ++errors;
+      fmt::print("  unavailable: {}\n", stats.status().ToString());
+      continue;
+    }
+    for (const auto& e : stats.value()) fmt::print("  {:<48} {}\n", e.name, e.value);
+  }
+  m.value()->Shutdown();
+  if (!found) {
+    fmt::print(stderr, "lego stats: no member with id {} (see `lego status`)\n", member_id);
+    return 1;
+  }
+  if (o.json) std::cout << out.dump(2) << "\n";
+  return 0;
+}
+
+}  // namespace lego::cli

@@ -1,0 +1,26 @@
+// The CLI's queries against a running cluster: `lego status` and `lego stats`.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "messaging/messenger.h"
+#include "protocol/membership.h"
+
+namespace lego::cli {
+
+struct QueryOptions {
+  std::string state_dir;
+  std::string gm;  // HOST:PORT; empty: read it from the state dir
+  bool json = false;
+  int timeout_ms = 3000;
+};
+
+// A CLI messenger: no listener, short spin.
+Result<std::unique_ptr<msg::Messenger>> MakeCliMessenger();
+Result<std::vector<proto::MemberRecord>> ListMembers(msg::Messenger& m, const HostPort& gm, int timeout_ms);
+
+int StatusCommand(const QueryOptions& options);
+int StatsCommand(const QueryOptions& options, int member_id);
+
+}  // namespace lego::cli

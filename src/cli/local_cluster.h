@@ -1,0 +1,53 @@
+// The embedded local cluster behind `lego up` / `lego down`: one gm, one pmon, two mmons and one smon on
+// loopback, as child daemons of no one (setsid), with their state in one per-user directory.
+//
+// State dir: $LEGO_STATE_DIR, else $XDG_RUNTIME_DIR/lego, else /tmp/lego-$UID. It holds cluster.toml (the gm
+// address and every daemon's pid; what `lego status`/`lego down` read), logs/NAME.log and data/NAME/.
+// `lego down` removes the whole directory: nothing is left behind.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/util.h"
+
+namespace lego::cli {
+
+struct DaemonRecord {
+  std::string name;    // gm, pmon-0, mmon-0, mmon-1, smon-0
+  std::string kind;    // gm, pmon, mmon, smon
+  std::string binary;  // absolute path
+  int pid = 0;
+};
+
+struct ClusterState {
+  std::string gm_addr;
+  std::vector<DaemonRecord> daemons;
+};
+
+struct UpOptions {
+  std::string state_dir;
+  uint16_t gm_port = 0;  // 0: a free port
+  uint64_t mmon_capacity = 1ull << 30;
+  uint64_t excache = 256ull << 20;
+  uint64_t smon_capacity = 10ull << 30;
+  int mmons = 2;
+  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_misses = 3;
+  int timeout_s = 30;
+  std::string log_level = "info";
+  std::string transports;
+};
+
+std::string DefaultStateDir();
+Result<ClusterState> ReadState(const std::string& state_dir);
+// True if pid is running and is the daemon binary we started (guards against pid reuse).
+bool DaemonAlive(const DaemonRecord& d);
+
+// Exit codes follow the CLI's convention: 0 ok, 1 failure, 2 usage.
+int Up(const UpOptions& options);
+int Down(const std::string& state_dir, int timeout_s);
+
+}  // namespace lego::cli

@@ -1,0 +1,169 @@
+#include "daemon/config.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <toml.hpp>
+
+namespace lego::daemon {
+namespace fs = std::filesystem;
+
+namespace {
+
+// Values read from the cluster file, applied as defaults before flags are parsed.
+Status ApplyFile(const std::string& path, const std::string& section, DaemonConfig* c, std::string* capacity) {
+  toml::value file;
+  try {
+    file = toml::parse(path);
+  } catch (const std::exception& e) {
+    return InvalidArgument(fmt::format("config file {}: {}", path, e.what()));
+  }
+  try {
+    auto apply = [&](const toml::value& t) -> Status {
+      if (!t.is_table()) return Status::Ok();
+      for (const auto& [key, v] : t.as_table()) {
+        if (key == "gm") {
+          auto hp = ParseHostPort(v.as_string().str);
+          if (!hp.ok()) return InvalidArgument(fmt::format("{}: gm: {}", path, hp.status().message()));
+          c->gm = hp.value();
+        } else if (key == "listen") {
+          auto hp = ParseHostPort(v.as_string().str, true);
+          if (!hp.ok()) return InvalidArgument(fmt::format("{}: listen: {}", path, hp.status().message()));
+          c->listen = hp.value();
+        } else if (key == "data_dir") {
+          c->data_dir = v.as_string().str;
+        } else if (key == "capacity") {
+          *capacity = v.is_integer() ? std::to_string(v.as_integer()) : v.as_string().str;
+        } else if (key == "metrics") {
+          c->metrics_listen = v.as_string().str;
+        } else if (key == "heartbeat_interval_ms") {
+          c->heartbeat_interval_ms = static_cast<uint32_t>(v.as_integer());
+        } else if (key == "heartbeat_misses") {
+          c->heartbeat_misses = static_cast<uint32_t>(v.as_integer());
+        } else if (key == "log_level") {
+          c->log_level = v.as_string().str;
+        } else if (key == "transports") {
+          c->ucx_transports = v.as_string().str;
+        } else if (key == "name") {
+          c->name = v.as_string().str;
+        } else if (!v.is_table()) {
+          return InvalidArgument(fmt::format("{}: unknown key '{}'", path, key));
+        }
+      }
+      return Status::Ok();
+    };
+    if (file.contains("cluster")) LEGO_RETURN_IF_ERROR(apply(toml::find(file, "cluster")));
+    if (file.contains(section)) LEGO_RETURN_IF_ERROR(apply(toml::find(file, section)));
+  } catch (const std::exception& e) {
+    return InvalidArgument(fmt::format("config file {}: {}", path, e.what()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonConfig* c, bool* exit_now) {
+  *exit_now = false;
+  c->kind = d.kind;
+  const std::string kind_name(proto::ComponentKindName(d.kind));
+  std::string capacity = d.default_capacity ? d.default_capacity : "0";
+
+  // Pre-scan for --config/--section so that the file supplies defaults that flags then override.
+  std::string config_path, section = kind_name;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const std::string& flag, std::string* out) {
+      if (a == flag && i + 1 < argc) *out = argv[i + 1];
+      else if (a.rfind(flag + "=", 0) == 0) *out = a.substr(flag.size() + 1);
+    };
+    value("--config", &config_path);
+    value("--section", &section);
+  }
+  if (!config_path.empty()) LEGO_RETURN_IF_ERROR(ApplyFile(config_path, section, c, &capacity));
+
+  CLI::App app(d.description, "lego-" + kind_name);
+  app.set_version_flag("--version", "lego 0.1.0");
+  std::string listen = c->listen.ToString(), gm = c->gm.port ? c->gm.ToString() : "";
+  app.add_option("--config", config_path, "TOML cluster file ([cluster] and [" + kind_name + "] tables)");
+  app.add_option("--section", section, "table of the cluster file to read for this daemon")->capture_default_str();
+  app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free one)")->capture_default_str();
+  if (d.kind != proto::ComponentKind::kGm)
+    app.add_option("--gm", gm, "global manager address, HOST:PORT (required)");
+  app.add_option("--name", c->name, "stable member name (default: kept in DATA_DIR/identity)");
+  app.add_option("--data-dir", c->data_dir, "directory for this daemon's state (created if missing)")->required(c->data_dir.empty());
+  if (d.capacity_flag)
+    app.add_option(d.capacity_flag, capacity, d.capacity_help)->capture_default_str();
+  app.add_option("--metrics", c->metrics_listen, "Prometheus HTTP address HOST:PORT, or 'off'")->capture_default_str();
+  if (d.kind == proto::ComponentKind::kGm) {
+    app.add_option("--heartbeat-interval-ms", c->heartbeat_interval_ms, "how often members must heartbeat")
+        ->capture_default_str()->check(CLI::Range(10u, 60000u));
+    app.add_option("--heartbeat-misses", c->heartbeat_misses, "missed heartbeats before a member is dead")
+        ->capture_default_str()->check(CLI::Range(1u, 1000u));
+  }
+  app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error")->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.add_option("--ready-file", c->ready_file, "write the bound address here once serving (used by `lego up`)");
+  app.add_option("--transports", c->ucx_transports, "UCX transports (UCX_TLS), default: UCX chooses");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    std::cout << app.help();
+    *exit_now = true;
+    return Status::Ok();
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << "lego 0.1.0\n";
+    *exit_now = true;
+    return Status::Ok();
+  } catch (const CLI::ParseError& e) {
+    return InvalidArgument(fmt::format("{} (see lego-{} --help)", e.what(), kind_name));
+  }
+
+  auto hp = ParseHostPort(listen, /*allow_zero=*/true);
+  if (!hp.ok()) return InvalidArgument("--listen: " + hp.status().message());
+  c->listen = hp.value();
+  if (d.kind != proto::ComponentKind::kGm) {
+    if (gm.empty()) return InvalidArgument(fmt::format("--gm HOST:PORT is required (see lego-{} --help)", kind_name));
+    auto g = ParseHostPort(gm);
+    if (!g.ok()) return InvalidArgument("--gm: " + g.status().message());
+    c->gm = g.value();
+  }
+  if (d.capacity_flag) {
+    auto cap = ParseSize(capacity);
+    if (!cap.ok()) return InvalidArgument(fmt::format("{}: {}", d.capacity_flag, cap.status().message()));
+    c->capacity = cap.value();
+  }
+  if (c->metrics_listen != "off") {
+    auto m = ParseHostPort(c->metrics_listen, true);
+    if (!m.ok()) return InvalidArgument("--metrics: " + m.status().message());
+  }
+  return Status::Ok();
+}
+
+Result<std::string> LoadOrCreateIdentity(const DaemonConfig& c) {
+  if (!c.name.empty()) return c.name;
+  fs::path p = fs::path(c.data_dir) / "identity";
+  std::ifstream in(p);
+  std::string name;
+  if (in && std::getline(in, name) && !name.empty()) return name;
+  std::random_device rd;
+  name = fmt::format("{}-{:08x}", proto::ComponentKindName(c.kind), rd());
+  fs::path tmp = p;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << name << "\n";
+    if (!out) return IoError(fmt::format("cannot write {}", tmp.string()));
+  }
+  std::error_code ec;
+  fs::rename(tmp, p, ec);
+  if (ec) return IoError(fmt::format("cannot create {}: {}", p.string(), ec.message()));
+  return name;
+}
+
+}  // namespace lego::daemon

@@ -1,0 +1,127 @@
+#include "daemon/daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+#include "daemon/member_agent.h"
+
+namespace lego::daemon {
+namespace fs = std::filesystem;
+
+namespace {
+
+Status WriteFileAtomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content;
+    if (!out) return IoError(fmt::format("cannot write {}", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename " + path, errno);
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component component) {
+  const std::string kind_name(proto::ComponentKindName(defaults.kind));
+  DaemonConfig config;
+  bool exit_now = false;
+  Status st = ParseDaemonConfig(defaults, argc, argv, &config, &exit_now);
+  if (!st.ok()) {
+    fmt::print(stderr, "lego-{}: {}\n", kind_name, st.message());
+    return 2;
+  }
+  if (exit_now) return 0;
+
+  InitLogging(kind_name, config.log_level);
+  // Signals are taken synchronously by the main thread only: block them before any thread starts.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto fail = [&](const Status& s) {
+    LEGO_LOG_ERROR("start_failed error=\"{}\"", s.ToString());
+    fmt::print(stderr, "lego-{}: {}\n", kind_name, s.ToString());
+    return 1;
+  };
+
+  std::error_code ec;
+  fs::create_directories(config.data_dir, ec);
+  if (ec || access(config.data_dir.c_str(), W_OK) != 0)
+    return fail(IoError(fmt::format("data dir {} is not a writable directory: {}", config.data_dir,
+                                    ec ? ec.message() : std::strerror(errno))));
+  auto name = LoadOrCreateIdentity(config);
+  if (!name.ok()) return fail(name.status());
+
+  Metrics metrics;
+  if (config.metrics_listen != "off") {
+    auto port = metrics.StartHttp(config.metrics_listen);
+    if (!port.ok()) return fail(port.status());
+  }
+  metrics.Gauge("lego_capacity_bytes", "Configured capacity").Set(static_cast<double>(config.capacity));
+  auto& g_used = metrics.Gauge("lego_used_bytes", "Bytes in use");
+
+  msg::MessengerOptions mo;
+  mo.name = kind_name;
+  mo.kind = defaults.kind;
+  mo.metrics = &metrics;
+  mo.ucx_transports = config.ucx_transports;
+  auto messenger = msg::Messenger::Create(mo);
+  if (!messenger.ok()) return fail(messenger.status());
+  msg::Messenger& m = *messenger.value();
+  st = m.Listen(config.listen);
+  if (!st.ok()) return fail(st);
+
+  DaemonContext ctx{config, metrics, m, name.value()};
+  if (component.setup) {
+    st = component.setup(ctx);
+    if (!st.ok()) return fail(st);
+  }
+  auto used = [&]() -> uint64_t {
+    uint64_t u = component.used_bytes ? component.used_bytes() : 0;
+    g_used.Set(static_cast<double>(u));
+    return u;
+  };
+  st = m.Start();
+  if (!st.ok()) return fail(st);
+  if (component.start) component.start(ctx);
+
+  std::unique_ptr<MemberAgent> agent;
+  if (defaults.kind != proto::ComponentKind::kGm) {
+    MemberInfo info{defaults.kind, name.value(), m.listen_address().ToString(), metrics.http_port(), config.capacity};
+    agent = std::make_unique<MemberAgent>(m, config.gm, info, used);
+    agent->Start();
+  }
+  if (!config.ready_file.empty()) {
+    st = WriteFileAtomic(config.ready_file, fmt::format("listen={}\nmetrics_port={}\npid={}\n",
+                                                        m.listen_address().ToString(), metrics.http_port(), getpid()));
+    if (!st.ok()) return fail(st);
+  }
+  LEGO_LOG_INFO("started kind={} name={} listen={} metrics_port={} data_dir={} capacity={} gm={}", kind_name,
+                name.value(), m.listen_address().ToString(), metrics.http_port(), config.data_dir, config.capacity,
+                defaults.kind == proto::ComponentKind::kGm ? "-" : config.gm.ToString());
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  LEGO_LOG_INFO("stopping signal={}", strsignal(sig));
+  if (agent) agent->Stop();
+  if (component.stop) component.stop();
+  m.Shutdown();
+  if (!config.ready_file.empty()) std::remove(config.ready_file.c_str());
+  LEGO_LOG_INFO("stopped");
+  return 0;
+}
+
+}  // namespace lego::daemon

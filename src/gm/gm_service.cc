@@ -1,0 +1,95 @@
+#include "gm/gm_service.h"
+
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "protocol/any.h"
+
+namespace lego::gm {
+
+GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self)
+    : messenger_(messenger),
+      table_(options),
+      self_(std::move(self)),
+      started_wall_ms_(WallMillis()),
+      g_alive_(metrics.Gauge("lego_gm_members_alive", "Members currently alive")),
+      c_deaths_(metrics.Counter("lego_gm_member_deaths_total", "Members marked dead after missed heartbeats")),
+      c_registrations_(metrics.Counter("lego_gm_registrations_total", "Registrations, including rejoins")) {}
+
+GmService::~GmService() { Stop(); }
+
+void GmService::InstallHandlers() {
+  messenger_.Handle(proto::kRegister, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeRegisterReq(in.payload);
+    if (!req.ok()) {
+      LEGO_LOG_RATELIMITED("bad_register conn={} why=\"{}\"", in.conn_id, req.status().message());
+      return r.Error(req.status());
+    }
+    auto resp = table_.Register(req.value(), MonoMillis(), WallMillis());
+    c_registrations_.Increment();
+    g_alive_.Set(static_cast<double>(table_.CountAlive()));
+    r.Reply(proto::EncodeFixed(resp));
+  });
+  messenger_.Handle(proto::kHeartbeat, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::HeartbeatReq>(in.payload, "x2g.heartbeat");
+    if (!req.ok()) return r.Error(req.status());
+    Status st = table_.Heartbeat(req.value(), MonoMillis());
+    if (!st.ok()) return r.Error(st);
+    r.Reply();
+  });
+  messenger_.Handle(proto::kDeregister, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::DeregisterReq>(in.payload, "x2g.deregister");
+    if (!req.ok()) return r.Error(req.status());
+    Status st = table_.Deregister(req.value());
+    if (!st.ok()) return r.Error(st);
+    g_alive_.Set(static_cast<double>(table_.CountAlive()));
+    r.Reply();
+  });
+  messenger_.Handle(proto::kListMembers, [this](const msg::Incoming& in, msg::Responder r) {
+    if (!in.payload.empty()) return r.Error(BadMessage("c2g.list_members takes no payload"));
+    // The gm lists itself first, as member 0.
+    std::vector<proto::MemberRecord> list;
+    proto::MemberRecord self;
+    self.fixed.id = 0;
+    self.fixed.kind = static_cast<uint8_t>(proto::ComponentKind::kGm);
+    self.fixed.state = static_cast<uint8_t>(proto::MemberState::kAlive);
+    self.fixed.metrics_port = self_.metrics_port;
+    self.fixed.pid = static_cast<uint32_t>(getpid());
+    self.fixed.incarnation = 1;
+    self.fixed.joined_unix_ms = started_wall_ms_;
+    self.listen_addr = self_.listen_addr;
+    self.name = "gm";
+    list.push_back(std::move(self));
+    auto members = table_.List(MonoMillis());
+    list.insert(list.end(), members.begin(), members.end());
+    r.Reply(proto::EncodeMemberList(list));
+  });
+}
+
+void GmService::Start() {
+  checker_ = std::thread([this] { CheckerLoop(); });
+}
+
+void GmService::Stop() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (checker_.joinable()) checker_.join();
+}
+
+void GmService::CheckerLoop() {
+  const auto period = std::chrono::milliseconds(std::max<uint32_t>(table_.options().heartbeat_interval_ms / 2, 10));
+  std::unique_lock lk(mu_);
+  while (!cv_.wait_for(lk, period, [this] { return stop_; })) {
+    auto died = table_.CheckLiveness(MonoMillis());
+    if (!died.empty()) {
+      c_deaths_.Increment(static_cast<double>(died.size()));
+      g_alive_.Set(static_cast<double>(table_.CountAlive()));
+    }
+  }
+}
+
+}  // namespace lego::gm

@@ -1,0 +1,120 @@
+#include "gm/membership.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+
+namespace lego::gm {
+
+using proto::MemberState;
+
+proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int64_t now_mono_ms,
+                                              int64_t now_wall_ms) {
+  MutexLock lk(mu_);
+  auto kind = static_cast<proto::ComponentKind>(req.fixed.kind);
+  Member* m = nullptr;
+  for (auto& [id, cand] : members_) {
+    bool same = cand.kind == kind &&
+                (req.name.empty() ? cand.name.empty() && cand.listen_addr == req.listen_addr : cand.name == req.name);
+    if (same) {
+      m = &cand;
+      break;
+    }
+  }
+  bool rejoin = m != nullptr;
+  if (!m) {
+    uint32_t id = next_id_++;
+    m = &members_[id];
+    m->id = id;
+  }
+  m->kind = kind;
+  m->name = req.name;
+  m->listen_addr = req.listen_addr;
+  m->pid = req.fixed.pid;
+  m->metrics_port = req.fixed.metrics_port;
+  m->capacity_bytes = req.fixed.capacity_bytes;
+  m->used_bytes = req.fixed.used_bytes;
+  m->incarnation++;
+  m->state = MemberState::kAlive;
+  m->joined_wall_ms = now_wall_ms;
+  m->last_heard_mono_ms = now_mono_ms;
+  LEGO_LOG_INFO("member_{} id={} kind={} name={} addr={} pid={} incarnation={} capacity={}",
+                rejoin ? "rejoined" : "registered", m->id, proto::ComponentKindName(kind), m->name,
+                m->listen_addr, m->pid, m->incarnation, m->capacity_bytes);
+  return proto::RegisterResp{m->id, m->incarnation, options_.heartbeat_interval_ms, 0};
+}
+
+Status MembershipTable::Heartbeat(const proto::HeartbeatReq& req, int64_t now_mono_ms) {
+  MutexLock lk(mu_);
+  auto it = members_.find(req.id);
+  if (it == members_.end() || it->second.incarnation != req.incarnation || it->second.state == MemberState::kLeft)
+    return Status(StatusCode::kUnknownMember,
+                  fmt::format("member {} incarnation {} is not known; register again", req.id, req.incarnation));
+  Member& m = it->second;
+  if (m.state == MemberState::kDead)
+    LEGO_LOG_INFO("member_revived id={} kind={} silent_ms={}", m.id, proto::ComponentKindName(m.kind),
+                  now_mono_ms - m.last_heard_mono_ms);
+  m.state = MemberState::kAlive;
+  m.last_heard_mono_ms = now_mono_ms;
+  m.capacity_bytes = req.capacity_bytes;
+  m.used_bytes = req.used_bytes;
+  return Status::Ok();
+}
+
+Status MembershipTable::Deregister(const proto::DeregisterReq& req) {
+  MutexLock lk(mu_);
+  auto it = members_.find(req.id);
+  if (it == members_.end() || it->second.incarnation != req.incarnation)
+    return Status(StatusCode::kUnknownMember, fmt::format("member {} incarnation {} is not known", req.id, req.incarnation));
+  it->second.state = MemberState::kLeft;
+  LEGO_LOG_INFO("member_left id={} kind={} addr={}", req.id, proto::ComponentKindName(it->second.kind),
+                it->second.listen_addr);
+  return Status::Ok();
+}
+
+std::vector<Member> MembershipTable::CheckLiveness(int64_t now_mono_ms) {
+  MutexLock lk(mu_);
+  std::vector<Member> died;
+  const int64_t limit = int64_t{options_.heartbeat_interval_ms} * options_.heartbeat_misses;
+  for (auto& [id, m] : members_) {
+    if (m.state == MemberState::kAlive && now_mono_ms - m.last_heard_mono_ms > limit) {
+      m.state = MemberState::kDead;
+      LEGO_LOG_WARN("member_dead id={} kind={} addr={} pid={} silent_ms={}", m.id, proto::ComponentKindName(m.kind),
+                    m.listen_addr, m.pid, now_mono_ms - m.last_heard_mono_ms);
+      died.push_back(m);
+    }
+  }
+  return died;
+}
+
+std::vector<proto::MemberRecord> MembershipTable::List(int64_t now_mono_ms) const {
+  MutexLock lk(mu_);
+  std::vector<proto::MemberRecord> out;
+  out.reserve(members_.size());
+  for (const auto& [id, m] : members_) {
+    proto::MemberRecord r;
+    r.fixed.id = m.id;
+    r.fixed.kind = static_cast<uint8_t>(m.kind);
+    r.fixed.state = static_cast<uint8_t>(m.state);
+    r.fixed.metrics_port = m.metrics_port;
+    r.fixed.pid = m.pid;
+    r.fixed.incarnation = m.incarnation;
+    r.fixed.capacity_bytes = m.capacity_bytes;
+    r.fixed.used_bytes = m.used_bytes;
+    r.fixed.joined_unix_ms = m.joined_wall_ms;
+    r.fixed.last_heartbeat_age_ms = now_mono_ms - m.last_heard_mono_ms;
+    r.listen_addr = m.listen_addr;
+    r.name = m.name;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+size_t MembershipTable::CountAlive() const {
+  MutexLock lk(mu_);
+  size_t n = 0;
+  for (const auto& [id, m] : members_) n += m.state == MemberState::kAlive;
+  return n;
+}
+
+}  // namespace lego::gm

@@ -1,0 +1,64 @@
+// MembershipTable: the global manager's view of which monitors exist and which are alive.
+//
+// A monitor registers (x2g.register) and then heartbeats every interval; after `misses` intervals without
+// hearing from it the table marks it dead. A member that registers again with the same identity (its name,
+// or its kind and address when it has no name) gets its old id back with a new incarnation, so a restarted
+// mmon is the same member in `lego status`. Time is passed in by the caller, so the logic is tested
+// without sleeping (tests/unit/membership_test.cc).
+//
+// Thread safety: every method may be called from any thread (one internal mutex).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_annotations.h"
+#include "protocol/membership.h"
+
+namespace lego::gm {
+
+struct MembershipOptions {
+  uint32_t heartbeat_interval_ms = 1000;
+  uint32_t heartbeat_misses = 3;  // dead after interval * misses ms of silence
+};
+
+struct Member {
+  uint32_t id = 0;
+  proto::ComponentKind kind = proto::ComponentKind::kUnknown;
+  std::string name;
+  std::string listen_addr;
+  uint32_t pid = 0;
+  uint16_t metrics_port = 0;
+  uint32_t incarnation = 0;
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+  proto::MemberState state = proto::MemberState::kAlive;
+  int64_t joined_wall_ms = 0;
+  int64_t last_heard_mono_ms = 0;
+};
+
+class MembershipTable {
+ public:
+  explicit MembershipTable(MembershipOptions options) : options_(options) {}
+
+  proto::RegisterResp Register(const proto::RegisterReq& req, int64_t now_mono_ms, int64_t now_wall_ms);
+  // kUnknownMember if the id or incarnation is not current (the member must register again).
+  Status Heartbeat(const proto::HeartbeatReq& req, int64_t now_mono_ms);
+  Status Deregister(const proto::DeregisterReq& req);
+  // Marks silent members dead; returns those that just died.
+  std::vector<Member> CheckLiveness(int64_t now_mono_ms);
+  std::vector<proto::MemberRecord> List(int64_t now_mono_ms) const;
+  size_t CountAlive() const;
+  const MembershipOptions& options() const { return options_; }
+
+ private:
+  const MembershipOptions options_;
+  mutable Mutex mu_;
+  std::map<uint32_t, Member> members_ GUARDED_BY(mu_);
+  uint32_t next_id_ GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace lego::gm
