@@ -77,6 +77,8 @@ Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
       return InvalidArgument(fmt::format("bad address '{}' (write an IPv6 address as [IPV6]:PORT)", text));
     port_part = text.substr(colon + 1);
   }
+  if (hp.host.find_first_of("[]") != std::string::npos)
+    return InvalidArgument(fmt::format("bad address '{}' (brackets inside the host)", text));
   unsigned port = 0;
   auto [ptr, ec] = std::from_chars(port_part.data(), port_part.data() + port_part.size(), port);
   if (ec != std::errc() || ptr != port_part.data() + port_part.size() || port > 65535 ||

@@ -205,6 +205,9 @@ Result<std::unique_ptr<Messenger>> Messenger::Create(const MessengerOptions& opt
 }
 
 Status Messenger::Init() {
+  // A restarted daemon must be able to listen on its old port while connections of its previous life sit
+  // in TIME_WAIT (UCX's default is not to reuse). An explicit UCX_TCP_CM_REUSEADDR in the environment wins.
+  setenv("UCX_TCP_CM_REUSEADDR", "y", /*overwrite=*/0);
   ucp_config_t* config = nullptr;
   ucs_status_t st = ucp_config_read(nullptr, nullptr, &config);
   if (st != UCS_OK) return Internal(fmt::format("ucp_config_read: {}", ucs_status_string(st)));
@@ -731,14 +734,12 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
   if (header_len != sizeof(hdr)) {
     c_bad_messages_->Increment();
     LEGO_LOG_RATELIMITED("bad_message conn={} why=\"header of {} bytes, want {}\"", conn_id, header_len, sizeof(hdr));
-    if (rndv) ucp_am_data_release(worker_, data);
     return;
   }
   std::memcpy(&hdr, header, sizeof(hdr));
   if (hdr.magic != proto::kMagic) {
     c_bad_messages_->Increment();
     LEGO_LOG_RATELIMITED("bad_message conn={} why=\"bad magic {:#x}\"", conn_id, hdr.magic);
-    if (rndv) ucp_am_data_release(worker_, data);
     return;
   }
   auto kind = static_cast<proto::MsgKind>(hdr.kind);
@@ -754,8 +755,8 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
   } else if (hdr.payload_len != len) {
     problem = fmt::format("header says {} payload bytes, {} arrived", hdr.payload_len, len);
   }
+  // A rejected rendezvous descriptor is dropped by UCX when we return UCS_OK without receiving it.
   if (!problem.empty()) {
-    if (rndv) ucp_am_data_release(worker_, data);
     if (kind == proto::MsgKind::kReply) {
       c_bad_messages_->Increment();
       CompleteCall(hdr.request_id, Status(code, "bad reply: " + problem), {});

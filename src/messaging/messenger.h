@@ -103,6 +103,7 @@ class PendingCall {
  private:
   friend class Messenger;
   friend class Channel;
+  friend class MessengerTestPeer;
   Messenger* m_ = nullptr;
   uint64_t request_id_ = 0;
   uint64_t conn_id_ = 0;
