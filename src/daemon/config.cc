@@ -146,13 +146,21 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
 }
 
 Result<std::string> LoadOrCreateIdentity(const DaemonConfig& c) {
-  if (!c.name.empty()) return c.name;
+  // The identity lives in the data dir, so that a daemon restarted on the same data rejoins as itself.
+  // A --name flag sets (and replaces) it.
   fs::path p = fs::path(c.data_dir) / "identity";
-  std::ifstream in(p);
   std::string name;
-  if (in && std::getline(in, name) && !name.empty()) return name;
-  std::random_device rd;
-  name = fmt::format("{}-{:08x}", proto::ComponentKindName(c.kind), rd());
+  if (c.name.empty()) {
+    std::ifstream in(p);
+    if (in && std::getline(in, name) && !name.empty()) return name;
+    std::random_device rd;
+    name = fmt::format("{}-{:08x}", proto::ComponentKindName(c.kind), rd());
+  } else {
+    name = c.name;
+    std::ifstream in(p);
+    std::string old;
+    if (in && std::getline(in, old) && old == name) return name;
+  }
   fs::path tmp = p;
   tmp += ".tmp";
   {

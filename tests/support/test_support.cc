@@ -195,7 +195,7 @@ Daemon StartDaemon(const std::string& kind, const std::string& dir, const std::s
   std::remove(ready.c_str());
   std::vector<std::string> args = {"--data-dir", fmt::format("{}/{}", dir, name), "--ready-file", ready};
   bool has_listen = false;
-  for (const auto& a : extra_args) has_listen |= a == "--listen";
+  for (const auto& a : extra_args) has_listen |= a == "--listen" || a == "--config";
   if (!has_listen) args.insert(args.end(), {"--listen", "127.0.0.1:0"});
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   Daemon d{Process(fmt::format("{}/lego-{}", BinDir(), kind), args, fmt::format("{}/{}.log", dir, name)), {}, 0};
