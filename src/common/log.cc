@@ -13,16 +13,22 @@ void InitLogging(std::string_view component, std::string_view level) {
 }
 
 bool RateLimit::Allow() {
-  int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::steady_clock::now().time_since_epoch())
-                    .count();
-  int64_t start = window_start_ms_.load(std::memory_order_relaxed);
-  if (now - start >= period_ms_) {
-    if (window_start_ms_.compare_exchange_strong(start, now)) count_.store(0);
+  // One 64-bit word holds (window number << 24 | count in window), so that opening a new window and counting
+  // in it cannot race (a separate reset of the count could wipe increments of other threads).
+  const uint64_t now = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 std::chrono::steady_clock::now().time_since_epoch())
+                                                 .count());
+  const uint64_t window = now / static_cast<uint64_t>(period_ms_);
+  uint64_t cur = state_.load(std::memory_order_relaxed);
+  while (true) {
+    uint64_t count = (cur >> 40) == (window & 0xffffff) ? (cur & 0xffffffffffull) : 0;
+    if (count >= static_cast<uint64_t>(burst_)) {
+      suppressed_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    uint64_t next = ((window & 0xffffff) << 40) | (count + 1);
+    if (state_.compare_exchange_weak(cur, next, std::memory_order_relaxed)) return true;
   }
-  if (count_.fetch_add(1, std::memory_order_relaxed) < burst_) return true;
-  suppressed_.fetch_add(1, std::memory_order_relaxed);
-  return false;
 }
 
 }  // namespace lego

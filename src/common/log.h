@@ -28,8 +28,7 @@ class RateLimit {
  private:
   const int burst_;
   const int64_t period_ms_;
-  std::atomic<int64_t> window_start_ms_{0};
-  std::atomic<int> count_{0};
+  std::atomic<uint64_t> state_{0};  // (window number mod 2^24) << 40 | events in that window
   std::atomic<uint64_t> suppressed_{0};
 };
 

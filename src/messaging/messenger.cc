@@ -663,13 +663,20 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opc
   return call;
 }
 
-void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload) {
+void Messenger::CompleteCall(uint64_t request_id, uint64_t conn_id, Status status, std::span<const uint8_t> payload) {
   std::shared_ptr<PendingCall> call;
   {
     MutexLock pl(pending_mu_);
     auto it = pending_.find(request_id);
     if (it == pending_.end()) {
       LEGO_LOG_DEBUG("late_reply request_id={}", request_id);  // it timed out already
+      return;
+    }
+    if (it->second->conn_id_ != conn_id) {
+      // A peer may only answer what was asked on its own connection.
+      c_bad_messages_->Increment();
+      LEGO_LOG_RATELIMITED("reply_on_wrong_connection request_id={} conn={} expected_conn={}", request_id, conn_id,
+                           it->second->conn_id_);
       return;
     }
     call = std::move(it->second);
@@ -730,39 +737,24 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     if (it != ep_conn_.end()) conn_id = it->second;
   }
   const bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
-  proto::MsgHeader hdr{};
-  if (header_len != sizeof(hdr)) {
-    c_bad_messages_->Increment();
-    LEGO_LOG_RATELIMITED("bad_message conn={} why=\"header of {} bytes, want {}\"", conn_id, header_len, sizeof(hdr));
-    return;
-  }
-  std::memcpy(&hdr, header, sizeof(hdr));
-  if (hdr.magic != proto::kMagic) {
-    c_bad_messages_->Increment();
-    LEGO_LOG_RATELIMITED("bad_message conn={} why=\"bad magic {:#x}\"", conn_id, hdr.magic);
-    return;
-  }
-  auto kind = static_cast<proto::MsgKind>(hdr.kind);
-  std::string problem;
-  StatusCode code = StatusCode::kBadMessage;
-  if (hdr.version != proto::kProtocolVersion) {
-    code = StatusCode::kVersionMismatch;
-    problem = fmt::format("message of protocol v{}, {} speaks v{}", hdr.version, options_.name, proto::kProtocolVersion);
-  } else if (kind != proto::MsgKind::kRequest && kind != proto::MsgKind::kReply && kind != proto::MsgKind::kOneWay) {
-    problem = fmt::format("unknown message kind {}", hdr.kind);
-  } else if (len > options_.max_payload) {
-    problem = fmt::format("payload of {} bytes exceeds the {} byte limit", len, options_.max_payload);
-  } else if (hdr.payload_len != len) {
-    problem = fmt::format("header says {} payload bytes, {} arrived", hdr.payload_len, len);
-  }
   // A rejected rendezvous descriptor is dropped by UCX when we return UCS_OK without receiving it.
-  if (!problem.empty()) {
+  auto check = proto::ValidateHeader(std::span(static_cast<const uint8_t*>(header), header_len), len,
+                                     options_.max_payload);
+  const proto::MsgHeader& hdr = check.hdr;
+  auto kind = static_cast<proto::MsgKind>(hdr.kind);
+  if (check.verdict == proto::HeaderVerdict::kDrop) {
+    c_bad_messages_->Increment();
+    LEGO_LOG_RATELIMITED("bad_message conn={} why=\"{}\"", conn_id, check.problem);
+    return;
+  }
+  if (check.verdict == proto::HeaderVerdict::kReject) {
     if (kind == proto::MsgKind::kReply) {
       c_bad_messages_->Increment();
-      CompleteCall(hdr.request_id, Status(code, "bad reply: " + problem), {});
+      LEGO_LOG_RATELIMITED("bad_reply conn={} why=\"{}\"", conn_id, check.problem);
+      CompleteCall(hdr.request_id, conn_id, Status(check.code, "bad reply: " + check.problem), {});
       return;
     }
-    Reject(conn_id, hdr, code, problem);
+    Reject(conn_id, hdr, check.code, check.problem);
     return;
   }
   if (rndv) {
@@ -785,11 +777,11 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
   if (kind == proto::MsgKind::kReply) {
     Status st;
     if (hdr.status != 0) {
-      auto code = static_cast<StatusCode>(hdr.status);
+      auto code = proto::ReplyStatus(hdr.status);
       st = Status(code, std::string(reinterpret_cast<const char*>(payload.data()),
                                     std::min(payload.size(), proto::kMaxStringLen)));
     }
-    CompleteCall(hdr.request_id, std::move(st), payload);
+    CompleteCall(hdr.request_id, conn_id, std::move(st), payload);
     return;
   }
   Dispatch(hdr, conn_id, payload);
@@ -803,10 +795,10 @@ void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, vo
     if (rr->hdr.kind == static_cast<uint8_t>(proto::MsgKind::kReply)) {
       Status st;
       if (rr->hdr.status != 0)
-        st = Status(static_cast<StatusCode>(rr->hdr.status),
+        st = Status(proto::ReplyStatus(rr->hdr.status),
                     std::string(reinterpret_cast<const char*>(payload.data()),
                                 std::min(payload.size(), proto::kMaxStringLen)));
-      rr->m->CompleteCall(rr->hdr.request_id, std::move(st), payload);
+      rr->m->CompleteCall(rr->hdr.request_id, rr->conn_id, std::move(st), payload);
     } else {
       rr->m->Dispatch(rr->hdr, rr->conn_id, payload);
     }

@@ -199,7 +199,7 @@ class Messenger {
                        std::span<const uint8_t> payload);
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
                                          Millis timeout);
-  void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
+  void CompleteCall(uint64_t request_id, uint64_t conn_id, Status status, std::span<const uint8_t> payload);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
   void WaitCall(PendingCall* call);
   void Kick();

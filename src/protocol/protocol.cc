@@ -1,3 +1,5 @@
+#include <cstring>
+
 #include <fmt/format.h>
 
 #include "protocol/any.h"
@@ -123,6 +125,44 @@ Result<std::vector<MemberRecord>> DecodeMemberList(std::span<const uint8_t> payl
   }
   LEGO_RETURN_IF_ERROR(r.Finish());
   return out;
+}
+
+HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_arrived, uint32_t max_payload) {
+  HeaderCheck c;
+  if (am_header.size() != sizeof(MsgHeader)) {
+    c.problem = fmt::format("header of {} bytes, want {}", am_header.size(), sizeof(MsgHeader));
+    return c;
+  }
+  std::memcpy(&c.hdr, am_header.data(), sizeof(MsgHeader));
+  if (c.hdr.magic != kMagic) {
+    c.problem = fmt::format("bad magic {:#x}", c.hdr.magic);
+    return c;
+  }
+  c.verdict = HeaderVerdict::kReject;
+  auto kind = static_cast<MsgKind>(c.hdr.kind);
+  if (c.hdr.version != kProtocolVersion) {
+    c.code = StatusCode::kVersionMismatch;
+    c.problem = fmt::format("message of protocol v{}, this endpoint speaks v{}", c.hdr.version, kProtocolVersion);
+  } else if (kind != MsgKind::kRequest && kind != MsgKind::kReply && kind != MsgKind::kOneWay) {
+    c.problem = fmt::format("unknown message kind {}", c.hdr.kind);
+  } else if (payload_arrived > max_payload) {
+    c.problem = fmt::format("payload of {} bytes exceeds the {} byte limit", payload_arrived, max_payload);
+  } else if (c.hdr.payload_len != payload_arrived) {
+    c.problem = fmt::format("header says {} payload bytes, {} arrived", c.hdr.payload_len, payload_arrived);
+  } else if (kind != MsgKind::kReply && c.hdr.status != 0) {
+    c.problem = fmt::format("{} carries status {}", kind == MsgKind::kRequest ? "request" : "one-way", c.hdr.status);
+  } else if (kind == MsgKind::kOneWay && c.hdr.request_id != 0) {
+    c.problem = "one-way message carries a request id";
+  } else {
+    c.verdict = HeaderVerdict::kAccept;
+    c.code = StatusCode::kOk;
+  }
+  return c;
+}
+
+StatusCode ReplyStatus(int32_t wire_status) {
+  if (wire_status < 0 || wire_status > static_cast<int32_t>(StatusCode::kInternal)) return StatusCode::kBadMessage;
+  return static_cast<StatusCode>(wire_status);
 }
 
 }  // namespace lego::proto

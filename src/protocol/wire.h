@@ -15,7 +15,11 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <span>
+#include <string>
 #include <string_view>
+
+#include "common/status.h"
 
 namespace lego::proto {
 
@@ -67,5 +71,22 @@ static_assert(offsetof(MsgHeader, opcode) == 6);
 static_assert(offsetof(MsgHeader, request_id) == 8);
 static_assert(offsetof(MsgHeader, payload_len) == 16);
 static_assert(offsetof(MsgHeader, status) == 20);
+
+// What the receiver does with an arriving message, decided from its AM header alone (pure: fuzzed).
+enum class HeaderVerdict {
+  kAccept,  // well-formed: dispatch (requests, one-way) or complete the call (replies)
+  kDrop,    // not a Lego message (wrong header size or magic): count, log, no reply possible
+  kReject,  // a Lego message we refuse: reply `code` to a request, fail the call of a reply, drop one-way
+};
+struct HeaderCheck {
+  HeaderVerdict verdict = HeaderVerdict::kDrop;
+  StatusCode code = StatusCode::kBadMessage;
+  std::string problem;  // for the log line and the error reply
+  MsgHeader hdr{};      // valid unless verdict == kDrop
+};
+HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_arrived, uint32_t max_payload);
+
+// The StatusCode carried by a reply; a value outside the known codes becomes kBadMessage.
+StatusCode ReplyStatus(int32_t wire_status);
 
 }  // namespace lego::proto

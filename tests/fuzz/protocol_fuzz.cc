@@ -120,6 +120,31 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
     if (!hdr.ok()) Fail("header", "24 bytes did not decode:", hdr.status().ToString());
     UseHeader(hdr.value());
   }
+
+  // The receiver's verdict on an AM header: the first byte picks the header length (so that short and long
+  // headers are explored), the next 24 bytes are the header, the rest stands for the payload that arrived.
+  if (!in.empty()) {
+    size_t header_len = in[0] % (sizeof(MsgHeader) + 8);
+    auto rest = in.subspan(1);
+    auto header = rest.first(std::min(header_len, rest.size()));
+    size_t arrived = rest.size() - header.size();
+    for (uint32_t max_payload : {0u, 16u, kDefaultMaxPayload}) {
+      auto check = ValidateHeader(header, arrived, max_payload);
+      if (check.verdict == HeaderVerdict::kAccept) {
+        if (header.size() != sizeof(MsgHeader)) Fail("ValidateHeader", "accepted a header of the wrong size");
+        if (check.hdr.magic != kMagic || check.hdr.version != kProtocolVersion)
+          Fail("ValidateHeader", "accepted a bad magic or version");
+        if (check.hdr.payload_len != arrived || arrived > max_payload)
+          Fail("ValidateHeader", "accepted a payload length that does not match or is too large");
+      } else if (check.problem.empty()) {
+        Fail("ValidateHeader", "refused without saying why");
+      }
+    }
+    int32_t status = 0;
+    std::memcpy(&status, rest.data(), std::min(sizeof(status), rest.size()));
+    auto code = ReplyStatus(status);
+    if (static_cast<int32_t>(code) < 0 || code > StatusCode::kInternal) Fail("ReplyStatus", "out of range code");
+  }
 }
 
 void FuzzTextParsers(std::span<const uint8_t> in) {

@@ -1,0 +1,102 @@
+// MembershipTable logic with explicit time: registration, rejoin, liveness, incarnations.
+#include "gm/membership.h"
+
+#include <gtest/gtest.h>
+
+namespace lego::gm {
+namespace {
+
+using proto::ComponentKind;
+using proto::MemberState;
+
+proto::RegisterReq Req(ComponentKind kind, const std::string& addr, const std::string& name) {
+  proto::RegisterReq r;
+  r.fixed.kind = static_cast<uint8_t>(kind);
+  r.fixed.pid = 42;
+  r.fixed.capacity_bytes = 1 << 20;
+  r.listen_addr = addr;
+  r.name = name;
+  return r;
+}
+
+uint8_t State(MembershipTable& t, uint32_t id, int64_t now) {
+  for (auto& m : t.List(now))
+    if (m.fixed.id == id) return m.fixed.state;
+  return 0;
+}
+
+TEST(MembershipTable, AssignsDistinctIdsAndListsMembers) {
+  MembershipTable t({1000, 3});
+  auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
+  auto b = t.Register(Req(ComponentKind::kMmon, "h:2", "mmon-1"), 0, 0);
+  auto c = t.Register(Req(ComponentKind::kPmon, "h:3", "pmon-0"), 0, 0);
+  EXPECT_NE(a.id, b.id);
+  EXPECT_NE(b.id, c.id);
+  EXPECT_EQ(a.incarnation, 1u);
+  EXPECT_EQ(a.heartbeat_interval_ms, 1000u);
+  auto list = t.List(0);
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].name, "mmon-0");
+  EXPECT_EQ(list[0].fixed.capacity_bytes, 1u << 20);
+  EXPECT_EQ(t.CountAlive(), 3u);
+}
+
+TEST(MembershipTable, DeadOnlyAfterIntervalTimesMisses) {
+  MembershipTable t({1000, 3});
+  auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
+  EXPECT_TRUE(t.CheckLiveness(3000).empty());
+  EXPECT_TRUE(t.Heartbeat({a.id, a.incarnation, 0, 0}, 2500).ok());
+  EXPECT_TRUE(t.CheckLiveness(5400).empty());
+  auto died = t.CheckLiveness(5501);
+  ASSERT_EQ(died.size(), 1u);
+  EXPECT_EQ(died[0].id, a.id);
+  EXPECT_EQ(State(t, a.id, 5501), uint8_t(MemberState::kDead));
+  EXPECT_TRUE(t.CheckLiveness(9000).empty());  // reported once
+}
+
+TEST(MembershipTable, RestartedMemberRejoinsWithSameIdNewIncarnation) {
+  MembershipTable t({1000, 3});
+  auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
+  t.CheckLiveness(10000);
+  auto again = t.Register(Req(ComponentKind::kMmon, "h:9", "mmon-0"), 10000, 0);  // new port, same name
+  EXPECT_EQ(again.id, a.id);
+  EXPECT_EQ(again.incarnation, a.incarnation + 1);
+  EXPECT_EQ(State(t, a.id, 10000), uint8_t(MemberState::kAlive));
+  EXPECT_EQ(t.List(10000)[0].listen_addr, "h:9");
+  // The old incarnation's heartbeats are refused: that process must not pass for the new one.
+  EXPECT_EQ(t.Heartbeat({a.id, a.incarnation, 0, 0}, 10001).code(), StatusCode::kUnknownMember);
+  EXPECT_TRUE(t.Heartbeat({a.id, again.incarnation, 0, 0}, 10001).ok());
+}
+
+TEST(MembershipTable, UnnamedMembersMatchByKindAndAddress) {
+  MembershipTable t({1000, 3});
+  auto a = t.Register(Req(ComponentKind::kSmon, "h:1", ""), 0, 0);
+  auto b = t.Register(Req(ComponentKind::kSmon, "h:1", ""), 0, 0);
+  auto c = t.Register(Req(ComponentKind::kMmon, "h:1", ""), 0, 0);
+  EXPECT_EQ(a.id, b.id);
+  EXPECT_NE(a.id, c.id);
+}
+
+TEST(MembershipTable, HeartbeatOfUnknownOrLeftMemberAsksToRegister) {
+  MembershipTable t({1000, 3});
+  EXPECT_EQ(t.Heartbeat({77, 1, 0, 0}, 0).code(), StatusCode::kUnknownMember);
+  auto a = t.Register(Req(ComponentKind::kPmon, "h:1", "p"), 0, 0);
+  EXPECT_TRUE(t.Deregister({a.id, a.incarnation}).ok());
+  EXPECT_EQ(State(t, a.id, 0), uint8_t(MemberState::kLeft));
+  EXPECT_EQ(t.Heartbeat({a.id, a.incarnation, 0, 0}, 1).code(), StatusCode::kUnknownMember);
+  EXPECT_EQ(t.Deregister({a.id, a.incarnation + 5}).code(), StatusCode::kUnknownMember);
+  EXPECT_TRUE(t.CheckLiveness(100000).empty());  // left members never die
+}
+
+TEST(MembershipTable, DeadMemberThatHeartbeatsAgainIsRevived) {
+  MembershipTable t({100, 2});
+  auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "m"), 0, 0);
+  t.CheckLiveness(1000);
+  EXPECT_EQ(State(t, a.id, 1000), uint8_t(MemberState::kDead));
+  EXPECT_TRUE(t.Heartbeat({a.id, a.incarnation, 5, 7}, 1001).ok());
+  EXPECT_EQ(State(t, a.id, 1001), uint8_t(MemberState::kAlive));
+  EXPECT_EQ(t.List(1001)[0].fixed.used_bytes, 7u);
+}
+
+}  // namespace
+}  // namespace lego::gm
