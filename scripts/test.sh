@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The test command (README, second command; .ci/run calls it): installs dependencies, builds the release and
+# sanitize (ASan+UBSan) trees, fuzzes the protocol decoders for a bounded time, runs the unit, protocol,
+# transport and end-to-end tests under the sanitizers, then the whole default suite (including the RPC
+# benchmark smoke test) on the release build. The last lines are ctest's summary of that final run.
+#   LEGO_FUZZ_SECONDS   fuzzing time (default 60)
+#   LEGO_SKIP_SANITIZE  set to 1 to skip the sanitize build and run
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$root/scripts/setup.sh"
+
+echo "== build (release)"
+"$root/scripts/build.sh" release | tail -1
+if [[ ${LEGO_SKIP_SANITIZE:-0} != 1 ]]; then
+  echo "== build (sanitize)"
+  "$root/scripts/build.sh" sanitize | tail -1
+fi
+
+echo "== fuzz"
+"$root/scripts/fuzz.sh" "${LEGO_FUZZ_SECONDS:-60}"
+
+if [[ ${LEGO_SKIP_SANITIZE:-0} != 1 ]]; then
+  echo "== tests under ASan+UBSan"
+  # UCX keeps some allocations for the life of the process; leaks are checked by the fuzz build instead.
+  log=$root/build-sanitize/ctest-sanitize.log
+  if ! ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$root/build-sanitize" -L 'unit|protocol|transport|e2e' -j2 --output-on-failure \
+      --timeout 300 >"$log" 2>&1; then
+    tail -300 "$log"
+    echo "test.sh: tests under ASan+UBSan failed (full log: $log)" >&2
+    exit 1
+  fi
+  grep -E 'tests passed|tests failed' "$log"
+fi
+
+echo "== tests (release)"
+ctest --test-dir "$root/build" -LE soak -j2 --output-on-failure --timeout 600
