@@ -10,8 +10,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 echo "== building"
 "$root/scripts/build.sh" release | tail -1
 lego=$root/build/src/lego
-export LEGO_STATE_DIR=${LEGO_STATE_DIR:-$(mktemp -d /tmp/lego-demo.XXXXXX)/state}
-trap '"$lego" down >/dev/null 2>&1 || true' EXIT
+demo_dir=$(mktemp -d /tmp/lego-demo.XXXXXX)
+export LEGO_STATE_DIR=${LEGO_STATE_DIR:-$demo_dir/state}
+trap '"$lego" down >/dev/null 2>&1 || true; rm -rf "$demo_dir"' EXIT
 
 echo "== lego up"
 "$lego" up --mmon-capacity 512M --excache 128M
@@ -22,12 +23,14 @@ echo "== lego stats --id 1 (one memory monitor's counters)"
 victim=$("$lego" status --json | python3 -c 'import json,sys; print([c["pid"] for c in json.load(sys.stdin) if c["name"]=="mmon-1"][0])')
 echo "== kill -9 mmon-1 (pid $victim); the gm notices missed heartbeats"
 kill -9 "$victim"
+start=$(date +%s.%N)
 for _ in $(seq 1 50); do
   if "$lego" status --json | python3 -c 'import json,sys; sys.exit(0 if any(c["name"]=="mmon-1" and c["state"]=="dead" for c in json.load(sys.stdin)) else 1)'; then
     break
   fi
   sleep 0.2
 done
+echo "mmon-1 marked dead $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s after kill -9"
 "$lego" status
 echo "== lego down"
 "$lego" down

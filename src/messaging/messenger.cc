@@ -563,16 +563,17 @@ void Messenger::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
 void Messenger::FailConn(ucp_ep_h ep, ucs_status_t status) {
   auto it = ep_conn_.find(ep);
   if (it == ep_conn_.end()) return;
-  uint64_t id = it->second;
-  auto& c = conns_[id];
+  const uint64_t id = it->second;
+  const Conn conn = conns_[id];  // a copy: the entry is erased below
   c_peer_failures_->Increment();
-  LEGO_LOG_INFO("peer_failed conn={} peer={} client={} error=\"{}\"", id, c.peer, c.client, ucs_status_string(status));
+  LEGO_LOG_INFO("peer_failed conn={} peer={} client={} error=\"{}\"", id, conn.peer, conn.client,
+                ucs_status_string(status));
   // UCX forbids closing the endpoint from inside its own error callback: the progress loop closes it.
   to_close_.push_back(ep);
   ep_conn_.erase(it);
   conns_.erase(id);
   FailCallsOnConn(id, Status(StatusCode::kPeerUnreachable,
-                             fmt::format("connection {} to {} failed: {}", id, c.peer, ucs_status_string(status))));
+                             fmt::format("connection {} to {} failed: {}", id, conn.peer, ucs_status_string(status))));
 }
 
 void Messenger::CloseConn(uint64_t conn_id, bool force) {
