@@ -19,6 +19,10 @@ std::string_view OpcodeName(uint16_t opcode) {
     case kHeartbeat: return "x2g.heartbeat";
     case kDeregister: return "x2g.deregister";
     case kListMembers: return "c2g.list_members";
+    case kWritePages: return "p2m.write_pages";
+    case kReadPages: return "p2m.read_pages";
+    case kFreeRange: return "p2m.free_range";
+    case kDestroySpace: return "p2m.destroy_space";
   }
   return "unknown";
 }

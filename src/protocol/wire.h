@@ -5,7 +5,7 @@
 //   0x00  ANY  any endpoint to any endpoint (hello, ping, stats)
 //   0x01  X2G  any monitor to the global manager (membership)
 //   0x02  C2G  the CLI (or any client) to the global manager (queries)
-//   0x03  P2M  process monitor to memory monitor      (reserved: disaggregated memory)
+//   0x03  P2M  process monitor to memory monitor      (page store: read, write, free, destroy)
 //   0x04  P2S  process monitor to storage monitor     (reserved: disaggregated storage)
 //   0x05  M2S  memory monitor to storage monitor      (reserved: buffer cache)
 //   0x06  G2X  global manager to a monitor            (reserved: recovery, placement)
@@ -49,6 +49,11 @@ enum Opcode : uint16_t {
   kDeregister = 0x0103,
   // C2G
   kListMembers = 0x0201,
+  // P2M
+  kWritePages = 0x0301,
+  kReadPages = 0x0302,
+  kFreeRange = 0x0303,
+  kDestroySpace = 0x0304,
 };
 
 std::string_view OpcodeName(uint16_t opcode);

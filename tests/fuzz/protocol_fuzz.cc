@@ -23,6 +23,7 @@
 #include "common/status.h"
 #include "common/util.h"
 #include "protocol/any.h"
+#include "protocol/p2m.h"
 #include "protocol/membership.h"
 #include "protocol/wire.h"
 
@@ -120,6 +121,25 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
     if (!hdr.ok()) Fail("header", "24 bytes did not decode:", hdr.status().ToString());
     UseHeader(hdr.value());
   }
+
+  // P2M decoders: whatever they accept must be internally consistent.
+  if (auto w = DecodeWritePages(in); w.ok()) {
+    if (w->vaddrs.empty() || w->vaddrs.size() > kMaxPagesPerRequest) Fail("p2m.write_pages", "bad count accepted");
+    if (w->data.size() != w->vaddrs.size() * kPageBytes) Fail("p2m.write_pages", "data size mismatch accepted");
+    for (uint64_t v : w->vaddrs)
+      if (v % kPageBytes) Fail("p2m.write_pages", "unaligned vaddr accepted");
+  }
+  if (auto rp = DecodeReadPages(in); rp.ok()) {
+    auto again = DecodeReadPages(EncodeReadPages(rp->space, rp->vaddrs));
+    if (!again.ok() || again->vaddrs != rp->vaddrs) Fail("p2m.read_pages", "re-encoding is not stable");
+  }
+  if (auto rr = DecodeReadPagesResp(in); rr.ok()) {
+    size_t present = 0;
+    for (uint8_t p : rr->present) present += p;
+    if (rr->data.size() != present * kPageBytes) Fail("p2m.read_pages reply", "data size mismatch accepted");
+  }
+  (void)DecodeFixed<FreeRangeReq>(in, "p2m.free_range");
+  (void)DecodeFixed<DestroySpaceReq>(in, "p2m.destroy_space");
 
   // The receiver's verdict on an AM header: the first byte picks the header length (so that short and long
   // headers are explored), the next 24 bytes are the header, the rest stands for the payload that arrived.

@@ -1,0 +1,83 @@
+#include "mmon/mmon_service.h"
+
+#include "common/log.h"
+#include "protocol/any.h"
+#include "protocol/p2m.h"
+
+namespace lego::mmon {
+
+MmonService::MmonService(std::unique_ptr<PageStore> store, Metrics& metrics)
+    : store_(std::move(store)),
+      c_pages_written_(metrics.Counter("lego_mmon_pages_written_total", "Pages written back by process monitors")),
+      c_pages_read_(metrics.Counter("lego_mmon_pages_read_total", "Pages read by process monitors")),
+      c_pages_absent_(metrics.Counter("lego_mmon_pages_absent_total", "Reads of pages never written")),
+      c_pages_freed_(metrics.Counter("lego_mmon_pages_freed_total", "Pages freed by munmap or exit")),
+      c_oom_(metrics.Counter("lego_mmon_out_of_memory_total", "Writes refused because the pool was full")),
+      g_spaces_(metrics.Gauge("lego_mmon_address_spaces", "Address spaces with pages here")),
+      g_used_(metrics.Gauge("lego_mmon_pool_used_bytes", "Bytes of the pool holding pages")) {}
+
+void MmonService::UpdateGauges() {
+  g_spaces_.Set(static_cast<double>(store_->space_count()));
+  g_used_.Set(static_cast<double>(store_->used_bytes()));
+}
+
+void MmonService::InstallHandlers(msg::Messenger& messenger) {
+  messenger.Handle(proto::kWritePages, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeWritePages(in.payload);
+    if (!req.ok()) return r.Error(req.status());
+    std::vector<PageStore::PageRef> pages(req->vaddrs.size());
+    for (size_t i = 0; i < pages.size(); ++i)
+      pages[i] = {req->vaddrs[i], req->data.subspan(i * kPageSize, kPageSize)};
+    Status st = store_->Write(req->space, pages);
+    if (!st.ok()) {
+      if (st.code() == StatusCode::kOutOfMemory) {
+        c_oom_.Increment();
+        LEGO_LOG_RATELIMITED("pool_full space={:#x} pages={} used={} capacity={}", req->space, pages.size(),
+                             store_->used_bytes(), store_->capacity_bytes());
+      }
+      return r.Error(st);
+    }
+    c_pages_written_.Increment(static_cast<double>(pages.size()));
+    UpdateGauges();
+    r.Reply();
+  });
+  messenger.Handle(proto::kReadPages, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeReadPages(in.payload);
+    if (!req.ok()) return r.Error(req.status());
+    const size_t n = req->vaddrs.size();
+    thread_local proto::Bytes out;
+    out.resize(8 + n + n * kPageSize);
+    uint32_t count = static_cast<uint32_t>(n), reserved = 0;
+    std::memcpy(out.data(), &count, 4);
+    std::memcpy(out.data() + 4, &reserved, 4);
+    size_t present = 0;
+    uint8_t* data = out.data() + 8 + n;
+    for (size_t i = 0; i < n; ++i) {
+      bool ok = store_->Read(req->space, req->vaddrs[i], data + present * kPageSize);
+      out[8 + i] = ok;
+      present += ok;
+    }
+    c_pages_read_.Increment(static_cast<double>(present));
+    c_pages_absent_.Increment(static_cast<double>(n - present));
+    r.Reply(std::span(out.data(), 8 + n + present * kPageSize));
+  });
+  messenger.Handle(proto::kFreeRange, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::FreeRangeReq>(in.payload, "p2m.free_range");
+    if (!req.ok()) return r.Error(req.status());
+    uint64_t freed = store_->FreeRange(req->space, req->start, req->length);
+    c_pages_freed_.Increment(static_cast<double>(freed));
+    UpdateGauges();
+    r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
+  });
+  messenger.Handle(proto::kDestroySpace, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::DestroySpaceReq>(in.payload, "p2m.destroy_space");
+    if (!req.ok()) return r.Error(req.status());
+    uint64_t freed = store_->DestroySpace(req->space);
+    c_pages_freed_.Increment(static_cast<double>(freed));
+    UpdateGauges();
+    LEGO_LOG_INFO("space_destroyed space={:#x} pages_freed={}", req->space, freed);
+    r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
+  });
+}
+
+}  // namespace lego::mmon

@@ -1,0 +1,127 @@
+#include "mmon/page_store.h"
+
+#include <sys/mman.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace lego::mmon {
+
+Result<std::unique_ptr<PageStore>> PageStore::Create(uint64_t capacity_bytes) {
+  uint64_t frames = capacity_bytes / kPageSize;
+  if (frames == 0) return InvalidArgument(fmt::format("capacity {} is less than one page", capacity_bytes));
+  if (frames > UINT32_MAX) return InvalidArgument(fmt::format("capacity {} exceeds 16 TiB", capacity_bytes));
+  void* p = mmap(nullptr, frames * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (p == MAP_FAILED) return ErrnoError(fmt::format("reserving a {} byte page pool", capacity_bytes), errno);
+  madvise(p, frames * kPageSize, MADV_HUGEPAGE);  // best effort: only where THP is enabled
+  return std::unique_ptr<PageStore>(new PageStore(static_cast<uint8_t*>(p), frames));
+}
+
+PageStore::PageStore(uint8_t* pool, uint64_t frames) : pool_(pool), frames_(frames) {}
+
+PageStore::~PageStore() { munmap(pool_, frames_ * kPageSize); }
+
+Status PageStore::Write(uint64_t space, std::span<const PageRef> pages) {
+  for (const auto& p : pages) {
+    if (p.vaddr % kPageSize != 0) return InvalidArgument(fmt::format("vaddr {:#x} is not page aligned", p.vaddr));
+    if (p.data.size() != kPageSize) return InvalidArgument(fmt::format("page of {} bytes", p.data.size()));
+  }
+  MutexLock lk(mu_);
+  auto& index = spaces_[space];
+  uint64_t fresh = 0;
+  for (const auto& p : pages) fresh += !index.count(p.vaddr);
+  // Pages repeated within the batch are counted twice above: harmless (it only makes the check stricter).
+  uint64_t available = free_.size() + (frames_ - next_untouched_);
+  if (fresh > available) {
+    if (index.empty()) spaces_.erase(space);
+    return Status(StatusCode::kOutOfMemory,
+                  fmt::format("memory pool full: {} new pages, {} free of {}", fresh, available, frames_));
+  }
+  for (const auto& p : pages) {
+    auto [it, inserted] = index.try_emplace(p.vaddr, 0);
+    if (inserted) {
+      if (!free_.empty()) {
+        it->second = free_.back();
+        free_.pop_back();
+      } else {
+        it->second = static_cast<uint32_t>(next_untouched_++);
+      }
+      ++used_frames_;
+    }
+    std::memcpy(Frame(it->second), p.data.data(), kPageSize);
+  }
+  return Status::Ok();
+}
+
+bool PageStore::Read(uint64_t space, uint64_t vaddr, uint8_t* out) const {
+  MutexLock lk(mu_);
+  auto s = spaces_.find(space);
+  if (s == spaces_.end()) return false;
+  auto it = s->second.find(vaddr);
+  if (it == s->second.end()) return false;
+  std::memcpy(out, Frame(it->second), kPageSize);
+  return true;
+}
+
+void PageStore::Release(uint32_t frame) {
+  // Give the memory back to the host; the frame is reused from the free list.
+  madvise(Frame(frame), kPageSize, MADV_DONTNEED);
+  free_.push_back(frame);
+  --used_frames_;
+}
+
+uint64_t PageStore::FreeRange(uint64_t space, uint64_t start, uint64_t len) {
+  MutexLock lk(mu_);
+  auto s = spaces_.find(space);
+  if (s == spaces_.end()) return 0;
+  uint64_t freed = 0;
+  const uint64_t end = start + len < start ? UINT64_MAX : start + len;
+  auto& index = s->second;
+  if (len / kPageSize < index.size()) {
+    for (uint64_t v = start & ~(kPageSize - 1); v < end; v += kPageSize) {
+      auto it = index.find(v);
+      if (it != index.end()) {
+        Release(it->second);
+        index.erase(it);
+        ++freed;
+      }
+      if (v > UINT64_MAX - kPageSize) break;
+    }
+  } else {
+    for (auto it = index.begin(); it != index.end();) {
+      if (it->first + (kPageSize - 1) >= start && it->first < end) {  // overlaps; cannot overflow
+        Release(it->second);
+        it = index.erase(it);
+        ++freed;
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (index.empty()) spaces_.erase(s);
+  return freed;
+}
+
+uint64_t PageStore::DestroySpace(uint64_t space) {
+  MutexLock lk(mu_);
+  auto s = spaces_.find(space);
+  if (s == spaces_.end()) return 0;
+  uint64_t freed = s->second.size();
+  for (auto& [v, f] : s->second) Release(f);
+  spaces_.erase(s);
+  return freed;
+}
+
+uint64_t PageStore::used_bytes() const {
+  MutexLock lk(mu_);
+  return used_frames_ * kPageSize;
+}
+
+uint64_t PageStore::space_count() const {
+  MutexLock lk(mu_);
+  return spaces_.size();
+}
+
+}  // namespace lego::mmon

@@ -1,0 +1,63 @@
+// PageStore: a memory monitor's pool of 4 KiB pages, keyed by (address space, page-aligned virtual address).
+//
+// The pool is one reservation of `capacity` bytes (MAP_NORESERVE, transparent huge pages requested where the
+// host has them), carved into frames handed out from a free list: a full store refuses new pages with
+// kOutOfMemory and never grows past its capacity. Writes are all-or-nothing per batch. A space is an
+// opaque 64-bit id chosen by the process monitor (LegoOS: pid+tgid); destroying it frees all its pages.
+//
+// Thread safety: every method may be called from any thread (one mutex; page copies happen under it, which
+// is fine at 4 KiB and keeps the contract simple).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_annotations.h"
+
+namespace lego::mmon {
+
+inline constexpr size_t kPageSize = 4096;
+
+class PageStore {
+ public:
+  static Result<std::unique_ptr<PageStore>> Create(uint64_t capacity_bytes);
+  ~PageStore();
+  PageStore(const PageStore&) = delete;
+  PageStore& operator=(const PageStore&) = delete;
+
+  struct PageRef {
+    uint64_t vaddr;                   // page aligned
+    std::span<const uint8_t> data;    // exactly kPageSize bytes
+  };
+  // Stores every page, or none (kOutOfMemory if the new ones do not fit; kInvalidArgument if a vaddr is
+  // not page aligned or a page is not kPageSize bytes).
+  Status Write(uint64_t space, std::span<const PageRef> pages);
+  // Copies the page into out (kPageSize bytes) and returns true, or returns false if it was never written.
+  bool Read(uint64_t space, uint64_t vaddr, uint8_t* out) const;
+  // Frees the pages of [start, start+len); returns how many were stored.
+  uint64_t FreeRange(uint64_t space, uint64_t start, uint64_t len);
+  uint64_t DestroySpace(uint64_t space);
+
+  uint64_t capacity_bytes() const { return frames_ * kPageSize; }
+  uint64_t used_bytes() const;
+  uint64_t space_count() const;
+
+ private:
+  PageStore(uint8_t* pool, uint64_t frames);
+  uint8_t* Frame(uint32_t f) const { return pool_ + uint64_t{f} * kPageSize; }
+  void Release(uint32_t frame) REQUIRES(mu_);
+
+  uint8_t* const pool_;
+  const uint64_t frames_;
+  mutable Mutex mu_;
+  std::vector<uint32_t> free_ GUARDED_BY(mu_);
+  uint64_t next_untouched_ GUARDED_BY(mu_) = 0;  // frames never used yet (not in free_), from here up
+  std::unordered_map<uint64_t, std::unordered_map<uint64_t, uint32_t>> spaces_ GUARDED_BY(mu_);
+  uint64_t used_frames_ GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace lego::mmon

@@ -1,0 +1,67 @@
+// P2M (0x03xx) messages: a process monitor reading and writing the pages of an address space kept by a
+// memory monitor. See docs/protocol.md, "P2M". Batches carry at most kMaxPagesPerRequest pages.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "protocol/codec.h"
+
+namespace lego::proto {
+
+inline constexpr uint32_t kPageBytes = 4096;
+inline constexpr uint32_t kMaxPagesPerRequest = 256;  // 1 MiB of page data
+
+// kWritePages request: fixed part, count x u64 vaddr, count x 4096 bytes of data. Empty reply;
+// kOutOfMemory if the pages do not fit (none is stored).
+struct PagesFixed {
+  uint64_t space;  // address space id chosen by the pmon
+  uint32_t count;  // 1..kMaxPagesPerRequest
+  uint32_t reserved;
+};
+static_assert(sizeof(PagesFixed) == 16);
+
+struct WritePagesReq {
+  uint64_t space = 0;
+  std::vector<uint64_t> vaddrs;      // page aligned
+  std::span<const uint8_t> data;     // vaddrs.size() * kPageBytes; points into the decoded payload
+};
+Bytes EncodeWritePages(uint64_t space, std::span<const uint64_t> vaddrs, std::span<const uint8_t> data);
+Result<WritePagesReq> DecodeWritePages(std::span<const uint8_t> payload);
+
+// kReadPages request: fixed part, count x u64 vaddr. Reply: u32 count, u32 reserved, count x u8 present
+// (1 if the page was ever written), then 4096 bytes for each present page, in order.
+struct ReadPagesReq {
+  uint64_t space = 0;
+  std::vector<uint64_t> vaddrs;
+};
+Bytes EncodeReadPages(uint64_t space, std::span<const uint64_t> vaddrs);
+Result<ReadPagesReq> DecodeReadPages(std::span<const uint8_t> payload);
+
+struct ReadPagesResp {
+  std::vector<uint8_t> present;
+  std::span<const uint8_t> data;  // popcount(present) * kPageBytes; points into the decoded payload
+};
+Result<ReadPagesResp> DecodeReadPagesResp(std::span<const uint8_t> payload);
+
+// kFreeRange request (munmap of a range); reply FreedResp.
+struct FreeRangeReq {
+  uint64_t space;
+  uint64_t start;
+  uint64_t length;
+};
+static_assert(sizeof(FreeRangeReq) == 24);
+
+// kDestroySpace request (process exit); reply FreedResp.
+struct DestroySpaceReq {
+  uint64_t space;
+};
+static_assert(sizeof(DestroySpaceReq) == 8);
+
+struct FreedResp {
+  uint64_t pages_freed;
+};
+static_assert(sizeof(FreedResp) == 8);
+
+}  // namespace lego::proto

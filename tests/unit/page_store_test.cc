@@ -1,0 +1,79 @@
+// PageStore: the memory monitor's page pool.
+#include "mmon/page_store.h"
+
+#include <gtest/gtest.h>
+
+namespace lego::mmon {
+namespace {
+
+std::vector<uint8_t> Page(uint8_t fill) { return std::vector<uint8_t>(kPageSize, fill); }
+
+TEST(PageStore, WritesReadBackAndAbsentPagesAreReported) {
+  auto s = PageStore::Create(16 * kPageSize).value();
+  auto a = Page(1), b = Page(2);
+  PageStore::PageRef pages[] = {{0x1000, a}, {0x7000, b}};
+  ASSERT_TRUE(s->Write(7, pages).ok());
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(s->Read(7, 0x1000, out.data()));
+  EXPECT_EQ(out, a);
+  ASSERT_TRUE(s->Read(7, 0x7000, out.data()));
+  EXPECT_EQ(out, b);
+  EXPECT_FALSE(s->Read(7, 0x2000, out.data()));
+  EXPECT_FALSE(s->Read(8, 0x1000, out.data()));  // spaces are separate
+  EXPECT_EQ(s->used_bytes(), 2 * kPageSize);
+  // Overwrite does not take a new frame.
+  auto c = Page(3);
+  PageStore::PageRef again[] = {{0x1000, c}};
+  ASSERT_TRUE(s->Write(7, again).ok());
+  ASSERT_TRUE(s->Read(7, 0x1000, out.data()));
+  EXPECT_EQ(out, c);
+  EXPECT_EQ(s->used_bytes(), 2 * kPageSize);
+}
+
+TEST(PageStore, FullPoolRefusesWholeBatchAndFreeingMakesRoom) {
+  auto s = PageStore::Create(4 * kPageSize).value();
+  auto p = Page(9);
+  std::vector<PageStore::PageRef> three = {{0, p}, {kPageSize, p}, {2 * kPageSize, p}};
+  ASSERT_TRUE(s->Write(1, three).ok());
+  std::vector<PageStore::PageRef> two = {{3 * kPageSize, p}, {4 * kPageSize, p}};
+  Status st = s->Write(1, two);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfMemory) << st.ToString();
+  std::vector<uint8_t> out(kPageSize);
+  EXPECT_FALSE(s->Read(1, 3 * kPageSize, out.data()));  // all or nothing
+  EXPECT_EQ(s->FreeRange(1, kPageSize, 2 * kPageSize), 2u);
+  EXPECT_TRUE(s->Write(1, two).ok());
+  EXPECT_EQ(s->used_bytes(), 3 * kPageSize);
+  EXPECT_EQ(s->DestroySpace(1), 3u);
+  EXPECT_EQ(s->used_bytes(), 0u);
+  EXPECT_EQ(s->space_count(), 0u);
+  EXPECT_EQ(s->DestroySpace(1), 0u);
+}
+
+TEST(PageStore, RejectsUnalignedAndWrongSizedPages) {
+  auto s = PageStore::Create(4 * kPageSize).value();
+  auto p = Page(1);
+  PageStore::PageRef bad[] = {{0x1001, p}};
+  EXPECT_EQ(s->Write(1, bad).code(), StatusCode::kInvalidArgument);
+  std::vector<uint8_t> small(100);
+  PageStore::PageRef bad2[] = {{0x1000, small}};
+  EXPECT_EQ(s->Write(1, bad2).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->used_bytes(), 0u);
+}
+
+TEST(PageStore, FreeRangeHandlesHugeAndOverflowingRanges) {
+  auto s = PageStore::Create(8 * kPageSize).value();
+  auto p = Page(1);
+  std::vector<PageStore::PageRef> pages = {{0, p}, {1ull << 40, p}, {UINT64_MAX - kPageSize + 1, p}};
+  ASSERT_TRUE(s->Write(2, pages).ok());
+  EXPECT_EQ(s->FreeRange(2, kPageSize, UINT64_MAX), 2u);  // wraps: everything from one page up
+  EXPECT_EQ(s->FreeRange(2, 0, kPageSize), 1u);
+  EXPECT_EQ(s->used_bytes(), 0u);
+}
+
+TEST(PageStore, CapacityValidation) {
+  EXPECT_EQ(PageStore::Create(100).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(PageStore::Create(1ull << 30).ok());  // reserved, not touched
+}
+
+}  // namespace
+}  // namespace lego::mmon
