@@ -41,8 +41,9 @@ Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState*
     auto s = ReadState(o.state_dir);
     if (!s.ok()) {
       if (s.status().code() == StatusCode::kNotFound)
-        return NotFound(fmt::format("no cluster is up (state dir {}). Start one with `lego up`, or pass --gm HOST:PORT",
-                                    o.state_dir));
+        return NotFound(
+            fmt::format("no cluster is up (state dir {}). Start one with `lego up`, or pass --gm HOST:PORT",
+                        o.state_dir));
       return s.status();
     }
     addr = s->gm_addr;
@@ -57,7 +58,8 @@ std::string Unreachable(const ClusterState& s, const HostPort& gm, const Status&
   std::string msg = fmt::format("cannot reach the global manager at {}: {}", gm.ToString(), st.ToString());
   for (const auto& d : s.daemons)
     if (d.kind == "gm" && !DaemonAlive(d))
-      msg += fmt::format("\nlego-gm (pid {}) is not running; `lego down` cleans up, then `lego up` starts afresh", d.pid);
+      msg += fmt::format(
+          "\nlego-gm (pid {}) is not running; `lego down` cleans up, then `lego up` starts afresh", d.pid);
   return msg;
 }
 
@@ -108,8 +110,8 @@ int StatusCommand(const QueryOptions& o) {
     std::cout << arr.dump(2) << "\n";
     return 0;
   }
-  fmt::print("{:<4} {:<5} {:<16} {:<6} {:<22} {:<8} {:>10} {:>10} {:>8}  {}\n", "ID", "KIND", "NAME", "STATE", "ADDRESS",
-             "PID", "CAPACITY", "USED", "METRICS", "LAST HEARD");
+  fmt::print("{:<4} {:<5} {:<16} {:<6} {:<22} {:<8} {:>10} {:>10} {:>8}  {}\n", "ID", "KIND", "NAME", "STATE",
+             "ADDRESS", "PID", "CAPACITY", "USED", "METRICS", "LAST HEARD");
   int alive = 0, dead = 0;
   for (const auto& r : members.value()) {
     auto kind = static_cast<proto::ComponentKind>(r.fixed.kind);
@@ -118,9 +120,10 @@ int StatusCommand(const QueryOptions& o) {
     dead += state == proto::MemberState::kDead;
     bool is_gm = kind == proto::ComponentKind::kGm;
     fmt::print("{:<4} {:<5} {:<16} {:<6} {:<22} {:<8} {:>10} {:>10} {:>8}  {}\n", r.fixed.id,
-               proto::ComponentKindName(kind), r.name, proto::MemberStateName(state), r.listen_addr, r.fixed.pid,
-               r.fixed.capacity_bytes ? FormatBytes(r.fixed.capacity_bytes) : "-",
-               is_gm ? "-" : FormatBytes(r.fixed.used_bytes), r.fixed.metrics_port ? std::to_string(r.fixed.metrics_port) : "-",
+               proto::ComponentKindName(kind), r.name, proto::MemberStateName(state), r.listen_addr,
+               r.fixed.pid, r.fixed.capacity_bytes ? FormatBytes(r.fixed.capacity_bytes) : "-",
+               is_gm ? "-" : FormatBytes(r.fixed.used_bytes),
+               r.fixed.metrics_port ? std::to_string(r.fixed.metrics_port) : "-",
                is_gm ? "-" : Age(r.fixed.last_heartbeat_age_ms));
   }
   fmt::print("{} members: {} alive, {} dead\n", members->size(), alive, dead);
@@ -153,14 +156,16 @@ int StatsCommand(const QueryOptions& o, int member_id) {
     auto kind = proto::ComponentKindName(static_cast<proto::ComponentKind>(r.fixed.kind));
     json entry = {{"id", r.fixed.id}, {"kind", kind}, {"name", r.name}, {"address", r.listen_addr}};
     auto state = static_cast<proto::MemberState>(r.fixed.state);
-    Result<std::vector<proto::StatsEntry>> stats = Status(StatusCode::kPeerUnreachable, "member is not alive");
+    Result<std::vector<proto::StatsEntry>> stats =
+        Status(StatusCode::kPeerUnreachable, "member is not alive");
     if (state == proto::MemberState::kAlive) {
       auto hp = ParseHostPort(r.listen_addr);
       if (hp.ok()) {
         auto ch = m.value()->Connect(hp.value(), msg::Millis(o.timeout_ms));
         if (ch.ok()) {
           auto rep = ch.value()->Call(proto::kGetStats, {}, msg::Millis(o.timeout_ms));
-          stats = rep.ok() ? proto::DecodeStats(rep.value()) : Result<std::vector<proto::StatsEntry>>(rep.status());
+          stats = rep.ok() ? proto::DecodeStats(rep.value())
+                           : Result<std::vector<proto::StatsEntry>>(rep.status());
         } else {
           stats = ch.status();
         }

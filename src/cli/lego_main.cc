@@ -1,7 +1,7 @@
 // lego: the user's entry point to a Lego cluster. See `lego --help`.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
@@ -9,39 +9,51 @@
 
 int main(int argc, char** argv) {
   using namespace lego;
-  CLI::App app("lego: run programs on disaggregated memory, storage and processors (a LegoOS for stock Linux).\n"
-               "State of the local cluster lives in $LEGO_STATE_DIR (default: $XDG_RUNTIME_DIR/lego or /tmp/lego-UID).",
-               "lego");
+  CLI::App app(
+      "lego: run programs on disaggregated memory, storage and processors (a LegoOS for stock Linux).\n"
+      "State of the local cluster lives in $LEGO_STATE_DIR (default: $XDG_RUNTIME_DIR/lego or "
+      "/tmp/lego-UID).",
+      "lego");
   app.set_version_flag("--version", "lego 0.1.0");
   app.require_subcommand(1);
   std::string state_dir = cli::DefaultStateDir();
   std::string log_level = "warn";
   app.add_option("--state-dir", state_dir, "state directory of the local cluster")->capture_default_str();
-  app.add_option("--cli-log-level", log_level, "log level of the CLI's own messaging (debug shows UCX connections)")
+  app.add_option("--cli-log-level", log_level,
+                 "log level of the CLI's own messaging (debug shows UCX connections)")
       ->capture_default_str();
 
   cli::UpOptions up;
   std::string mmon_cap = "1G", excache = "256M", smon_cap = "10G";
-  auto* up_cmd = app.add_subcommand("up", "start the embedded local cluster (1 gm, 1 pmon, 2 mmon, 1 smon on loopback)");
+  auto* up_cmd =
+      app.add_subcommand("up", "start the embedded local cluster (1 gm, 1 pmon, 2 mmon, 1 smon on loopback)");
   up_cmd->add_option("--gm-port", up.gm_port, "gm port on 127.0.0.1 (0: a free port)")->capture_default_str();
   up_cmd->add_option("--mmon-capacity", mmon_cap, "memory pool of each mmon")->capture_default_str();
-  up_cmd->add_option("--mmons", up.mmons, "number of memory monitors")->capture_default_str()->check(CLI::Range(1, 16));
+  up_cmd->add_option("--mmons", up.mmons, "number of memory monitors")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
   up_cmd->add_option("--excache", excache, "ExCache budget of the pmon")->capture_default_str();
   up_cmd->add_option("--smon-capacity", smon_cap, "disk quota of the smon")->capture_default_str();
   up_cmd->add_option("--heartbeat-interval-ms", up.heartbeat_interval_ms, "member heartbeat interval")
-      ->capture_default_str()->check(CLI::Range(10u, 60000u));
+      ->capture_default_str()
+      ->check(CLI::Range(10u, 60000u));
   up_cmd->add_option("--heartbeat-misses", up.heartbeat_misses, "missed heartbeats before a member is dead")
-      ->capture_default_str()->check(CLI::Range(1u, 1000u));
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000u));
   up_cmd->add_option("--timeout", up.timeout_s, "seconds to wait for every daemon to register")
-      ->capture_default_str()->check(CLI::Range(1, 600));
-  up_cmd->add_option("--log-level", up.log_level, "daemons' log level")->capture_default_str()
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600));
+  up_cmd->add_option("--log-level", up.log_level, "daemons' log level")
+      ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  up_cmd->add_option("--transports", up.transports, "UCX transports for the daemons (UCX_TLS); default: UCX chooses");
+  up_cmd->add_option("--transports", up.transports,
+                     "UCX transports for the daemons (UCX_TLS); default: UCX chooses");
 
   cli::QueryOptions q;
   int member_id = -1;
   int down_timeout = 10;
-  auto* status_cmd = app.add_subcommand("status", "show every component of the cluster and whether it is alive");
+  auto* status_cmd =
+      app.add_subcommand("status", "show every component of the cluster and whether it is alive");
   status_cmd->add_flag("--json", q.json, "print JSON: a list of components");
   status_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
   auto* stats_cmd = app.add_subcommand("stats", "show every component's counters");
@@ -50,7 +62,8 @@ int main(int argc, char** argv) {
   stats_cmd->add_option("--id", member_id, "only this member id (see `lego status`)");
   auto* down_cmd = app.add_subcommand("down", "stop the local cluster and remove its state directory");
   down_cmd->add_option("--timeout", down_timeout, "seconds to wait for daemons to stop before SIGKILL")
-      ->capture_default_str()->check(CLI::Range(1, 600));
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600));
 
   try {
     app.parse(argc, argv);

@@ -65,7 +65,8 @@ std::string TailFile(const std::string& path, int lines) {
   std::vector<std::string> all;
   for (std::string l; std::getline(in, l);) all.push_back(l);
   std::string out;
-  for (size_t i = all.size() > size_t(lines) ? all.size() - lines : 0; i < all.size(); ++i) out += "    " + all[i] + "\n";
+  for (size_t i = all.size() > size_t(lines) ? all.size() - lines : 0; i < all.size(); ++i)
+    out += "    " + all[i] + "\n";
   return out;
 }
 
@@ -166,7 +167,8 @@ int Up(const UpOptions& o) {
                  alive, existing->daemons.size(), existing->gm_addr, dir);
       return 1;
     }
-    fmt::print(stderr, "lego up: found a stale cluster in {} (all its daemons have exited); cleaning it up\n", dir);
+    fmt::print(stderr, "lego up: found a stale cluster in {} (all its daemons have exited); cleaning it up\n",
+               dir);
     std::error_code ec;
     fs::remove_all(dir, ec);
   } else if (existing.status().code() != StatusCode::kNotFound) {
@@ -196,12 +198,14 @@ int Up(const UpOptions& o) {
     return 1;
   };
 
-  auto start = [&](const std::string& name, const std::string& kind, std::vector<std::string> args) -> Status {
+  auto start = [&](const std::string& name, const std::string& kind,
+                   std::vector<std::string> args) -> Status {
     std::string binary = fmt::format("{}/lego-{}", bindir, kind);
     if (access(binary.c_str(), X_OK) != 0)
       return NotFound(fmt::format("{} not found (is lego installed beside its daemons?)", binary));
-    args.insert(args.end(), {"--data-dir", fmt::format("{}/data/{}", dir, name), "--name", name, "--log-level",
-                             o.log_level, "--ready-file", fmt::format("{}/run/{}.ready", dir, name)});
+    args.insert(args.end(),
+                {"--data-dir", fmt::format("{}/data/{}", dir, name), "--name", name, "--log-level",
+                 o.log_level, "--ready-file", fmt::format("{}/run/{}.ready", dir, name)});
     if (!o.transports.empty()) args.insert(args.end(), {"--transports", o.transports});
     auto pid = Spawn(binary, args, fmt::format("{}/logs/{}.log", dir, name));
     if (!pid.ok()) return pid.status();
@@ -210,9 +214,10 @@ int Up(const UpOptions& o) {
   };
 
   fmt::print("lego up: starting the local cluster in {}\n", dir);
-  Status st = start("gm", "gm",
-                    {"--listen", fmt::format("127.0.0.1:{}", o.gm_port), "--heartbeat-interval-ms",
-                     std::to_string(o.heartbeat_interval_ms), "--heartbeat-misses", std::to_string(o.heartbeat_misses)});
+  Status st = start(
+      "gm", "gm",
+      {"--listen", fmt::format("127.0.0.1:{}", o.gm_port), "--heartbeat-interval-ms",
+       std::to_string(o.heartbeat_interval_ms), "--heartbeat-misses", std::to_string(o.heartbeat_misses)});
   if (!st.ok()) return fail(st.message(), "");
   // Wait for the gm to serve; its ready file carries the bound address.
   const std::string gm_log = dir + "/logs/gm.log";
@@ -222,7 +227,8 @@ int Up(const UpOptions& o) {
     auto kv = ReadReadyFile(dir + "/run/gm.ready");
     if (kv.count("listen")) gm_addr = kv["listen"];
     ReapChildren();
-    if (gm_addr.empty() && !DaemonAlive(state.daemons[0])) return fail("lego-gm exited during start-up", gm_log);
+    if (gm_addr.empty() && !DaemonAlive(state.daemons[0]))
+      return fail("lego-gm exited during start-up", gm_log);
     if (gm_addr.empty() && std::chrono::steady_clock::now() > deadline)
       return fail(fmt::format("lego-gm did not start within {} s", o.timeout_s), gm_log);
     if (gm_addr.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -233,7 +239,8 @@ int Up(const UpOptions& o) {
 
   std::vector<std::pair<std::string, std::vector<std::string>>> monitors;
   monitors.push_back({"pmon-0", {"--excache", std::to_string(o.excache)}});
-  for (int i = 0; i < o.mmons; ++i) monitors.push_back({fmt::format("mmon-{}", i), {"--capacity", std::to_string(o.mmon_capacity)}});
+  for (int i = 0; i < o.mmons; ++i)
+    monitors.push_back({fmt::format("mmon-{}", i), {"--capacity", std::to_string(o.mmon_capacity)}});
   monitors.push_back({"smon-0", {"--capacity", std::to_string(o.smon_capacity)}});
   for (auto& [name, args] : monitors) {
     std::string kind = name.substr(0, name.find('-'));
@@ -254,15 +261,18 @@ int Up(const UpOptions& o) {
     auto members = ListMembers(*m.value(), gm_hp.value(), 1000);
     if (members.ok())
       for (const auto& r : members.value())
-        if (r.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive) && want.count(r.name)) joined.insert(r.name);
+        if (r.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive) && want.count(r.name))
+          joined.insert(r.name);
     std::string waiting;
     for (const auto& w : want)
       if (!joined.count(w)) waiting += (waiting.empty() ? "" : ", ") + w;
-    std::string line = fmt::format("  waiting for monitors to register: {}/{} joined{}{}", joined.size(), want.size(),
-                                   waiting.empty() ? "" : "; waiting for ", waiting);
+    std::string line = fmt::format("  waiting for monitors to register: {}/{} joined{}{}", joined.size(),
+                                   want.size(), waiting.empty() ? "" : "; waiting for ", waiting);
     if (line != last_line) {
-      if (tty) fmt::print("\r\033[K{}", line);
-      else fmt::print("{}\n", line);
+      if (tty)
+        fmt::print("\r\033[K{}", line);
+      else
+        fmt::print("{}\n", line);
       std::fflush(stdout);
       last_line = line;
     }
@@ -271,7 +281,8 @@ int Up(const UpOptions& o) {
     for (const auto& d : state.daemons)
       if (!DaemonAlive(d)) {
         if (tty) fmt::print("\n");
-        return fail(fmt::format("lego-{} ({}) exited during start-up", d.kind, d.name), fmt::format("{}/logs/{}.log", dir, d.name));
+        return fail(fmt::format("lego-{} ({}) exited during start-up", d.kind, d.name),
+                    fmt::format("{}/logs/{}.log", dir, d.name));
       }
     if (std::chrono::steady_clock::now() > deadline) {
       if (tty) fmt::print("\n");
@@ -282,8 +293,10 @@ int Up(const UpOptions& o) {
   }
   if (tty) fmt::print("\n");
   m.value()->Shutdown();
-  fmt::print("lego up: cluster is up: 1 gm, 1 pmon, {} mmon, 1 smon (gm at {}). `lego status` shows it; `lego down` stops it.\n",
-             o.mmons, gm_addr);
+  fmt::print(
+      "lego up: cluster is up: 1 gm, 1 pmon, {} mmon, 1 smon (gm at {}). `lego status` shows it; `lego down` "
+      "stops it.\n",
+      o.mmons, gm_addr);
   return 0;
 }
 

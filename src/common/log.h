@@ -40,8 +40,8 @@ class RateLimit {
 #define LEGO_LOG_WARN(...) spdlog::warn("event=" __VA_ARGS__)
 #define LEGO_LOG_ERROR(...) spdlog::error("event=" __VA_ARGS__)
 // Logs at warn level at most 10 times per second per call site.
-#define LEGO_LOG_RATELIMITED(...)                                                       \
-  do {                                                                                  \
-    static ::lego::RateLimit _lego_rl(10, std::chrono::milliseconds(1000));             \
-    if (_lego_rl.Allow()) spdlog::warn("event=" __VA_ARGS__);                           \
+#define LEGO_LOG_RATELIMITED(...)                                           \
+  do {                                                                      \
+    static ::lego::RateLimit _lego_rl(10, std::chrono::milliseconds(1000)); \
+    if (_lego_rl.Allow()) spdlog::warn("event=" __VA_ARGS__);               \
   } while (0)

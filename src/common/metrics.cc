@@ -30,9 +30,14 @@ std::vector<proto::StatsEntry> Metrics::Snapshot() const {
       }
       double v = 0;
       switch (family.type) {
-        case prometheus::MetricType::Counter: v = m.counter.value; break;
-        case prometheus::MetricType::Gauge: v = m.gauge.value; break;
-        default: continue;
+        case prometheus::MetricType::Counter:
+          v = m.counter.value;
+          break;
+        case prometheus::MetricType::Gauge:
+          v = m.gauge.value;
+          break;
+        default:
+          continue;
       }
       out.push_back({std::move(name), v});
     }

@@ -16,19 +16,19 @@ namespace lego {
 
 enum class StatusCode : int32_t {
   kOk = 0,
-  kInvalidArgument = 1,   // caller's input is wrong (bad flag, bad size); fix the input
-  kNotFound = 2,          // named thing does not exist
-  kAlreadyExists = 3,     // named thing exists (e.g. a cluster already up)
-  kTimeout = 4,           // no reply within the deadline; the request may or may not have run
-  kPeerUnreachable = 5,   // peer failed or could not be reached; the request may or may not have run
-  kBadMessage = 6,        // malformed, truncated or oversized message; never retried
-  kVersionMismatch = 7,   // peer speaks another protocol version
-  kUnknownOpcode = 8,     // peer does not serve this opcode
-  kUnknownMember = 9,     // gm does not know this component id (it restarted): register again
-  kOutOfMemory = 10,      // capacity exhausted
-  kShuttingDown = 11,     // the local endpoint or peer is stopping
-  kIoError = 12,          // local OS call failed
-  kInternal = 13,         // a bug: logged with detail
+  kInvalidArgument = 1,  // caller's input is wrong (bad flag, bad size); fix the input
+  kNotFound = 2,         // named thing does not exist
+  kAlreadyExists = 3,    // named thing exists (e.g. a cluster already up)
+  kTimeout = 4,          // no reply within the deadline; the request may or may not have run
+  kPeerUnreachable = 5,  // peer failed or could not be reached; the request may or may not have run
+  kBadMessage = 6,       // malformed, truncated or oversized message; never retried
+  kVersionMismatch = 7,  // peer speaks another protocol version
+  kUnknownOpcode = 8,    // peer does not serve this opcode
+  kUnknownMember = 9,    // gm does not know this component id (it restarted): register again
+  kOutOfMemory = 10,     // capacity exhausted
+  kShuttingDown = 11,    // the local endpoint or peer is stopping
+  kIoError = 12,         // local OS call failed
+  kInternal = 13,        // a bug: logged with detail
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -61,7 +61,7 @@ Status ErrnoError(std::string_view what, int err);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: implicit by design; REQUIRES: !status.ok()
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -83,8 +83,8 @@ class [[nodiscard]] Result {
 
 }  // namespace lego
 
-#define LEGO_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    ::lego::Status _st = (expr);              \
-    if (!_st.ok()) return _st;                \
+#define LEGO_RETURN_IF_ERROR(expr) \
+  do {                             \
+    ::lego::Status _st = (expr);   \
+    if (!_st.ok()) return _st;     \
   } while (0)

@@ -26,16 +26,28 @@ Result<uint64_t> ParseSize(std::string_view text) {
     };
     std::string_view rest = unit.substr(1);
     switch (std::toupper(static_cast<unsigned char>(unit[0]))) {
-      case 'B': if (!rest.empty()) return bad_unit(); break;
-      case 'K': shift = 10; break;
-      case 'M': shift = 20; break;
-      case 'G': shift = 30; break;
-      case 'T': shift = 40; break;
-      default: return bad_unit();
+      case 'B':
+        if (!rest.empty()) return bad_unit();
+        break;
+      case 'K':
+        shift = 10;
+        break;
+      case 'M':
+        shift = 20;
+        break;
+      case 'G':
+        shift = 30;
+        break;
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        return bad_unit();
     }
     if (shift && !(rest.empty() || rest == "B" || rest == "b" || rest == "iB")) return bad_unit();
   }
-  if (shift && value > (UINT64_MAX >> shift)) return InvalidArgument(fmt::format("size '{}' overflows", text));
+  if (shift && value > (UINT64_MAX >> shift))
+    return InvalidArgument(fmt::format("size '{}' overflows", text));
   return value << shift;
 }
 

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <random>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <toml.hpp>
 
 namespace lego::daemon {
@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // Values read from the cluster file, applied as defaults before flags are parsed.
-Status ApplyFile(const std::string& path, const std::string& section, DaemonConfig* c, std::string* capacity) {
+Status ApplyFile(const std::string& path, const std::string& section, DaemonConfig* c,
+                 std::string* capacity) {
   toml::value file;
   try {
     file = toml::parse(path);
@@ -79,8 +80,10 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&](const std::string& flag, std::string* out) {
-      if (a == flag && i + 1 < argc) *out = argv[i + 1];
-      else if (a.rfind(flag + "=", 0) == 0) *out = a.substr(flag.size() + 1);
+      if (a == flag && i + 1 < argc)
+        *out = argv[i + 1];
+      else if (a.rfind(flag + "=", 0) == 0)
+        *out = a.substr(flag.size() + 1);
     };
     value("--config", &config_path);
     value("--section", &section);
@@ -91,24 +94,31 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
   app.set_version_flag("--version", "lego 0.1.0");
   std::string listen = c->listen.ToString(), gm = c->gm.port ? c->gm.ToString() : "";
   app.add_option("--config", config_path, "TOML cluster file ([cluster] and [" + kind_name + "] tables)");
-  app.add_option("--section", section, "table of the cluster file to read for this daemon")->capture_default_str();
-  app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free one)")->capture_default_str();
+  app.add_option("--section", section, "table of the cluster file to read for this daemon")
+      ->capture_default_str();
+  app.add_option("--listen", listen, "address to serve on, HOST:PORT (port 0 picks a free one)")
+      ->capture_default_str();
   if (d.kind != proto::ComponentKind::kGm)
     app.add_option("--gm", gm, "global manager address, HOST:PORT (required)");
   app.add_option("--name", c->name, "stable member name (default: kept in DATA_DIR/identity)");
-  app.add_option("--data-dir", c->data_dir, "directory for this daemon's state (created if missing)")->required(c->data_dir.empty());
-  if (d.capacity_flag)
-    app.add_option(d.capacity_flag, capacity, d.capacity_help)->capture_default_str();
-  app.add_option("--metrics", c->metrics_listen, "Prometheus HTTP address HOST:PORT, or 'off'")->capture_default_str();
+  app.add_option("--data-dir", c->data_dir, "directory for this daemon's state (created if missing)")
+      ->required(c->data_dir.empty());
+  if (d.capacity_flag) app.add_option(d.capacity_flag, capacity, d.capacity_help)->capture_default_str();
+  app.add_option("--metrics", c->metrics_listen, "Prometheus HTTP address HOST:PORT, or 'off'")
+      ->capture_default_str();
   if (d.kind == proto::ComponentKind::kGm) {
     app.add_option("--heartbeat-interval-ms", c->heartbeat_interval_ms, "how often members must heartbeat")
-        ->capture_default_str()->check(CLI::Range(10u, 60000u));
+        ->capture_default_str()
+        ->check(CLI::Range(10u, 60000u));
     app.add_option("--heartbeat-misses", c->heartbeat_misses, "missed heartbeats before a member is dead")
-        ->capture_default_str()->check(CLI::Range(1u, 1000u));
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000u));
   }
-  app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error")->capture_default_str()
+  app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error")
+      ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  app.add_option("--ready-file", c->ready_file, "write the bound address here once serving (used by `lego up`)");
+  app.add_option("--ready-file", c->ready_file,
+                 "write the bound address here once serving (used by `lego up`)");
   app.add_option("--transports", c->ucx_transports, "UCX transports (UCX_TLS), default: UCX chooses");
   try {
     app.parse(argc, argv);
@@ -128,7 +138,8 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
   if (!hp.ok()) return InvalidArgument("--listen: " + hp.status().message());
   c->listen = hp.value();
   if (d.kind != proto::ComponentKind::kGm) {
-    if (gm.empty()) return InvalidArgument(fmt::format("--gm HOST:PORT is required (see lego-{} --help)", kind_name));
+    if (gm.empty())
+      return InvalidArgument(fmt::format("--gm HOST:PORT is required (see lego-{} --help)", kind_name));
     auto g = ParseHostPort(gm);
     if (!g.ok()) return InvalidArgument("--gm: " + g.status().message());
     c->gm = g.value();

@@ -100,18 +100,20 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
 
   std::unique_ptr<MemberAgent> agent;
   if (defaults.kind != proto::ComponentKind::kGm) {
-    MemberInfo info{defaults.kind, name.value(), m.listen_address().ToString(), metrics.http_port(), config.capacity};
+    MemberInfo info{defaults.kind, name.value(), m.listen_address().ToString(), metrics.http_port(),
+                    config.capacity};
     agent = std::make_unique<MemberAgent>(m, config.gm, info, used);
     agent->Start();
   }
   if (!config.ready_file.empty()) {
-    st = WriteFileAtomic(config.ready_file, fmt::format("listen={}\nmetrics_port={}\npid={}\n",
-                                                        m.listen_address().ToString(), metrics.http_port(), getpid()));
+    st = WriteFileAtomic(config.ready_file,
+                         fmt::format("listen={}\nmetrics_port={}\npid={}\n", m.listen_address().ToString(),
+                                     metrics.http_port(), getpid()));
     if (!st.ok()) return fail(st);
   }
   LEGO_LOG_INFO("started kind={} name={} listen={} metrics_port={} data_dir={} capacity={} gm={}", kind_name,
-                name.value(), m.listen_address().ToString(), metrics.http_port(), config.data_dir, config.capacity,
-                defaults.kind == proto::ComponentKind::kGm ? "-" : config.gm.ToString());
+                name.value(), m.listen_address().ToString(), metrics.http_port(), config.data_dir,
+                config.capacity, defaults.kind == proto::ComponentKind::kGm ? "-" : config.gm.ToString());
 
   int sig = 0;
   sigwait(&sigs, &sig);

@@ -6,7 +6,8 @@
 
 namespace lego::daemon {
 
-MemberAgent::MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info, std::function<uint64_t()> used_bytes)
+MemberAgent::MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info,
+                         std::function<uint64_t()> used_bytes)
     : messenger_(messenger),
       gm_(messenger.ChannelTo(gm, std::chrono::milliseconds(2000))),
       info_(std::move(info)),
@@ -29,8 +30,10 @@ void MemberAgent::Stop() {
   if (registered_.load()) {
     proto::DeregisterReq req{id_.load(), incarnation_};
     auto r = gm_->Call(proto::kDeregister, proto::EncodeFixed(req), std::chrono::milliseconds(1000));
-    if (r.ok()) LEGO_LOG_INFO("deregistered id={}", req.id);
-    else LEGO_LOG_WARN("deregister_failed id={} error=\"{}\"", req.id, r.status().ToString());
+    if (r.ok())
+      LEGO_LOG_INFO("deregistered id={}", req.id);
+    else
+      LEGO_LOG_WARN("deregister_failed id={} error=\"{}\"", req.id, r.status().ToString());
     registered_.store(false);
   }
 }
@@ -51,7 +54,8 @@ bool MemberAgent::Register() {
   req.name = info_.name;
   auto r = gm_->Call(proto::kRegister, proto::EncodeRegisterReq(req), std::chrono::milliseconds(2000));
   if (!r.ok()) {
-    LEGO_LOG_RATELIMITED("register_failed gm={} error=\"{}\"", gm_->address().ToString(), r.status().ToString());
+    LEGO_LOG_RATELIMITED("register_failed gm={} error=\"{}\"", gm_->address().ToString(),
+                         r.status().ToString());
     return false;
   }
   auto resp = proto::DecodeFixed<proto::RegisterResp>(r.value(), "x2g.register reply");
@@ -80,14 +84,16 @@ void MemberAgent::Loop() {
     proto::HeartbeatReq hb{id_.load(), incarnation_, info_.capacity_bytes, used_bytes_()};
     auto r = gm_->Call(proto::kHeartbeat, proto::EncodeFixed(hb), std::chrono::milliseconds(interval_ms_));
     if (r.ok()) {
-      if (failures) LEGO_LOG_INFO("gm_reachable_again gm={} after_failures={}", gm_->address().ToString(), failures);
+      if (failures)
+        LEGO_LOG_INFO("gm_reachable_again gm={} after_failures={}", gm_->address().ToString(), failures);
       failures = 0;
     } else if (r.status().code() == StatusCode::kUnknownMember) {
       LEGO_LOG_WARN("gm_forgot_us id={} (re-registering)", id_.load());
       registered_.store(false);
     } else {
       if (failures++ == 0)
-        LEGO_LOG_WARN("heartbeat_failed gm={} error=\"{}\"", gm_->address().ToString(), r.status().ToString());
+        LEGO_LOG_WARN("heartbeat_failed gm={} error=\"{}\"", gm_->address().ToString(),
+                      r.status().ToString());
     }
   }
 }

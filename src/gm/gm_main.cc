@@ -4,16 +4,18 @@
 
 int main(int argc, char** argv) {
   using namespace lego;
-  daemon::KindDefaults d{proto::ComponentKind::kGm,
-                         "lego-gm: Lego's global manager. Keeps the membership table of all monitors, marks a "
-                         "monitor dead after missed heartbeats, and admits it again when it restarts.",
-                         nullptr, nullptr, nullptr};
+  daemon::KindDefaults d{
+      proto::ComponentKind::kGm,
+      "lego-gm: Lego's global manager. Keeps the membership table of all monitors, marks a "
+      "monitor dead after missed heartbeats, and admits it again when it restarts.",
+      nullptr, nullptr, nullptr};
   std::unique_ptr<gm::GmService> service;
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) {
     gm::MembershipOptions mo{ctx.config.heartbeat_interval_ms, ctx.config.heartbeat_misses};
-    service = std::make_unique<gm::GmService>(ctx.messenger, ctx.metrics, mo,
-                                              gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()});
+    service = std::make_unique<gm::GmService>(
+        ctx.messenger, ctx.metrics, mo,
+        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()});
     service->InstallHandlers();
     return Status::Ok();
   };

@@ -14,7 +14,8 @@ GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOpti
       self_(std::move(self)),
       started_wall_ms_(WallMillis()),
       g_alive_(metrics.Gauge("lego_gm_members_alive", "Members currently alive")),
-      c_deaths_(metrics.Counter("lego_gm_member_deaths_total", "Members marked dead after missed heartbeats")),
+      c_deaths_(
+          metrics.Counter("lego_gm_member_deaths_total", "Members marked dead after missed heartbeats")),
       c_registrations_(metrics.Counter("lego_gm_registrations_total", "Registrations, including rejoins")) {}
 
 GmService::~GmService() { Stop(); }
@@ -81,7 +82,8 @@ void GmService::Stop() {
 }
 
 void GmService::CheckerLoop() {
-  const auto period = std::chrono::milliseconds(std::max<uint32_t>(table_.options().heartbeat_interval_ms / 2, 10));
+  const auto period =
+      std::chrono::milliseconds(std::max<uint32_t>(table_.options().heartbeat_interval_ms / 2, 10));
   std::unique_lock lk(mu_);
   while (!cv_.wait_for(lk, period, [this] { return stop_; })) {
     auto died = table_.CheckLiveness(MonoMillis());

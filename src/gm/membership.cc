@@ -14,8 +14,9 @@ proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int
   auto kind = static_cast<proto::ComponentKind>(req.fixed.kind);
   Member* m = nullptr;
   for (auto& [id, cand] : members_) {
-    bool same = cand.kind == kind &&
-                (req.name.empty() ? cand.name.empty() && cand.listen_addr == req.listen_addr : cand.name == req.name);
+    bool same =
+        cand.kind == kind &&
+        (req.name.empty() ? cand.name.empty() && cand.listen_addr == req.listen_addr : cand.name == req.name);
     if (same) {
       m = &cand;
       break;
@@ -47,9 +48,11 @@ proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int
 Status MembershipTable::Heartbeat(const proto::HeartbeatReq& req, int64_t now_mono_ms) {
   MutexLock lk(mu_);
   auto it = members_.find(req.id);
-  if (it == members_.end() || it->second.incarnation != req.incarnation || it->second.state == MemberState::kLeft)
-    return Status(StatusCode::kUnknownMember,
-                  fmt::format("member {} incarnation {} is not known; register again", req.id, req.incarnation));
+  if (it == members_.end() || it->second.incarnation != req.incarnation ||
+      it->second.state == MemberState::kLeft)
+    return Status(
+        StatusCode::kUnknownMember,
+        fmt::format("member {} incarnation {} is not known; register again", req.id, req.incarnation));
   Member& m = it->second;
   if (m.state == MemberState::kDead)
     LEGO_LOG_INFO("member_revived id={} kind={} silent_ms={}", m.id, proto::ComponentKindName(m.kind),
@@ -65,7 +68,8 @@ Status MembershipTable::Deregister(const proto::DeregisterReq& req) {
   MutexLock lk(mu_);
   auto it = members_.find(req.id);
   if (it == members_.end() || it->second.incarnation != req.incarnation)
-    return Status(StatusCode::kUnknownMember, fmt::format("member {} incarnation {} is not known", req.id, req.incarnation));
+    return Status(StatusCode::kUnknownMember,
+                  fmt::format("member {} incarnation {} is not known", req.id, req.incarnation));
   it->second.state = MemberState::kLeft;
   LEGO_LOG_INFO("member_left id={} kind={} addr={}", req.id, proto::ComponentKindName(it->second.kind),
                 it->second.listen_addr);
@@ -79,8 +83,9 @@ std::vector<Member> MembershipTable::CheckLiveness(int64_t now_mono_ms) {
   for (auto& [id, m] : members_) {
     if (m.state == MemberState::kAlive && now_mono_ms - m.last_heard_mono_ms > limit) {
       m.state = MemberState::kDead;
-      LEGO_LOG_WARN("member_dead id={} kind={} addr={} pid={} silent_ms={}", m.id, proto::ComponentKindName(m.kind),
-                    m.listen_addr, m.pid, now_mono_ms - m.last_heard_mono_ms);
+      LEGO_LOG_WARN("member_dead id={} kind={} addr={} pid={} silent_ms={}", m.id,
+                    proto::ComponentKindName(m.kind), m.listen_addr, m.pid,
+                    now_mono_ms - m.last_heard_mono_ms);
       died.push_back(m);
     }
   }

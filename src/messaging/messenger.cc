@@ -45,7 +45,8 @@ Result<sockaddr_storage> Resolve(const HostPort& hp) {
   std::string port = std::to_string(hp.port);
   int rc = getaddrinfo(hp.host.c_str(), port.c_str(), &hints, &res);
   if (rc != 0 || res == nullptr)
-    return Status(StatusCode::kInvalidArgument, fmt::format("cannot resolve '{}': {}", hp.host, gai_strerror(rc)));
+    return Status(StatusCode::kInvalidArgument,
+                  fmt::format("cannot resolve '{}': {}", hp.host, gai_strerror(rc)));
   sockaddr_storage ss{};
   std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
   freeaddrinfo(res);
@@ -94,18 +95,21 @@ void Responder::Reply(std::span<const uint8_t> payload) {
   pending_ = false;
   Status st = m_->SendMsg(conn_id_, proto::MsgKind::kReply, opcode_, request_id_, 0, payload);
   if (!st.ok())
-    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_), st.ToString());
+    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_),
+                   st.ToString());
 }
 
 void Responder::Error(const Status& status) {
   if (!pending_) return;
   pending_ = false;
   const std::string& msg = status.message();
-  auto bytes = std::span(reinterpret_cast<const uint8_t*>(msg.data()), std::min(msg.size(), proto::kMaxStringLen));
+  auto bytes =
+      std::span(reinterpret_cast<const uint8_t*>(msg.data()), std::min(msg.size(), proto::kMaxStringLen));
   Status st = m_->SendMsg(conn_id_, proto::MsgKind::kReply, opcode_, request_id_,
                           static_cast<int32_t>(status.code()), bytes);
   if (!st.ok())
-    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_), st.ToString());
+    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_),
+                   st.ToString());
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -257,9 +261,9 @@ void Messenger::InstallBuiltinHandlers() {
     if (hello->version != proto::kProtocolVersion) {
       LEGO_LOG_WARN("version_mismatch conn={} peer_version={} our_version={}", in.conn_id, hello->version,
                     proto::kProtocolVersion);
-      return r.Error(Status(StatusCode::kVersionMismatch,
-                            fmt::format("peer speaks v{}, {} speaks v{}", hello->version, options_.name,
-                                        proto::kProtocolVersion)));
+      return r.Error(
+          Status(StatusCode::kVersionMismatch, fmt::format("peer speaks v{}, {} speaks v{}", hello->version,
+                                                           options_.name, proto::kProtocolVersion)));
     }
     proto::HelloMsg ours{proto::kProtocolVersion, static_cast<uint8_t>(options_.kind), 0,
                          static_cast<uint32_t>(getpid())};
@@ -270,12 +274,15 @@ void Messenger::InstallBuiltinHandlers() {
   handlers_[proto::kEchoSized] = [this](const Incoming& in, Responder r) {
     auto req = proto::DecodeFixed<proto::EchoSizedReq>(in.payload, "any.echo_sized");
     if (!req.ok()) return r.Error(req.status());
-    if (req->reply_bytes > options_.max_payload) return r.Error(InvalidArgument("reply_bytes exceeds max payload"));
+    if (req->reply_bytes > options_.max_payload)
+      return r.Error(InvalidArgument("reply_bytes exceeds max payload"));
     thread_local Bytes buf;
     buf.resize(req->reply_bytes, 0x5a);
     r.Reply(std::span(buf.data(), req->reply_bytes));
   };
-  handlers_[proto::kGetStats] = [this](const Incoming&, Responder r) { r.Reply(proto::EncodeStats(stats_provider_())); };
+  handlers_[proto::kGetStats] = [this](const Incoming&, Responder r) {
+    r.Reply(proto::EncodeStats(stats_provider_()));
+  };
 }
 
 void Messenger::Handle(uint16_t opcode, Handler handler) { handlers_[opcode] = std::move(handler); }
@@ -296,7 +303,8 @@ Status Messenger::Listen(const HostPort& addr) {
   std::lock_guard wl(worker_mu_);
   ucs_status_t st = ucp_listener_create(worker_, &lp, &listener_);
   if (st != UCS_OK)
-    return Status(StatusCode::kIoError, fmt::format("listen on {}: {}", addr.ToString(), ucs_status_string(st)));
+    return Status(StatusCode::kIoError,
+                  fmt::format("listen on {}: {}", addr.ToString(), ucs_status_string(st)));
   ucp_listener_attr_t attr{};
   attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
   st = ucp_listener_query(listener_, &attr);
@@ -358,7 +366,8 @@ void Messenger::Shutdown() {
   to_close_.clear();
   int64_t deadline = MonoMillis() + 1000;
   for (auto r : closing) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS && MonoMillis() < deadline) ucp_worker_progress(worker_);
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && MonoMillis() < deadline)
+      ucp_worker_progress(worker_);
     if (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_request_cancel(worker_, r);
     ucp_request_free(r);
   }
@@ -489,8 +498,9 @@ void Messenger::WaitCall(PendingCall* call) {
     lk.lock();
     if (removed) {
       c_timeouts_->Increment();
-      call->status_ = Status(StatusCode::kTimeout, fmt::format("{} timed out on connection {}",
-                                                               proto::OpcodeName(call->opcode_), call->conn_id_));
+      call->status_ = Status(
+          StatusCode::kTimeout,
+          fmt::format("{} timed out on connection {}", proto::OpcodeName(call->opcode_), call->conn_id_));
       call->done_.store(true, std::memory_order_release);
       LEGO_LOG_RATELIMITED("call_timeout op={} conn={}", proto::OpcodeName(call->opcode_), call->conn_id_);
     } else {
@@ -518,7 +528,8 @@ Result<uint64_t> Messenger::CreateClientConn(const HostPort& addr) {
   ucp_ep_h h = nullptr;
   ucs_status_t st = ucp_ep_create(worker_, &ep, &h);
   if (st != UCS_OK)
-    return Status(StatusCode::kPeerUnreachable, fmt::format("connect to {}: {}", addr.ToString(), ucs_status_string(st)));
+    return Status(StatusCode::kPeerUnreachable,
+                  fmt::format("connect to {}: {}", addr.ToString(), ucs_status_string(st)));
   uint64_t id = next_conn_id_++;
   conns_[id] = Conn{id, h, true, false, addr.ToString()};
   ep_conn_[h] = id;
@@ -537,8 +548,8 @@ void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
     return;
   }
   ucp_ep_params_t ep{};
-  ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
-                  UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  ep.field_mask =
+      UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
   ep.conn_request = req;
   ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   ep.err_handler.cb = &Messenger::OnEpError;
@@ -572,8 +583,9 @@ void Messenger::FailConn(ucp_ep_h ep, ucs_status_t status) {
   to_close_.push_back(ep);
   ep_conn_.erase(it);
   conns_.erase(id);
-  FailCallsOnConn(id, Status(StatusCode::kPeerUnreachable,
-                             fmt::format("connection {} to {} failed: {}", id, conn.peer, ucs_status_string(status))));
+  FailCallsOnConn(
+      id, Status(StatusCode::kPeerUnreachable,
+                 fmt::format("connection {} to {} failed: {}", id, conn.peer, ucs_status_string(status))));
 }
 
 void Messenger::CloseConn(uint64_t conn_id, bool force) {
@@ -586,7 +598,8 @@ void Messenger::CloseConn(uint64_t conn_id, bool force) {
   if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
   ep_conn_.erase(it->second.ep);
   conns_.erase(it);
-  FailCallsOnConn(conn_id, Status(StatusCode::kPeerUnreachable, fmt::format("connection {} closed", conn_id)));
+  FailCallsOnConn(conn_id,
+                  Status(StatusCode::kPeerUnreachable, fmt::format("connection {} closed", conn_id)));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -595,10 +608,15 @@ void Messenger::CloseConn(uint64_t conn_id, bool force) {
 Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode, uint64_t request_id,
                           int32_t status, std::span<const uint8_t> payload) {
   if (payload.size() > options_.max_payload)
-    return InvalidArgument(fmt::format("{} payload of {} bytes exceeds the {} byte limit", proto::OpcodeName(opcode),
-                                       payload.size(), options_.max_payload));
-  proto::MsgHeader hdr{proto::kMagic, proto::kProtocolVersion, static_cast<uint8_t>(kind), opcode, request_id,
-                       static_cast<uint32_t>(payload.size()), status};
+    return InvalidArgument(fmt::format("{} payload of {} bytes exceeds the {} byte limit",
+                                       proto::OpcodeName(opcode), payload.size(), options_.max_payload));
+  proto::MsgHeader hdr{proto::kMagic,
+                       proto::kProtocolVersion,
+                       static_cast<uint8_t>(kind),
+                       opcode,
+                       request_id,
+                       static_cast<uint32_t>(payload.size()),
+                       status};
   lock_waiters_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard wl(worker_mu_);
   lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
@@ -628,7 +646,8 @@ Status Messenger::SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t
   }
   if (UCS_PTR_IS_ERR(r)) {
     std::free(buf);
-    return Status(StatusCode::kPeerUnreachable, fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
+    return Status(StatusCode::kPeerUnreachable,
+                  fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
   }
   return Status::Ok();  // in flight; OnSendDone frees buf
 }
@@ -638,8 +657,8 @@ void Messenger::OnSendDone(void* request, ucs_status_t status, void* user_data) 
   ucp_request_free(request);
 }
 
-std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
-                                                  Millis timeout) {
+std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opcode,
+                                                  std::span<const uint8_t> payload, Millis timeout) {
   auto call = std::make_shared<PendingCall>();
   call->m_ = this;
   call->request_id_ = next_request_id_.fetch_add(1, std::memory_order_relaxed);
@@ -664,7 +683,8 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opc
   return call;
 }
 
-void Messenger::CompleteCall(uint64_t request_id, uint64_t conn_id, Status status, std::span<const uint8_t> payload) {
+void Messenger::CompleteCall(uint64_t request_id, uint64_t conn_id, Status status,
+                             std::span<const uint8_t> payload) {
   std::shared_ptr<PendingCall> call;
   {
     MutexLock pl(pending_mu_);
@@ -676,8 +696,8 @@ void Messenger::CompleteCall(uint64_t request_id, uint64_t conn_id, Status statu
     if (it->second->conn_id_ != conn_id) {
       // A peer may only answer what was asked on its own connection.
       c_bad_messages_->Increment();
-      LEGO_LOG_RATELIMITED("reply_on_wrong_connection request_id={} conn={} expected_conn={}", request_id, conn_id,
-                           it->second->conn_id_);
+      LEGO_LOG_RATELIMITED("reply_on_wrong_connection request_id={} conn={} expected_conn={}", request_id,
+                           conn_id, it->second->conn_id_);
       return;
     }
     call = std::move(it->second);
@@ -720,13 +740,15 @@ ucs_status_t Messenger::OnAm(void* arg, const void* header, size_t header_len, v
   return UCS_OK;
 }
 
-void Messenger::Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why) {
+void Messenger::Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code,
+                       const std::string& why) {
   c_bad_messages_->Increment();
   LEGO_LOG_RATELIMITED("bad_message conn={} op={:#06x} code={} why=\"{}\"", conn_id, hdr.opcode,
                        StatusCodeName(code), why);
   if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kRequest) || conn_id == 0) return;
   auto bytes = std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size());
-  Status st = SendMsg(conn_id, proto::MsgKind::kReply, hdr.opcode, hdr.request_id, static_cast<int32_t>(code), bytes);
+  Status st =
+      SendMsg(conn_id, proto::MsgKind::kReply, hdr.opcode, hdr.request_id, static_cast<int32_t>(code), bytes);
   (void)st;
 }
 
@@ -769,7 +791,8 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     if (r == nullptr) {
       OnRndvDone(nullptr, UCS_OK, len, rr);
     } else if (UCS_PTR_IS_ERR(r)) {
-      LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", conn_id, ucs_status_string(UCS_PTR_STATUS(r)));
+      LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", conn_id,
+                           ucs_status_string(UCS_PTR_STATUS(r)));
       delete rr;
     }
     return;

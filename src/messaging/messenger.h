@@ -51,12 +51,12 @@ using proto::Bytes;
 using Millis = std::chrono::milliseconds;
 
 struct MessengerOptions {
-  std::string name = "lego";                     // appears in logs
+  std::string name = "lego";  // appears in logs
   proto::ComponentKind kind = proto::ComponentKind::kUnknown;
   uint32_t max_payload = proto::kDefaultMaxPayload;  // larger messages are refused both ways
-  int spin_us = 50;                                 // poll this long after activity before sleeping
-  std::string ucx_transports;                       // UCX_TLS value; empty lets UCX choose
-  Metrics* metrics = nullptr;                       // counters go here if set
+  int spin_us = 50;                                  // poll this long after activity before sleeping
+  std::string ucx_transports;                        // UCX_TLS value; empty lets UCX choose
+  Metrics* metrics = nullptr;                        // counters go here if set
 };
 
 // A request or one-way message as a handler sees it. payload is valid only during the handler call.
@@ -212,7 +212,8 @@ class Messenger {
   static void OnSendDone(void* request, ucs_status_t status, void* user_data);
   static void OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data);
 
-  void HandleAm(const void* header, size_t header_len, void* data, size_t len, const ucp_am_recv_param_t* param);
+  void HandleAm(const void* header, size_t header_len, void* data, size_t len,
+                const ucp_am_recv_param_t* param);
   void Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload);
   void Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
 
@@ -227,10 +228,10 @@ class Messenger {
 
   std::recursive_mutex worker_mu_;  // serializes every UCX call on worker_ and its endpoints
   std::atomic<int> lock_waiters_{0};
-  std::unordered_map<uint64_t, Conn> conns_;          // guarded by worker_mu_
-  std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;    // guarded by worker_mu_
-  std::vector<ucp_ep_h> to_close_;                    // guarded by worker_mu_: failed eps to close
-  uint64_t next_conn_id_ = 1;                         // guarded by worker_mu_
+  std::unordered_map<uint64_t, Conn> conns_;        // guarded by worker_mu_
+  std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;  // guarded by worker_mu_
+  std::vector<ucp_ep_h> to_close_;                  // guarded by worker_mu_: failed eps to close
+  uint64_t next_conn_id_ = 1;                       // guarded by worker_mu_
 
   Mutex pending_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_ GUARDED_BY(pending_mu_);

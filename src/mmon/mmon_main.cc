@@ -6,10 +6,11 @@
 
 int main(int argc, char** argv) {
   using namespace lego;
-  daemon::KindDefaults d{proto::ComponentKind::kMmon,
-                         "lego-mmon: a Lego memory monitor. Owns a pool of memory that process monitors use as "
-                         "remote memory, and registers with lego-gm.",
-                         "--capacity", "size of the memory pool (e.g. 512M, 4G)", "1G"};
+  daemon::KindDefaults d{
+      proto::ComponentKind::kMmon,
+      "lego-mmon: a Lego memory monitor. Owns a pool of memory that process monitors use as "
+      "remote memory, and registers with lego-gm.",
+      "--capacity", "size of the memory pool (e.g. 512M, 4G)", "1G"};
   std::unique_ptr<mmon::MmonService> service;
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) -> Status {

@@ -8,7 +8,8 @@ namespace lego::mmon {
 
 MmonService::MmonService(std::unique_ptr<PageStore> store, Metrics& metrics)
     : store_(std::move(store)),
-      c_pages_written_(metrics.Counter("lego_mmon_pages_written_total", "Pages written back by process monitors")),
+      c_pages_written_(
+          metrics.Counter("lego_mmon_pages_written_total", "Pages written back by process monitors")),
       c_pages_read_(metrics.Counter("lego_mmon_pages_read_total", "Pages read by process monitors")),
       c_pages_absent_(metrics.Counter("lego_mmon_pages_absent_total", "Reads of pages never written")),
       c_pages_freed_(metrics.Counter("lego_mmon_pages_freed_total", "Pages freed by munmap or exit")),

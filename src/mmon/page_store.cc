@@ -12,8 +12,8 @@ Result<std::unique_ptr<PageStore>> PageStore::Create(uint64_t capacity_bytes) {
   uint64_t frames = capacity_bytes / kPageSize;
   if (frames == 0) return InvalidArgument(fmt::format("capacity {} is less than one page", capacity_bytes));
   if (frames > UINT32_MAX) return InvalidArgument(fmt::format("capacity {} exceeds 16 TiB", capacity_bytes));
-  void* p = mmap(nullptr, frames * kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+  void* p = mmap(nullptr, frames * kPageSize, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return ErrnoError(fmt::format("reserving a {} byte page pool", capacity_bytes), errno);
   madvise(p, frames * kPageSize, MADV_HUGEPAGE);  // best effort: only where THP is enabled
   return std::unique_ptr<PageStore>(new PageStore(static_cast<uint8_t*>(p), frames));
@@ -25,7 +25,8 @@ PageStore::~PageStore() { munmap(pool_, frames_ * kPageSize); }
 
 Status PageStore::Write(uint64_t space, std::span<const PageRef> pages) {
   for (const auto& p : pages) {
-    if (p.vaddr % kPageSize != 0) return InvalidArgument(fmt::format("vaddr {:#x} is not page aligned", p.vaddr));
+    if (p.vaddr % kPageSize != 0)
+      return InvalidArgument(fmt::format("vaddr {:#x} is not page aligned", p.vaddr));
     if (p.data.size() != kPageSize) return InvalidArgument(fmt::format("page of {} bytes", p.data.size()));
   }
   MutexLock lk(mu_);

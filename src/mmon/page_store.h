@@ -30,8 +30,8 @@ class PageStore {
   PageStore& operator=(const PageStore&) = delete;
 
   struct PageRef {
-    uint64_t vaddr;                   // page aligned
-    std::span<const uint8_t> data;    // exactly kPageSize bytes
+    uint64_t vaddr;                 // page aligned
+    std::span<const uint8_t> data;  // exactly kPageSize bytes
   };
   // Stores every page, or none (kOutOfMemory if the new ones do not fit; kInvalidArgument if a vaddr is
   // not page aligned or a page is not kPageSize bytes).

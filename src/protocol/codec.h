@@ -63,7 +63,8 @@ class Reader {
     if (n > max_len)
       return BadMessage(fmt::format("{}: {} length {} exceeds limit {}", what_, field, n, max_len));
     if (data_.size() - pos_ < n)
-      return BadMessage(fmt::format("{}: {} truncated (length {}, have {})", what_, field, n, data_.size() - pos_));
+      return BadMessage(
+          fmt::format("{}: {} truncated (length {}, have {})", what_, field, n, data_.size() - pos_));
     out->assign(reinterpret_cast<const char*>(data_.data() + pos_), n);
     pos_ += n;
     return Status::Ok();
@@ -71,7 +72,8 @@ class Reader {
   // The whole payload must be consumed: trailing bytes mean the peer and we disagree on the layout.
   Status Finish() const {
     if (pos_ != data_.size())
-      return BadMessage(fmt::format("{}: {} trailing bytes after offset {}", what_, data_.size() - pos_, pos_));
+      return BadMessage(
+          fmt::format("{}: {} trailing bytes after offset {}", what_, data_.size() - pos_, pos_));
     return Status::Ok();
   }
   size_t remaining() const { return data_.size() - pos_; }

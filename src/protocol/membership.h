@@ -81,8 +81,8 @@ struct MemberFixed {
   uint32_t incarnation;
   uint64_t capacity_bytes;
   uint64_t used_bytes;
-  int64_t joined_unix_ms;          // wall clock of the last registration
-  int64_t last_heartbeat_age_ms;   // ms since the gm last heard from it
+  int64_t joined_unix_ms;         // wall clock of the last registration
+  int64_t last_heartbeat_age_ms;  // ms since the gm last heard from it
 };
 static_assert(sizeof(MemberFixed) == 48);
 struct MemberRecord {

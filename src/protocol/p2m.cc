@@ -82,7 +82,8 @@ Result<ReadPagesResp> DecodeReadPagesResp(std::span<const uint8_t> payload) {
     present += p;
   }
   if (r.remaining() != present * kPageBytes)
-    return BadMessage(fmt::format("{}: {} bytes of page data for {} present pages", what, r.remaining(), present));
+    return BadMessage(
+        fmt::format("{}: {} bytes of page data for {} present pages", what, r.remaining(), present));
   m.data = payload.subspan(payload.size() - present * kPageBytes);
   return m;
 }

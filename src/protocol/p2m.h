@@ -24,8 +24,8 @@ static_assert(sizeof(PagesFixed) == 16);
 
 struct WritePagesReq {
   uint64_t space = 0;
-  std::vector<uint64_t> vaddrs;      // page aligned
-  std::span<const uint8_t> data;     // vaddrs.size() * kPageBytes; points into the decoded payload
+  std::vector<uint64_t> vaddrs;   // page aligned
+  std::span<const uint8_t> data;  // vaddrs.size() * kPageBytes; points into the decoded payload
 };
 Bytes EncodeWritePages(uint64_t space, std::span<const uint64_t> vaddrs, std::span<const uint8_t> data);
 Result<WritePagesReq> DecodeWritePages(std::span<const uint8_t> payload);

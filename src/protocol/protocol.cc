@@ -10,30 +10,48 @@ namespace lego::proto {
 
 std::string_view OpcodeName(uint16_t opcode) {
   switch (opcode) {
-    case kHello: return "any.hello";
-    case kPing: return "any.ping";
-    case kGetStats: return "any.get_stats";
-    case kEcho: return "any.echo";
-    case kEchoSized: return "any.echo_sized";
-    case kRegister: return "x2g.register";
-    case kHeartbeat: return "x2g.heartbeat";
-    case kDeregister: return "x2g.deregister";
-    case kListMembers: return "c2g.list_members";
-    case kWritePages: return "p2m.write_pages";
-    case kReadPages: return "p2m.read_pages";
-    case kFreeRange: return "p2m.free_range";
-    case kDestroySpace: return "p2m.destroy_space";
+    case kHello:
+      return "any.hello";
+    case kPing:
+      return "any.ping";
+    case kGetStats:
+      return "any.get_stats";
+    case kEcho:
+      return "any.echo";
+    case kEchoSized:
+      return "any.echo_sized";
+    case kRegister:
+      return "x2g.register";
+    case kHeartbeat:
+      return "x2g.heartbeat";
+    case kDeregister:
+      return "x2g.deregister";
+    case kListMembers:
+      return "c2g.list_members";
+    case kWritePages:
+      return "p2m.write_pages";
+    case kReadPages:
+      return "p2m.read_pages";
+    case kFreeRange:
+      return "p2m.free_range";
+    case kDestroySpace:
+      return "p2m.destroy_space";
   }
   return "unknown";
 }
 
 std::string_view ComponentKindName(ComponentKind k) {
   switch (k) {
-    case ComponentKind::kGm: return "gm";
-    case ComponentKind::kPmon: return "pmon";
-    case ComponentKind::kMmon: return "mmon";
-    case ComponentKind::kSmon: return "smon";
-    case ComponentKind::kUnknown: break;
+    case ComponentKind::kGm:
+      return "gm";
+    case ComponentKind::kPmon:
+      return "pmon";
+    case ComponentKind::kMmon:
+      return "mmon";
+    case ComponentKind::kSmon:
+      return "smon";
+    case ComponentKind::kUnknown:
+      break;
   }
   return "unknown";
 }
@@ -50,9 +68,12 @@ bool ParseComponentKind(std::string_view s, ComponentKind* out) {
 
 std::string_view MemberStateName(MemberState s) {
   switch (s) {
-    case MemberState::kAlive: return "alive";
-    case MemberState::kDead: return "dead";
-    case MemberState::kLeft: return "left";
+    case MemberState::kAlive:
+      return "alive";
+    case MemberState::kDead:
+      return "dead";
+    case MemberState::kLeft:
+      return "left";
   }
   return "unknown";
 }
@@ -146,7 +167,8 @@ HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_ar
   auto kind = static_cast<MsgKind>(c.hdr.kind);
   if (c.hdr.version != kProtocolVersion) {
     c.code = StatusCode::kVersionMismatch;
-    c.problem = fmt::format("message of protocol v{}, this endpoint speaks v{}", c.hdr.version, kProtocolVersion);
+    c.problem =
+        fmt::format("message of protocol v{}, this endpoint speaks v{}", c.hdr.version, kProtocolVersion);
   } else if (kind != MsgKind::kRequest && kind != MsgKind::kReply && kind != MsgKind::kOneWay) {
     c.problem = fmt::format("unknown message kind {}", c.hdr.kind);
   } else if (payload_arrived > max_payload) {
@@ -154,7 +176,8 @@ HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_ar
   } else if (c.hdr.payload_len != payload_arrived) {
     c.problem = fmt::format("header says {} payload bytes, {} arrived", c.hdr.payload_len, payload_arrived);
   } else if (kind != MsgKind::kReply && c.hdr.status != 0) {
-    c.problem = fmt::format("{} carries status {}", kind == MsgKind::kRequest ? "request" : "one-way", c.hdr.status);
+    c.problem =
+        fmt::format("{} carries status {}", kind == MsgKind::kRequest ? "request" : "one-way", c.hdr.status);
   } else if (kind == MsgKind::kOneWay && c.hdr.request_id != 0) {
     c.problem = "one-way message carries a request id";
   } else {
@@ -165,7 +188,8 @@ HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_ar
 }
 
 StatusCode ReplyStatus(int32_t wire_status) {
-  if (wire_status < 0 || wire_status > static_cast<int32_t>(StatusCode::kInternal)) return StatusCode::kBadMessage;
+  if (wire_status < 0 || wire_status > static_cast<int32_t>(StatusCode::kInternal))
+    return StatusCode::kBadMessage;
   return static_cast<StatusCode>(wire_status);
 }
 

@@ -38,11 +38,11 @@ enum class MsgKind : uint8_t {
 
 enum Opcode : uint16_t {
   // ANY
-  kHello = 0x0001,     // first request on every new connection: checks the protocol version
-  kPing = 0x0002,      // empty request, empty reply: liveness and latency
-  kGetStats = 0x0003,  // counters of the receiving daemon
-  kEcho = 0x0004,      // reply carries the request payload (benchmarks, tests)
-  kEchoSized = 0x0005, // reply carries EchoSizedReq.reply_bytes bytes (benchmarks)
+  kHello = 0x0001,      // first request on every new connection: checks the protocol version
+  kPing = 0x0002,       // empty request, empty reply: liveness and latency
+  kGetStats = 0x0003,   // counters of the receiving daemon
+  kEcho = 0x0004,       // reply carries the request payload (benchmarks, tests)
+  kEchoSized = 0x0005,  // reply carries EchoSizedReq.reply_bytes bytes (benchmarks)
   // X2G
   kRegister = 0x0101,
   kHeartbeat = 0x0102,

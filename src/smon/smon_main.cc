@@ -4,9 +4,10 @@
 
 int main(int argc, char** argv) {
   using namespace lego;
-  daemon::KindDefaults d{proto::ComponentKind::kSmon,
-                         "lego-smon: a Lego storage monitor. Stores vNode files durably under its data dir and "
-                         "registers with lego-gm.",
-                         "--capacity", "disk quota for stored files (e.g. 10G)", "10G"};
+  daemon::KindDefaults d{
+      proto::ComponentKind::kSmon,
+      "lego-smon: a Lego storage monitor. Stores vNode files durably under its data dir and "
+      "registers with lego-gm.",
+      "--capacity", "disk quota for stored files (e.g. 10G)", "10G"};
   return daemon::RunDaemon(d, argc, argv, daemon::Component{});
 }

@@ -36,7 +36,8 @@ class ClusterTest : public ::testing::Test {
   void StartGm(std::vector<std::string> args = {}) {
     gm_ = std::make_unique<test::Daemon>(test::StartDaemon("gm", dir_.path(), "gm", args));
   }
-  test::Daemon StartMonitor(const std::string& kind, const std::string& name, std::vector<std::string> args = {}) {
+  test::Daemon StartMonitor(const std::string& kind, const std::string& name,
+                            std::vector<std::string> args = {}) {
     args.insert(args.end(), {"--gm", gm_->addr.ToString(), "--name", name});
     return test::StartDaemon(kind, dir_.path(), name, args);
   }
@@ -101,11 +102,13 @@ TEST_F(ClusterTest, KilledMmonIsDeadWithinFiveSecondsByDefaultAndRejoinsWithSame
   mmon->proc.Kill9();
   ASSERT_TRUE(WaitState("mmon-0", MemberState::kDead, 10s));
   auto detect = std::chrono::steady_clock::now() - t0;
-  EXPECT_LT(detect, 5s) << "detection took " << std::chrono::duration_cast<std::chrono::milliseconds>(detect).count();
+  EXPECT_LT(detect, 5s) << "detection took "
+                        << std::chrono::duration_cast<std::chrono::milliseconds>(detect).count();
   EXPECT_GT(detect, 2s);  // not before the configured misses
 
   // Restart with the same data dir: same identity, same id, new incarnation (a new port is fine).
-  mmon = std::make_unique<test::Daemon>(test::StartDaemon("mmon", dir_.path(), "mmon-0", {"--gm", gm_->addr.ToString()}));
+  mmon = std::make_unique<test::Daemon>(
+      test::StartDaemon("mmon", dir_.path(), "mmon-0", {"--gm", gm_->addr.ToString()}));
   ASSERT_TRUE(WaitState("mmon-0", MemberState::kAlive, 10s));
   auto after = Member("mmon-0").value();
   EXPECT_EQ(after.fixed.id, before.fixed.id);
@@ -208,7 +211,8 @@ TEST_F(ClusterTest, GmRejectsMalformedMembershipMessagesAndKeepsServing) {
   EXPECT_EQ(ch.value()->Call(proto::kRegister, lying, 5s).status().code(), StatusCode::kBadMessage);
   // Heartbeat of an unknown member; list with a payload.
   proto::HeartbeatReq hb{12345, 1, 0, 0};
-  EXPECT_EQ(ch.value()->Call(proto::kHeartbeat, proto::EncodeFixed(hb), 5s).status().code(), StatusCode::kUnknownMember);
+  EXPECT_EQ(ch.value()->Call(proto::kHeartbeat, proto::EncodeFixed(hb), 5s).status().code(),
+            StatusCode::kUnknownMember);
   EXPECT_EQ(ch.value()->Call(proto::kListMembers, good, 5s).status().code(), StatusCode::kBadMessage);
   // Raw frames: truncated payload, wrong version.
   auto hdr = msg::MessengerTestPeer::RequestHeader(proto::kListMembers, 100);
@@ -239,7 +243,8 @@ TEST_F(ClusterTest, StartsFromTomlClusterFile) {
   EXPECT_EQ(Member("mmon-0")->fixed.capacity_bytes, 2ull << 30);
   EXPECT_EQ(Member("mmon-0")->fixed.metrics_port, 0);
   // A flag overrides the file.
-  auto mmon1 = test::StartDaemon("mmon", dir_.path(), "mmon-1", {"--config", file, "--name", "mmon-1", "--capacity", "1G"});
+  auto mmon1 = test::StartDaemon("mmon", dir_.path(), "mmon-1",
+                                 {"--config", file, "--name", "mmon-1", "--capacity", "1G"});
   ASSERT_TRUE(WaitState("mmon-1", MemberState::kAlive, 10s));
   EXPECT_EQ(Member("mmon-1")->fixed.capacity_bytes, 1ull << 30);
 }
@@ -270,7 +275,8 @@ TEST(DaemonFlags, BadInputGetsClearErrorAndExitCode2) {
   EXPECT_NE(r.err.find("data dir"), std::string::npos) << r.err;
   // A port already taken.
   auto gm = test::StartDaemon("gm", dir.path(), "gm", {"--metrics", "off"});
-  r = test::Run(test::BinDir() + "/lego-gm", {"--data-dir", dir.path() + "/gm2", "--listen", gm.addr.ToString(), "--metrics", "off"});
+  r = test::Run(test::BinDir() + "/lego-gm",
+                {"--data-dir", dir.path() + "/gm2", "--listen", gm.addr.ToString(), "--metrics", "off"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("listen on"), std::string::npos) << r.err;
 }

@@ -19,10 +19,12 @@ using proto::kPageBytes;
 class MmonTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    gm_ = std::make_unique<test::Daemon>(test::StartDaemon("gm", dir_.path(), "gm", {"--heartbeat-interval-ms", "100"}));
+    gm_ = std::make_unique<test::Daemon>(
+        test::StartDaemon("gm", dir_.path(), "gm", {"--heartbeat-interval-ms", "100"}));
     // 64 pages of pool.
     mmon_ = std::make_unique<test::Daemon>(
-        test::StartDaemon("mmon", dir_.path(), "mmon-0", {"--gm", gm_->addr.ToString(), "--capacity", "256K", "--name", "mmon-0"}));
+        test::StartDaemon("mmon", dir_.path(), "mmon-0",
+                          {"--gm", gm_->addr.ToString(), "--capacity", "256K", "--name", "mmon-0"}));
     msg::MessengerOptions o;
     o.name = "test-pmon";
     client_ = std::move(msg::Messenger::Create(o).value());

@@ -23,8 +23,8 @@
 #include "common/status.h"
 #include "common/util.h"
 #include "protocol/any.h"
-#include "protocol/p2m.h"
 #include "protocol/membership.h"
+#include "protocol/p2m.h"
 #include "protocol/wire.h"
 
 namespace lego::proto {
@@ -90,14 +90,16 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   CheckFixed<MsgHeader>(in, "header");
 
   auto stats = CheckCodec(in, "any.get_stats reply", DecodeStats, EncodeStats);
-  if (stats.ok() && stats->size() * 10 > in.size()) Fail("any.get_stats reply", "more entries than bytes allow");
+  if (stats.ok() && stats->size() * 10 > in.size())
+    Fail("any.get_stats reply", "more entries than bytes allow");
 
   auto reg = CheckCodec(in, "x2g.register", DecodeRegisterReq, EncodeRegisterReq);
   if (reg.ok()) {
     auto kind = static_cast<ComponentKind>(reg->fixed.kind);
     if (kind != ComponentKind::kPmon && kind != ComponentKind::kMmon && kind != ComponentKind::kSmon)
       Fail("x2g.register", "accepted a kind that cannot register");
-    if (reg->listen_addr.empty() || reg->listen_addr.size() > 256) Fail("x2g.register", "bad listen_addr accepted");
+    if (reg->listen_addr.empty() || reg->listen_addr.size() > 256)
+      Fail("x2g.register", "bad listen_addr accepted");
     if (reg->name.size() > 256) Fail("x2g.register", "name over 256 accepted");
     (void)ComponentKindName(kind);
   }
@@ -124,8 +126,10 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
 
   // P2M decoders: whatever they accept must be internally consistent.
   if (auto w = DecodeWritePages(in); w.ok()) {
-    if (w->vaddrs.empty() || w->vaddrs.size() > kMaxPagesPerRequest) Fail("p2m.write_pages", "bad count accepted");
-    if (w->data.size() != w->vaddrs.size() * kPageBytes) Fail("p2m.write_pages", "data size mismatch accepted");
+    if (w->vaddrs.empty() || w->vaddrs.size() > kMaxPagesPerRequest)
+      Fail("p2m.write_pages", "bad count accepted");
+    if (w->data.size() != w->vaddrs.size() * kPageBytes)
+      Fail("p2m.write_pages", "data size mismatch accepted");
     for (uint64_t v : w->vaddrs)
       if (v % kPageBytes) Fail("p2m.write_pages", "unaligned vaddr accepted");
   }
@@ -163,7 +167,8 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
     int32_t status = 0;
     std::memcpy(&status, rest.data(), std::min(sizeof(status), rest.size()));
     auto code = ReplyStatus(status);
-    if (static_cast<int32_t>(code) < 0 || code > StatusCode::kInternal) Fail("ReplyStatus", "out of range code");
+    if (static_cast<int32_t>(code) < 0 || code > StatusCode::kInternal)
+      Fail("ReplyStatus", "out of range code");
   }
 }
 

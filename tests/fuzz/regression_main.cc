@@ -43,7 +43,8 @@ std::vector<Seed> Seeds() {
   out.emplace_back("heartbeat.bin", EncodeFixed(HeartbeatReq{1, 1, 1u << 30, 4096}));
   out.emplace_back("deregister.bin", EncodeFixed(DeregisterReq{1, 1}));
   out.emplace_back("stats_empty.bin", EncodeStats({}));
-  out.emplace_back("stats.bin", EncodeStats({{"lego_gm_members", 3}, {"lego_messenger_bad_messages_total", 0}}));
+  out.emplace_back("stats.bin",
+                   EncodeStats({{"lego_gm_members", 3}, {"lego_messenger_bad_messages_total", 0}}));
 
   RegisterReq reg;
   reg.fixed = {static_cast<uint8_t>(ComponentKind::kMmon), 0, 9100, 4242, 16ull << 30, 0};
@@ -57,13 +58,29 @@ std::vector<Seed> Seeds() {
 
   out.emplace_back("members_empty.bin", EncodeMemberList({}));
   MemberRecord a;
-  a.fixed = {1, static_cast<uint8_t>(ComponentKind::kGm), static_cast<uint8_t>(MemberState::kAlive), 9000, 10, 1, 0,
-             0, 1700000000000, 0};
+  a.fixed = {1,
+             static_cast<uint8_t>(ComponentKind::kGm),
+             static_cast<uint8_t>(MemberState::kAlive),
+             9000,
+             10,
+             1,
+             0,
+             0,
+             1700000000000,
+             0};
   a.listen_addr = "127.0.0.1:4000";
   a.name = "gm";
   MemberRecord b;
-  b.fixed = {2, static_cast<uint8_t>(ComponentKind::kSmon), static_cast<uint8_t>(MemberState::kDead), 0, 11, 3,
-             1ull << 40, 1ull << 20, 1700000000500, 15000};
+  b.fixed = {2,
+             static_cast<uint8_t>(ComponentKind::kSmon),
+             static_cast<uint8_t>(MemberState::kDead),
+             0,
+             11,
+             3,
+             1ull << 40,
+             1ull << 20,
+             1700000000500,
+             15000};
   b.listen_addr = "localhost:4003";
   b.name = "smon-1";
   out.emplace_back("members.bin", EncodeMemberList({a, b}));
@@ -89,7 +106,8 @@ std::vector<Bytes> HostileInputs() {
   w.Put(RegisterFixed{static_cast<uint8_t>(ComponentKind::kMmon), 0, 0, 1, 0, 0});
   w.Put(uint16_t{0xFFFF});
   out.push_back(w.Take());
-  for (const char* s : {"[]:1", "::1:80", "[::1]:", "18446744073709551616", "16777216T", "64iB", ":0", "[:]:1", "[[x]:0", "a]:1"})
+  for (const char* s : {"[]:1", "::1:80", "[::1]:", "18446744073709551616", "16777216T", "64iB", ":0",
+                        "[:]:1", "[[x]:0", "a]:1"})
     out.push_back(Text(s));
   return out;
 }

@@ -20,7 +20,7 @@ namespace {
 // ---- Layouts (as documented next to each struct). Compile-time, and repeated at run time so that a
 // reader of the test list sees them. ----
 
-#define LEGO_EXPECT_OFFSET(T, field, off)      \
+#define LEGO_EXPECT_OFFSET(T, field, off)     \
   static_assert(offsetof(T, field) == (off)); \
   EXPECT_EQ(offsetof(T, field), size_t{off}) << #T "::" #field
 
@@ -130,7 +130,7 @@ TEST(GoldenBytesTest, MsgHeader) {
   h.payload_len = 40;
   h.status = 0;
   const Bytes want = {
-      'L', 'E', 'G', 'O',                              // magic 0x4F47454C
+      'L',  'E',  'G',  'O',                           // magic 0x4F47454C
       0x01,                                            // version
       0x01,                                            // kind: request
       0x01, 0x01,                                      // opcode 0x0101 x2g.register
@@ -174,7 +174,8 @@ TEST(WriterTest, PutIsLittleEndianAndPutStringIsLengthPrefixed) {
   const uint8_t raw[] = {0xEE, 0xFF};
   w.PutBytes(raw);
   EXPECT_EQ(w.size(), 14u);
-  EXPECT_EQ(w.Take(), (Bytes{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x02, 0x00, 'a', 'b', 0x00, 0x00, 0xEE, 0xFF}));
+  EXPECT_EQ(w.Take(),
+            (Bytes{0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x02, 0x00, 'a', 'b', 0x00, 0x00, 0xEE, 0xFF}));
 }
 
 TEST(WriterTest, PutStringClampsToMaxStringLen) {

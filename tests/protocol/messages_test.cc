@@ -60,9 +60,15 @@ constexpr size_t kSmallAlloc = 4096;
 
 using Decoder = std::function<Status(std::span<const uint8_t>)>;
 
-Decoder StatsDecoder() { return [](std::span<const uint8_t> b) { return DecodeStats(b).status(); }; }
-Decoder RegisterDecoder() { return [](std::span<const uint8_t> b) { return DecodeRegisterReq(b).status(); }; }
-Decoder MembersDecoder() { return [](std::span<const uint8_t> b) { return DecodeMemberList(b).status(); }; }
+Decoder StatsDecoder() {
+  return [](std::span<const uint8_t> b) { return DecodeStats(b).status(); };
+}
+Decoder RegisterDecoder() {
+  return [](std::span<const uint8_t> b) { return DecodeRegisterReq(b).status(); };
+}
+Decoder MembersDecoder() {
+  return [](std::span<const uint8_t> b) { return DecodeMemberList(b).status(); };
+}
 template <typename T>
 Decoder FixedDecoder() {
   return [](std::span<const uint8_t> b) { return DecodeFixed<T>(b, "fixed").status(); };
@@ -73,15 +79,15 @@ void ExpectEveryTruncationAndTrailerRejected(const Bytes& valid, const Decoder& 
   ASSERT_TRUE(decode(valid).ok()) << what << ": the untruncated message must decode";
   for (size_t n = 0; n < valid.size(); ++n) {
     Status st = decode(std::span(valid.data(), n));
-    EXPECT_EQ(st.code(), StatusCode::kBadMessage) << what << ": prefix of " << n << "/" << valid.size()
-                                                  << " bytes gave " << st.ToString();
+    EXPECT_EQ(st.code(), StatusCode::kBadMessage)
+        << what << ": prefix of " << n << "/" << valid.size() << " bytes gave " << st.ToString();
   }
   for (size_t extra : {1, 2, 7, 64}) {
     Bytes longer = valid;
     longer.resize(valid.size() + extra, 0xAB);
     Status st = decode(longer);
-    EXPECT_EQ(st.code(), StatusCode::kBadMessage) << what << ": " << extra << " trailing bytes gave "
-                                                  << st.ToString();
+    EXPECT_EQ(st.code(), StatusCode::kBadMessage)
+        << what << ": " << extra << " trailing bytes gave " << st.ToString();
   }
 }
 
@@ -114,20 +120,44 @@ RegisterReq SampleRegister(ComponentKind kind = ComponentKind::kMmon) {
 std::vector<MemberRecord> SampleMembers() {
   std::vector<MemberRecord> v;
   MemberRecord gm;
-  gm.fixed = {1, static_cast<uint8_t>(ComponentKind::kGm), static_cast<uint8_t>(MemberState::kAlive), 9000, 10, 1,
-              0, 0, 1700000000000, 0};
+  gm.fixed = {1,
+              static_cast<uint8_t>(ComponentKind::kGm),
+              static_cast<uint8_t>(MemberState::kAlive),
+              9000,
+              10,
+              1,
+              0,
+              0,
+              1700000000000,
+              0};
   gm.listen_addr = "127.0.0.1:4000";
   gm.name = "gm";
   v.push_back(gm);
   MemberRecord mm;
-  mm.fixed = {2, static_cast<uint8_t>(ComponentKind::kMmon), static_cast<uint8_t>(MemberState::kDead), 0, 11, 7,
-              16ull << 30, 123, 1700000000500, 12000};
+  mm.fixed = {2,
+              static_cast<uint8_t>(ComponentKind::kMmon),
+              static_cast<uint8_t>(MemberState::kDead),
+              0,
+              11,
+              7,
+              16ull << 30,
+              123,
+              1700000000500,
+              12000};
   mm.listen_addr = "[::1]:4001";
   mm.name = "";  // members registered without a name
   v.push_back(mm);
   MemberRecord left;
-  left.fixed = {3, static_cast<uint8_t>(ComponentKind::kSmon), static_cast<uint8_t>(MemberState::kLeft), 0, 12, 1,
-                0, 0, -1, INT64_MAX};
+  left.fixed = {3,
+                static_cast<uint8_t>(ComponentKind::kSmon),
+                static_cast<uint8_t>(MemberState::kLeft),
+                0,
+                12,
+                1,
+                0,
+                0,
+                -1,
+                INT64_MAX};
   left.listen_addr = std::string(256, 'h');
   left.name = std::string(256, 'n');
   v.push_back(left);
@@ -289,9 +319,9 @@ TEST(GoldenBytesTest, RegisterReq) {
       0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,  // capacity_bytes 4 GiB
       0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // used_bytes 4096
       0x0e, 0x00,                                      // listen_addr length 14
-      '1', '2', '7', '.', '0', '.', '0', '.', '1', ':', '4', '0', '0', '1',
-      0x06, 0x00,                                      // name length 6
-      'p', 'm', 'o', 'n', '-', 'a',
+      '1',  '2',  '7',  '.',  '0',  '.',  '0',  '.',
+      '1',  ':',  '4',  '0',  '0',  '1',  0x06, 0x00,  // name length 6
+      'p',  'm',  'o',  'n',  '-',  'a',
   };
   EXPECT_EQ(EncodeRegisterReq(m), want);
   auto back = DecodeRegisterReq(want);
@@ -302,7 +332,7 @@ TEST(GoldenBytesTest, RegisterReq) {
 TEST(GoldenBytesTest, StatsList) {
   const Bytes want = {
       0x02, 0x00, 0x00, 0x00,                          // count 2
-      0x02, 0x00, 'u', 'p',                            // name "up"
+      0x02, 0x00, 'u',  'p',                           // name "up"
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf0, 0x3f,  // value 1.0
       0x00, 0x00,                                      // name ""
       0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0xc0,  // value -2.5
@@ -312,8 +342,16 @@ TEST(GoldenBytesTest, StatsList) {
 
 TEST(GoldenBytesTest, MemberList) {
   MemberRecord m;
-  m.fixed = {7, static_cast<uint8_t>(ComponentKind::kMmon), static_cast<uint8_t>(MemberState::kAlive), 9100, 100, 2,
-             1ull << 30, 512, 1700000000000, -1};
+  m.fixed = {7,
+             static_cast<uint8_t>(ComponentKind::kMmon),
+             static_cast<uint8_t>(MemberState::kAlive),
+             9100,
+             100,
+             2,
+             1ull << 30,
+             512,
+             1700000000000,
+             -1};
   m.listen_addr = "h:1";
   m.name = "m1";
   const Bytes want = {
@@ -328,8 +366,8 @@ TEST(GoldenBytesTest, MemberList) {
       0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // used_bytes 512
       0x00, 0x68, 0xe5, 0xcf, 0x8b, 0x01, 0x00, 0x00,  // joined_unix_ms 1700000000000
       0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,  // last_heartbeat_age_ms -1
-      0x03, 0x00, 'h', ':', '1',                       // listen_addr
-      0x02, 0x00, 'm', '1',                            // name
+      0x03, 0x00, 'h',  ':',  '1',                     // listen_addr
+      0x02, 0x00, 'm',  '1',                           // name
   };
   EXPECT_EQ(EncodeMemberList({m}), want);
 }
@@ -337,7 +375,8 @@ TEST(GoldenBytesTest, MemberList) {
 // ---- Truncation and trailing bytes ----
 
 TEST(TruncationTest, EveryPrefixOfEveryMessageIsRejected) {
-  ExpectEveryTruncationAndTrailerRejected(EncodeFixed(HelloMsg{1, 2, 0, 3}), FixedDecoder<HelloMsg>(), "hello");
+  ExpectEveryTruncationAndTrailerRejected(EncodeFixed(HelloMsg{1, 2, 0, 3}), FixedDecoder<HelloMsg>(),
+                                          "hello");
   ExpectEveryTruncationAndTrailerRejected(EncodeFixed(EchoSizedReq{100, 0}), FixedDecoder<EchoSizedReq>(),
                                           "echo_sized");
   ExpectEveryTruncationAndTrailerRejected(EncodeStats(SampleStats()), StatsDecoder(), "stats");
@@ -443,7 +482,8 @@ TEST(HugeCountTest, StatsCountsAreRejectedWithoutAllocating) {
       auto r = DecodeStats(b);
       size_t largest = t.largest();
       EXPECT_EQ(r.status().code(), StatusCode::kBadMessage) << count << "/" << filler;
-      EXPECT_LT(largest, kSmallAlloc) << "count " << count << " with " << filler << " bytes allocated " << largest;
+      EXPECT_LT(largest, kSmallAlloc)
+          << "count " << count << " with " << filler << " bytes allocated " << largest;
     }
   }
 }
@@ -456,7 +496,8 @@ TEST(HugeCountTest, MemberCountsAreRejectedWithoutAllocating) {
       auto r = DecodeMemberList(b);
       size_t largest = t.largest();
       EXPECT_EQ(r.status().code(), StatusCode::kBadMessage) << count << "/" << filler;
-      EXPECT_LT(largest, kSmallAlloc) << "count " << count << " with " << filler << " bytes allocated " << largest;
+      EXPECT_LT(largest, kSmallAlloc)
+          << "count " << count << " with " << filler << " bytes allocated " << largest;
     }
   }
 }
@@ -493,7 +534,8 @@ TEST(RegisterReqTest, OnlyMonitorsMayRegister) {
     RegisterReq m = SampleRegister();
     m.fixed.kind = static_cast<uint8_t>(kind);
     auto r = DecodeRegisterReq(EncodeRegisterReq(m));
-    bool monitor = kind == static_cast<int>(ComponentKind::kPmon) || kind == static_cast<int>(ComponentKind::kMmon) ||
+    bool monitor = kind == static_cast<int>(ComponentKind::kPmon) ||
+                   kind == static_cast<int>(ComponentKind::kMmon) ||
                    kind == static_cast<int>(ComponentKind::kSmon);
     if (monitor) {
       EXPECT_TRUE(r.ok()) << kind << ": " << r.status().ToString();

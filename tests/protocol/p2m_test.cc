@@ -22,7 +22,8 @@ TEST(P2m, WritePagesRoundTripAndRejections) {
   extra.push_back(0);
   EXPECT_EQ(DecodeWritePages(extra).status().code(), StatusCode::kBadMessage);
   std::vector<uint64_t> unaligned = {0x1001};
-  EXPECT_EQ(DecodeWritePages(EncodeWritePages(1, unaligned, Bytes(kPageBytes))).status().code(), StatusCode::kBadMessage);
+  EXPECT_EQ(DecodeWritePages(EncodeWritePages(1, unaligned, Bytes(kPageBytes))).status().code(),
+            StatusCode::kBadMessage);
   EXPECT_EQ(DecodeWritePages(EncodeWritePages(1, {}, {})).status().code(), StatusCode::kBadMessage);
   std::vector<uint64_t> many(kMaxPagesPerRequest + 1, 0);
   EXPECT_EQ(DecodeWritePages(EncodeWritePages(1, many, Bytes(many.size() * kPageBytes))).status().code(),

@@ -35,7 +35,8 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ec);
 }
 
-Process::Process(std::string binary, std::vector<std::string> args, std::string log_path) : log_(std::move(log_path)) {
+Process::Process(std::string binary, std::vector<std::string> args, std::string log_path)
+    : log_(std::move(log_path)) {
   std::vector<char*> argv;
   argv.push_back(binary.data());
   for (auto& a : args) argv.push_back(a.data());
@@ -54,7 +55,9 @@ Process::Process(std::string binary, std::vector<std::string> args, std::string 
   }
 }
 
-Process::Process(Process&& o) noexcept : pid_(o.pid_), status_(o.status_), log_(std::move(o.log_)) { o.pid_ = -1; }
+Process::Process(Process&& o) noexcept : pid_(o.pid_), status_(o.status_), log_(std::move(o.log_)) {
+  o.pid_ = -1;
+}
 
 Process::~Process() {
   if (pid_ > 0 && Running()) {
@@ -198,7 +201,8 @@ Daemon StartDaemon(const std::string& kind, const std::string& dir, const std::s
   for (const auto& a : extra_args) has_listen |= a == "--listen" || a == "--config";
   if (!has_listen) args.insert(args.end(), {"--listen", "127.0.0.1:0"});
   args.insert(args.end(), extra_args.begin(), extra_args.end());
-  Daemon d{Process(fmt::format("{}/lego-{}", BinDir(), kind), args, fmt::format("{}/{}.log", dir, name)), {}, 0};
+  Daemon d{
+      Process(fmt::format("{}/lego-{}", BinDir(), kind), args, fmt::format("{}/{}.log", dir, name)), {}, 0};
   auto kv = WaitReadyFile(ready, std::chrono::seconds(20));
   if (!kv.count("listen")) throw std::runtime_error(fmt::format("{} did not start: {}", name, d.proc.Log()));
   d.addr = ParseHostPort(kv["listen"]).value();

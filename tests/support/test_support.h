@@ -58,7 +58,8 @@ struct RunResult {
   std::string err;
 };
 RunResult Run(const std::string& binary, const std::vector<std::string>& args,
-              const std::map<std::string, std::string>& env = {}, std::chrono::seconds timeout = std::chrono::seconds(60));
+              const std::map<std::string, std::string>& env = {},
+              std::chrono::seconds timeout = std::chrono::seconds(60));
 
 // Polls cond every 10 ms until true or timeout; returns whether it became true.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);

@@ -17,8 +17,8 @@ namespace lego::msg {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr uint16_t kSlowOp = 0x7f01;     // test-only opcode: replies after the delay in its payload (ms)
-constexpr uint16_t kNotifyOp = 0x7f02;   // test-only one-way opcode
+constexpr uint16_t kSlowOp = 0x7f01;    // test-only opcode: replies after the delay in its payload (ms)
+constexpr uint16_t kNotifyOp = 0x7f02;  // test-only one-way opcode
 
 std::unique_ptr<Messenger> Make(const std::string& name, uint32_t max_payload = proto::kDefaultMaxPayload) {
   MessengerOptions o;
@@ -41,9 +41,8 @@ class MessengerTest : public ::testing::Test {
         r.Reply();
       });
     });
-    server_->Handle(kNotifyOp, [this](const Incoming& in, Responder) {
-      notified_.fetch_add(in.payload.size());
-    });
+    server_->Handle(kNotifyOp,
+                    [this](const Incoming& in, Responder) { notified_.fetch_add(in.payload.size()); });
     ASSERT_TRUE(server_->Listen({"127.0.0.1", 0}).ok());
     ASSERT_TRUE(server_->Start().ok());
     client_ = Make("client");
@@ -232,7 +231,8 @@ TEST(MessengerConnect, UnreachablePeerFailsFastWithTypedError) {
   auto t0 = std::chrono::steady_clock::now();
   auto ch = m->Connect({"127.0.0.1", test::FreePort()}, 3s);
   ASSERT_FALSE(ch.ok());
-  EXPECT_TRUE(ch.status().code() == StatusCode::kPeerUnreachable || ch.status().code() == StatusCode::kTimeout)
+  EXPECT_TRUE(ch.status().code() == StatusCode::kPeerUnreachable ||
+              ch.status().code() == StatusCode::kTimeout)
       << ch.status().ToString();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3500ms);
 }
@@ -242,7 +242,8 @@ TEST(MessengerPeerFailure, KilledPeerFailsPendingCallsAndChannelReconnectsAfterR
   test::TempDir dir;
   uint16_t port = test::FreePort();
   auto listen = fmt::format("127.0.0.1:{}", port);
-  auto gm = std::make_unique<test::Daemon>(test::StartDaemon("gm", dir.path(), "gm", {"--listen", listen, "--metrics", "off"}));
+  auto gm = std::make_unique<test::Daemon>(
+      test::StartDaemon("gm", dir.path(), "gm", {"--listen", listen, "--metrics", "off"}));
   auto m = Make("c");
   ASSERT_TRUE(m->Start().ok());
   auto ch = m->Connect(gm->addr, 5s);
@@ -265,7 +266,8 @@ TEST(MessengerPeerFailure, KilledPeerFailsPendingCallsAndChannelReconnectsAfterR
   EXPECT_FALSE(down.ok());
 
   // Restart on the same port: the same channel reconnects on its next call.
-  gm = std::make_unique<test::Daemon>(test::StartDaemon("gm", dir.path(), "gm", {"--listen", listen, "--metrics", "off"}));
+  gm = std::make_unique<test::Daemon>(
+      test::StartDaemon("gm", dir.path(), "gm", {"--listen", listen, "--metrics", "off"}));
   bool reconnected = test::WaitFor([&] { return ch.value()->Call(proto::kPing, {}, 2s).ok(); }, 15s);
   EXPECT_TRUE(reconnected);
   m->Shutdown();

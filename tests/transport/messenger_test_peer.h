@@ -12,8 +12,9 @@ class MessengerTestPeer {
  public:
   // Sends header_len bytes of hdr (a prefix if < 24) and payload on the channel's connection, as a request
   // whose reply (if any) completes the returned call. hdr.request_id is overwritten.
-  static std::shared_ptr<PendingCall> CallRaw(Messenger& m, Channel& ch, proto::MsgHeader hdr, size_t header_len,
-                                              std::span<const uint8_t> payload, Millis timeout) {
+  static std::shared_ptr<PendingCall> CallRaw(Messenger& m, Channel& ch, proto::MsgHeader hdr,
+                                              size_t header_len, std::span<const uint8_t> payload,
+                                              Millis timeout) {
     auto call = std::make_shared<PendingCall>();
     call->m_ = &m;
     call->request_id_ = m.next_request_id_.fetch_add(1);
@@ -41,8 +42,13 @@ class MessengerTestPeer {
   }
 
   static proto::MsgHeader RequestHeader(uint16_t opcode, size_t payload_len) {
-    return proto::MsgHeader{proto::kMagic, proto::kProtocolVersion, static_cast<uint8_t>(proto::MsgKind::kRequest),
-                            opcode, 0, static_cast<uint32_t>(payload_len), 0};
+    return proto::MsgHeader{proto::kMagic,
+                            proto::kProtocolVersion,
+                            static_cast<uint8_t>(proto::MsgKind::kRequest),
+                            opcode,
+                            0,
+                            static_cast<uint32_t>(payload_len),
+                            0};
   }
 };
 

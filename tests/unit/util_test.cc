@@ -53,8 +53,8 @@ TEST(ParseSizeTest, TrailingWhitespaceIgnored) {
 }
 
 TEST(ParseSizeTest, Garbage) {
-  for (const char* s : {"", " ", "K", "abc", "-1", "+1", "0x10", "1.5G", "64 K", "64X", "64KK", "64Ki", "64KIB",
-                        "64KiBB", "64MBB", "12kb3", "2gib"})
+  for (const char* s : {"", " ", "K", "abc", "-1", "+1", "0x10", "1.5G", "64 K", "64X", "64KK", "64Ki",
+                        "64KIB", "64KiBB", "64MBB", "12kb3", "2gib"})
     SizeBad(s);
 }
 
@@ -154,7 +154,8 @@ TEST(ParseHostPortTest, UnbracketedIpv6Rejected) {
 
 // Regression (found by protocol_fuzz): "[[x]:0" parsed as host "[x", whose ToString() "[x:0" did not parse.
 TEST(ParseHostPortTest, BracketsInsideHostRejected) {
-  for (const char* s : {"[[x]:1", "[[::1]:80", "[a[b]:1", "a]:1", "a[b:1", "x]y:1"}) HpBad(s, /*allow_zero=*/true);
+  for (const char* s : {"[[x]:1", "[[::1]:80", "[a[b]:1", "a]:1", "a[b:1", "x]y:1"})
+    HpBad(s, /*allow_zero=*/true);
 }
 
 TEST(ParseHostPortTest, BadPorts) {
