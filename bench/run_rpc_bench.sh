@@ -19,8 +19,8 @@
 #   --quick     CI smoke test: 1 s per configuration, short perftest runs (< 60 s in total)
 #   --bin       lego-rpc-bench binary (default: build-bench/, then build/ under the repository)
 #   --seconds   measured seconds per Lego configuration (default 3; 1 with --quick)
-#   --repeat    runs per Lego configuration; the run with the median p50 is reported (default 3;
-#               1 with --quick)
+#   --repeat    runs per configuration; the run with the median p50 is reported, and the median of as
+#               many ucx_perftest runs (default 3; 1 with --quick)
 #   --csv FILE  also write one CSV row per configuration
 #   --verbose   progress lines on stderr
 set -u -o pipefail
@@ -240,6 +240,16 @@ cpu_idle_pct() {
     'BEGIN{ if (t2 > t1) printf "%d", 100 * (i2 - i1) / (t2 - t1); else print 100 }'
 }
 
+# run_perftest_median: REPEAT runs of run_perftest; P_LAT becomes their median.
+run_perftest_median() {
+  local i lats=()
+  for ((i = 0; i < REPEAT; i++)); do
+    run_perftest "$@" || return 1
+    lats+=("$P_LAT")
+  done
+  P_LAT="$(printf '%s\n' "${lats[@]}" | sort -g | awk -v n="${#lats[@]}" 'NR == int((n + 1) / 2)')"
+}
+
 fmt2() { awk -v x="$1" 'BEGIN{ if (x == "") print "-"; else printf "%.2f", x }'; }
 
 IDLE="$(cpu_idle_pct)"
@@ -257,19 +267,19 @@ for transport in shm tcp; do
   tls="$(tls_for "$transport")"
   iters=$PT_ITERS_SHM; [[ $transport == tcp ]] && iters=$PT_ITERS_TCP
   for size in 64 4096; do
-    if run_perftest "$tls" "$size" "$iters"; then
+    if run_perftest_median "$tls" "$size" "$iters"; then
       RAW[$transport,$size]="$P_LAT"; RAWLANES[$transport,$size]="$P_LANES"
     fi
-    if run_perftest "$tls" "$size" "$iters" -I; then
+    if run_perftest_median "$tls" "$size" "$iters" -I; then
       RAWI[$transport,$size]="$P_LAT"
     fi
   done
 done
 
-printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-22s |\n' \
+printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
   transport reply threads "Lego p50" "Lego p99" "Lego op/s" "raw RTT" "raw 2xlat(R)" "raw -I" ratio \
   "Lego lanes" "raw lanes"
-echo "|-----------|------:|--------:|---------:|---------:|----------:|---------:|-------------:|---------:|-------:|------------------------|------------------------|"
+echo "|-----------|------:|--------:|---------:|---------:|----------:|---------:|-------------:|---------:|-------:|------------------------|----------------------------|"
 for transport in shm tcp; do
   tls="$(tls_for "$transport")"
   for reply in 64 4096; do
@@ -287,7 +297,7 @@ for transport in shm tcp; do
       fi
       ratio=""
       [[ -n "$p50" && -n "$rtt" ]] && ratio="$(awk -v a="$p50" -v b="$rtt" 'BEGIN{ if (b > 0) printf "%.1f", a / b }')"
-      printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-22s |\n' \
+      printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
         "$transport" "$reply" "$threads" "$(fmt2 "$p50")" "$(fmt2 "$p99")" "${ops:--}" "$(fmt2 "$rtt")" \
         "$(fmt2 "$rtt2")" "$(fmt2 "$rtti")" "${ratio:--}x" "${lanes:--}" "${RAWLANES[$transport,$reply]:--}"
       [[ -n "$CSV_OUT" ]] && echo "$transport,\"$tls\",$reply,$threads,$p50,$p99,$ops,$lanes,$l64,$lr,$rtt,$rtt2,$rtti,$ratio,${RAWLANES[$transport,$reply]:-}" >>"$CSV_OUT"
