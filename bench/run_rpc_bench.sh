@@ -17,7 +17,7 @@
 #
 # Usage: bench/run_rpc_bench.sh [--quick] [--bin PATH] [--seconds S] [--repeat N] [--csv FILE]
 #   --quick     CI smoke test: 1 s per configuration, short perftest runs (< 60 s in total)
-#   --bin       lego-rpc-bench binary (default: build-bench/, then build/ under the repository)
+#   --bin       lego-rpc-bench binary (default: build/, then build-bench/ under the repository)
 #   --seconds   measured seconds per Lego configuration (default 3; 1 with --quick)
 #   --repeat    runs per configuration; the run with the median p50 is reported, and the median of as
 #               many ucx_perftest runs (default 3; 1 with --quick)
@@ -47,7 +47,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ -z "$BIN" ]]; then
-  for cand in "$REPO/build-bench/bench/lego-rpc-bench" "$REPO/build/bench/lego-rpc-bench"; do
+  for cand in "$REPO/build/bench/lego-rpc-bench" "$REPO/build-bench/bench/lego-rpc-bench"; do
     if [[ -x "$cand" ]]; then BIN="$cand"; break; fi
   done
 fi

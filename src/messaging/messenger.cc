@@ -36,6 +36,17 @@ std::string SockaddrToString(const sockaddr_storage& ss) {
   return HostPort{host, port}.ToString();
 }
 
+bool IsLoopback(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr.s_addr) >> 24) == 127;
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr;
+    if (IN6_IS_ADDR_LOOPBACK(a)) return true;
+    return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+  }
+  return false;
+}
+
 Result<sockaddr_storage> Resolve(const HostPort& hp) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -417,7 +428,8 @@ void Messenger::ProgressLoop() {
     // While callers drive the worker themselves, stay out of their way (they also run inbound handlers).
     {
       std::unique_lock lk(idle_mu_);
-      while (spinning_callers_ > 0 && !stop_.load()) idle_cv_.wait_for(lk, Millis(1));
+      while (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load())
+        idle_cv_.wait_for(lk, Millis(1));
     }
     if (lock_waiters_.load(std::memory_order_relaxed) > 0) {
       CpuRelax();
@@ -470,21 +482,16 @@ void Messenger::WaitCall(PendingCall* call) {
   using Clock = std::chrono::steady_clock;
   // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off.
   const auto spin_until = Clock::now() + std::chrono::microseconds(options_.spin_us);
-  {
-    std::lock_guard lk(idle_mu_);
-    ++spinning_callers_;
-  }
-  while (!call->done() && Clock::now() < spin_until) {
+  spinning_callers_.fetch_add(1, std::memory_order_relaxed);
+  for (unsigned i = 0; !call->done(); ++i) {
+    if ((i & 15) == 0 && Clock::now() >= spin_until) break;  // reading the clock costs as much as a poll
     lock_waiters_.fetch_add(1, std::memory_order_relaxed);
     worker_mu_.lock();
     lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
     ucp_worker_progress(worker_);
     worker_mu_.unlock();
   }
-  {
-    std::lock_guard lk(idle_mu_);
-    --spinning_callers_;
-  }
+  spinning_callers_.fetch_sub(1, std::memory_order_relaxed);
   if (call->done()) return;
   Kick();  // the progress thread takes over driving the worker
   std::unique_lock lk(call->mu_);
@@ -522,7 +529,7 @@ Result<uint64_t> Messenger::CreateClientConn(const HostPort& addr) {
   ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
   ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&ss.value());
   ep.sockaddr.addrlen = ss->ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
-  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_mode = ErrMode(IsLoopback(ss.value()));
   ep.err_handler.cb = &Messenger::OnEpError;
   ep.err_handler.arg = this;
   ucp_ep_h h = nullptr;
@@ -542,7 +549,11 @@ void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
   ucp_conn_request_attr_t attr{};
   attr.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
   std::string peer = "?";
-  if (ucp_conn_request_query(req, &attr) == UCS_OK) peer = SockaddrToString(attr.client_address);
+  bool loopback = false;
+  if (ucp_conn_request_query(req, &attr) == UCS_OK) {
+    peer = SockaddrToString(attr.client_address);
+    loopback = IsLoopback(attr.client_address);
+  }
   if (self->stop_.load()) {
     ucp_listener_reject(self->listener_, req);
     return;
@@ -551,7 +562,7 @@ void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
   ep.field_mask =
       UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
   ep.conn_request = req;
-  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_mode = self->ErrMode(loopback);
   ep.err_handler.cb = &Messenger::OnEpError;
   ep.err_handler.arg = self;
   ucp_ep_h h = nullptr;
@@ -565,6 +576,18 @@ void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
   self->ep_conn_[h] = id;
   self->c_conns_accepted_->Increment();
   LEGO_LOG_DEBUG("accepted conn={} peer={}", id, peer);
+}
+
+ucp_err_handling_mode_t Messenger::ErrMode(bool loopback_peer) const {
+  switch (options_.error_mode) {
+    case MessengerOptions::ErrorMode::kPeer:
+      return UCP_ERR_HANDLING_MODE_PEER;
+    case MessengerOptions::ErrorMode::kNone:
+      return UCP_ERR_HANDLING_MODE_NONE;
+    case MessengerOptions::ErrorMode::kAuto:
+      break;
+  }
+  return loopback_peer ? UCP_ERR_HANDLING_MODE_NONE : UCP_ERR_HANDLING_MODE_PEER;
 }
 
 void Messenger::OnEpError(void* arg, ucp_ep_h ep, ucs_status_t status) {
@@ -623,6 +646,22 @@ Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode
   auto it = conns_.find(conn_id);
   if (it == conns_.end() || it->second.failed)
     return Status(StatusCode::kPeerUnreachable, fmt::format("connection {} is closed", conn_id));
+  // Fast path: small messages usually complete at once (eager), so try that with the caller's buffers and
+  // no copy; when UCX cannot (rendezvous, full queues) it says NO_RESOURCE and we send from a heap copy.
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
+  p.flags = UCP_AM_SEND_FLAG_REPLY;
+  ucs_status_ptr_t r =
+      ucp_am_send_nbx(it->second.ep, kAmId, &hdr, sizeof(hdr), payload.data(), payload.size(), &p);
+  if (r == nullptr) return Status::Ok();
+  if (UCS_PTR_IS_PTR(r)) {  // not expected with FORCE_IMM_CMPL; be safe: wait for it, the buffers are ours
+    while (ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+    ucp_request_free(r);
+    return Status::Ok();
+  }
+  if (UCS_PTR_STATUS(r) != UCS_ERR_NO_RESOURCE && UCS_PTR_STATUS(r) != UCS_ERR_UNSUPPORTED)
+    return Status(StatusCode::kPeerUnreachable,
+                  fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
   return SendRawLocked(it->second.ep, hdr, sizeof(hdr), payload);
 }
 

@@ -56,7 +56,11 @@ struct MessengerOptions {
   uint32_t max_payload = proto::kDefaultMaxPayload;  // larger messages are refused both ways
   int spin_us = 50;                                  // poll this long after activity before sleeping
   std::string ucx_transports;                        // UCX_TLS value; empty lets UCX choose
-  Metrics* metrics = nullptr;                        // counters go here if set
+  // UCX error-handling mode per connection (docs/decisions/002-messaging-progress.md). UCX 1.13's shared
+  // memory transports cannot report peer failure, so a PEER-mode endpoint never uses them and runs over
+  // TCP loopback even on one host. kAuto: NONE (shared memory) for loopback peers, PEER for all others.
+  enum class ErrorMode { kAuto, kPeer, kNone } error_mode = ErrorMode::kAuto;
+  Metrics* metrics = nullptr;  // counters go here if set
 };
 
 // A request or one-way message as a handler sees it. payload is valid only during the handler call.
@@ -191,6 +195,7 @@ class Messenger {
   // Connection table; all REQUIRE worker_mu_.
   Result<uint64_t> CreateClientConn(const HostPort& addr);
   void FailConn(ucp_ep_h ep, ucs_status_t status);
+  ucp_err_handling_mode_t ErrMode(bool loopback_peer) const;
   void CloseConn(uint64_t conn_id, bool force);
 
   Status SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode, uint64_t request_id, int32_t status,
@@ -242,7 +247,7 @@ class Messenger {
 
   std::mutex idle_mu_;
   std::condition_variable idle_cv_;
-  int spinning_callers_ = 0;  // guarded by idle_mu_: callers driving the worker themselves
+  std::atomic<int> spinning_callers_{0};  // callers driving the worker themselves (idle_cv_ wakes on Kick)
 
   std::thread progress_thread_;
   std::atomic<bool> stop_{false};
