@@ -51,6 +51,8 @@ Status ApplyFile(const std::string& path, const std::string& section, DaemonConf
           c->log_level = v.as_string().str;
         } else if (key == "transports") {
           c->ucx_transports = v.as_string().str;
+        } else if (key == "placement") {
+          c->placement = v.as_string().str;
         } else if (key == "name") {
           c->name = v.as_string().str;
         } else if (!v.is_table()) {
@@ -113,6 +115,9 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
     app.add_option("--heartbeat-misses", c->heartbeat_misses, "missed heartbeats before a member is dead")
         ->capture_default_str()
         ->check(CLI::Range(1u, 1000u));
+    app.add_option("--placement", c->placement, "vRegion placement policy: most-free or round-robin")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"most-free", "round-robin"}));
   }
   app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error")
       ->capture_default_str()

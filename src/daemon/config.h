@@ -26,8 +26,9 @@ struct DaemonConfig {
   uint32_t heartbeat_interval_ms = 1000;
   uint32_t heartbeat_misses = 3;
   std::string log_level = "info";
-  std::string ready_file;      // written once serving: "listen=HOST:PORT\nmetrics_port=N\n"
-  std::string ucx_transports;  // UCX_TLS; empty lets UCX choose
+  std::string ready_file;               // written once serving: "listen=HOST:PORT\nmetrics_port=N\n"
+  std::string ucx_transports;           // UCX_TLS; empty lets UCX choose
+  std::string placement = "most-free";  // gm: vRegion placement policy (most-free | round-robin)
 };
 
 struct KindDefaults {

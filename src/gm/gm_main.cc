@@ -13,9 +13,12 @@ int main(int argc, char** argv) {
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) {
     gm::MembershipOptions mo{ctx.config.heartbeat_interval_ms, ctx.config.heartbeat_misses};
+    gm::PlacementPolicy placement;
+    if (!gm::ParsePlacementPolicy(ctx.config.placement, &placement))
+      return InvalidArgument("unknown placement policy '" + ctx.config.placement + "'");
     service = std::make_unique<gm::GmService>(
         ctx.messenger, ctx.metrics, mo,
-        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()});
+        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()}, placement);
     service->InstallHandlers();
     return Status::Ok();
   };

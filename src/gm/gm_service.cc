@@ -8,15 +8,20 @@
 
 namespace lego::gm {
 
-GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self)
+GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self,
+                     PlacementPolicy placement)
     : messenger_(messenger),
       table_(options),
+      regions_(placement),
       self_(std::move(self)),
       started_wall_ms_(WallMillis()),
       g_alive_(metrics.Gauge("lego_gm_members_alive", "Members currently alive")),
       c_deaths_(
           metrics.Counter("lego_gm_member_deaths_total", "Members marked dead after missed heartbeats")),
-      c_registrations_(metrics.Counter("lego_gm_registrations_total", "Registrations, including rejoins")) {}
+      c_registrations_(metrics.Counter("lego_gm_registrations_total", "Registrations, including rejoins")),
+      c_regions_assigned_(metrics.Counter("lego_gm_region_lookups_total", "vRegion owner lookups (GMM)")),
+      c_region_refusals_(
+          metrics.Counter("lego_gm_region_refusals_total", "vRegions refused: every mmon full")) {}
 
 GmService::~GmService() { Stop(); }
 
@@ -65,6 +70,37 @@ void GmService::InstallHandlers() {
     auto members = table_.List(MonoMillis());
     list.insert(list.end(), members.begin(), members.end());
     r.Reply(proto::EncodeMemberList(list));
+  });
+  InstallMemoryHandlers();
+}
+
+void GmService::InstallMemoryHandlers() {
+  messenger_.Handle(proto::kAssignRegion, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::AssignRegionReq>(in.payload, "x2g.assign_region");
+    if (!req.ok()) return r.Error(req.status());
+    std::vector<MmonView> mmons;
+    std::map<uint32_t, std::string> addrs;
+    for (const auto& m : table_.List(MonoMillis())) {
+      if (m.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kMmon)) continue;
+      mmons.push_back({m.fixed.id, m.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive),
+                       m.fixed.capacity_bytes, m.fixed.used_bytes});
+      addrs[m.fixed.id] = m.listen_addr;
+    }
+    auto owner = regions_.Assign(req->space, req->region, mmons);
+    if (!owner.ok()) {
+      c_region_refusals_.Increment();
+      LEGO_LOG_RATELIMITED("region_refused space={:#x} region={} why=\"{}\"", req->space, req->region,
+                           owner.status().message());
+      return r.Error(owner.status());
+    }
+    c_regions_assigned_.Increment();
+    r.Reply(proto::EncodeAssignRegionResp({owner.value(), 0, addrs[owner.value()]}));
+  });
+  messenger_.Handle(proto::kReleaseSpace, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::ReleaseSpaceReq>(in.payload, "x2g.release_space");
+    if (!req.ok()) return r.Error(req.status());
+    regions_.ReleaseSpace(req->space);
+    r.Reply();
   });
 }
 

@@ -11,6 +11,7 @@
 
 #include "common/metrics.h"
 #include "gm/membership.h"
+#include "gm/region_map.h"
 #include "messaging/messenger.h"
 
 namespace lego::gm {
@@ -22,7 +23,8 @@ struct GmSelf {
 
 class GmService {
  public:
-  GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self);
+  GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self,
+            PlacementPolicy placement = PlacementPolicy::kMostFree);
   ~GmService();
   // REQUIRES: before messenger.Start().
   void InstallHandlers();
@@ -32,14 +34,18 @@ class GmService {
 
  private:
   void CheckerLoop();
+  void InstallMemoryHandlers();  // GMM: vRegion placement
 
   msg::Messenger& messenger_;
   MembershipTable table_;
+  RegionMap regions_;
   GmSelf self_;
   int64_t started_wall_ms_;
   prometheus::Gauge& g_alive_;
   prometheus::Counter& c_deaths_;
   prometheus::Counter& c_registrations_;
+  prometheus::Counter& c_regions_assigned_;
+  prometheus::Counter& c_region_refusals_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;

@@ -94,4 +94,25 @@ inline constexpr uint32_t kMaxMembers = 65536;
 Bytes EncodeMemberList(const std::vector<MemberRecord>& members);
 Result<std::vector<MemberRecord>> DecodeMemberList(std::span<const uint8_t> payload);
 
+// kAssignRegion request: the owner of vRegion `region` (= vaddr >> 30) of address space `space`, assigned
+// on first ask. Reply: AssignRegionResp then string mmon_addr. kOutOfMemory if no alive mmon has room.
+struct AssignRegionReq {
+  uint64_t space;
+  uint64_t region;
+};
+static_assert(sizeof(AssignRegionReq) == 16);
+struct AssignRegionResp {
+  uint32_t mmon_id;
+  uint32_t reserved;
+  std::string mmon_addr;
+};
+Bytes EncodeAssignRegionResp(const AssignRegionResp& m);
+Result<AssignRegionResp> DecodeAssignRegionResp(std::span<const uint8_t> payload);
+
+// kReleaseSpace request: u64 space. Empty reply.
+struct ReleaseSpaceReq {
+  uint64_t space;
+};
+static_assert(sizeof(ReleaseSpaceReq) == 8);
+
 }  // namespace lego::proto

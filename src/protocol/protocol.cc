@@ -152,6 +152,25 @@ Result<std::vector<MemberRecord>> DecodeMemberList(std::span<const uint8_t> payl
   return out;
 }
 
+Bytes EncodeAssignRegionResp(const AssignRegionResp& m) {
+  Writer w;
+  w.Put(m.mmon_id);
+  w.Put(m.reserved);
+  w.PutString(m.mmon_addr);
+  return w.Take();
+}
+
+Result<AssignRegionResp> DecodeAssignRegionResp(std::span<const uint8_t> payload) {
+  Reader r(payload, "x2g.assign_region reply");
+  AssignRegionResp m;
+  LEGO_RETURN_IF_ERROR(r.Get(&m.mmon_id, "mmon_id"));
+  LEGO_RETURN_IF_ERROR(r.Get(&m.reserved, "reserved"));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.mmon_addr, "mmon_addr", 256));
+  LEGO_RETURN_IF_ERROR(r.Finish());
+  if (m.mmon_addr.empty()) return BadMessage("x2g.assign_region reply: empty mmon_addr");
+  return m;
+}
+
 HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_arrived, uint32_t max_payload) {
   HeaderCheck c;
   if (am_header.size() != sizeof(MsgHeader)) {

@@ -47,6 +47,8 @@ enum Opcode : uint16_t {
   kRegister = 0x0101,
   kHeartbeat = 0x0102,
   kDeregister = 0x0103,
+  kAssignRegion = 0x0104,  // pmon: which mmon owns this vRegion (GMM)
+  kReleaseSpace = 0x0105,  // pmon: the address space is gone; forget its vRegions
   // C2G
   kListMembers = 0x0201,
   // P2M

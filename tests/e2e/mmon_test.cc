@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "messaging/messenger.h"
 #include "protocol/any.h"
+#include "protocol/membership.h"
 #include "protocol/p2m.h"
 #include "support/test_support.h"
 
@@ -123,6 +124,72 @@ TEST_F(MmonTest, MalformedPageRequestsAreRejected) {
   EXPECT_EQ(r.status().code(), StatusCode::kBadMessage);
   EXPECT_TRUE(Write(1, one, 3).ok());
   EXPECT_GE(Stat("lego_msg_requests_served_total"), 6);
+}
+
+// GMM: the gm places vRegions on the mmon with the most free memory, never on a full or dead one.
+TEST(GmmTest, RegionsGoToTheMostFreeMmonAndNeverToAFullOne) {
+  test::TempDir dir;
+  auto gm = test::StartDaemon("gm", dir.path(), "gm", {"--heartbeat-interval-ms", "100", "--metrics", "off"});
+  auto small = std::make_unique<test::Daemon>(test::StartDaemon(
+      "mmon", dir.path(), "mmon-0", {"--gm", gm.addr.ToString(), "--capacity", "4M", "--name", "mmon-0"}));
+  auto big = test::StartDaemon("mmon", dir.path(), "mmon-1",
+                               {"--gm", gm.addr.ToString(), "--capacity", "8M", "--name", "mmon-1"});
+  msg::MessengerOptions o;
+  o.name = "test-pmon";
+  auto client = std::move(msg::Messenger::Create(o).value());
+  ASSERT_TRUE(client->Start().ok());
+  auto gmch = client->Connect(gm.addr, 5s).value();
+  auto members = [&] {
+    return proto::DecodeMemberList(gmch->Call(proto::kListMembers, {}, 5s).value()).value();
+  };
+  ASSERT_TRUE(test::WaitFor([&] { return members().size() == 3; }, 10s));
+  auto assign = [&](uint64_t region) -> Result<proto::AssignRegionResp> {
+    auto r = gmch->Call(proto::kAssignRegion, proto::EncodeFixed(proto::AssignRegionReq{1, region}), 5s);
+    if (!r.ok()) return r.status();
+    return proto::DecodeAssignRegionResp(r.value());
+  };
+  auto r0 = assign(0);
+  ASSERT_TRUE(r0.ok()) << r0.status().ToString();
+  EXPECT_EQ(r0->mmon_addr, big.addr.ToString());  // 8M free beats 4M free
+
+  // Fill the big one until less than 1 MiB is free; once the gm hears of it, it is full.
+  auto bigch = client->Connect(big.addr, 5s).value();
+  for (uint64_t batch = 0; batch < 8; ++batch) {
+    std::vector<uint64_t> vaddrs;
+    for (uint64_t i = 0; i < (batch < 7 ? 256 : 60); ++i) vaddrs.push_back((batch * 256 + i) * kPageBytes);
+    ASSERT_TRUE(bigch
+                    ->Call(proto::kWritePages,
+                           proto::EncodeWritePages(1, vaddrs, proto::Bytes(vaddrs.size() * kPageBytes, 1)),
+                           5s)
+                    .ok());
+  }
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        for (auto& m : members())
+          if (m.name == "mmon-1") return m.fixed.used_bytes == 1852ull * kPageBytes;
+        return false;
+      },
+      5s));
+  auto r1 = assign(1);
+  ASSERT_TRUE(r1.ok());
+  EXPECT_EQ(r1->mmon_addr, small->addr.ToString());
+  EXPECT_EQ(assign(0)->mmon_addr, big.addr.ToString());  // existing assignments stay
+
+  // The only mmon with room dies: the next region is refused with OutOfMemory, not placed on the full one.
+  small->proc.Kill9();
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        for (auto& m : members())
+          if (m.name == "mmon-0") return m.fixed.state == static_cast<uint8_t>(proto::MemberState::kDead);
+        return false;
+      },
+      5s));
+  auto r2 = assign(2);
+  ASSERT_FALSE(r2.ok());
+  EXPECT_EQ(r2.status().code(), StatusCode::kOutOfMemory) << r2.status().ToString();
+  EXPECT_TRUE(gmch->Call(proto::kReleaseSpace, proto::EncodeFixed(proto::ReleaseSpaceReq{1}), 5s).ok());
+  EXPECT_EQ(gmch->Call(proto::kAssignRegion, proto::Bytes(3), 5s).status().code(), StatusCode::kBadMessage);
+  client->Shutdown();
 }
 
 }  // namespace

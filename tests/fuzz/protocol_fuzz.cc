@@ -142,6 +142,13 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
     for (uint8_t p : rr->present) present += p;
     if (rr->data.size() != present * kPageBytes) Fail("p2m.read_pages reply", "data size mismatch accepted");
   }
+  if (auto a = DecodeAssignRegionResp(in); a.ok()) {
+    if (a->mmon_addr.empty() || a->mmon_addr.size() > 256)
+      Fail("x2g.assign_region reply", "bad address accepted");
+    if (!SameBytes(in, EncodeAssignRegionResp(a.value())))
+      Fail("x2g.assign_region reply", "encode(decode(x)) != x");
+  }
+  (void)DecodeFixed<AssignRegionReq>(in, "x2g.assign_region");
   (void)DecodeFixed<FreeRangeReq>(in, "p2m.free_range");
   (void)DecodeFixed<DestroySpaceReq>(in, "p2m.destroy_space");
 

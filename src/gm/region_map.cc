@@ -1,0 +1,81 @@
+#include "gm/region_map.h"
+
+#include <fmt/format.h>
+
+#include "common/log.h"
+
+namespace lego::gm {
+
+bool ParsePlacementPolicy(std::string_view s, PlacementPolicy* out) {
+  if (s == "most-free")
+    *out = PlacementPolicy::kMostFree;
+  else if (s == "round-robin")
+    *out = PlacementPolicy::kRoundRobin;
+  else
+    return false;
+  return true;
+}
+
+Result<uint32_t> RegionMap::Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons) {
+  MutexLock lk(mu_);
+  auto key = std::make_pair(space, region);
+  if (auto it = owner_.find(key); it != owner_.end()) return it->second;
+
+  auto free_of = [](const MmonView& m) {
+    return m.capacity_bytes > m.used_bytes ? m.capacity_bytes - m.used_bytes : 0;
+  };
+  std::vector<const MmonView*> candidates;
+  for (const auto& m : mmons)
+    if (m.alive && free_of(m) >= kFullThresholdBytes) candidates.push_back(&m);
+  if (candidates.empty()) {
+    uint64_t alive = 0;
+    for (const auto& m : mmons) alive += m.alive;
+    return Status(StatusCode::kOutOfMemory,
+                  fmt::format("no memory monitor has room for region {} of space {:#x} ({} alive, all full)",
+                              region, space, alive));
+  }
+  const MmonView* pick = nullptr;
+  if (policy_ == PlacementPolicy::kRoundRobin) {
+    std::sort(candidates.begin(), candidates.end(), [](auto* a, auto* b) { return a->id < b->id; });
+    for (auto* c : candidates)
+      if (c->id > last_rr_) {
+        pick = c;
+        break;
+      }
+    if (!pick) pick = candidates.front();
+    last_rr_ = pick->id;
+  } else {
+    // Most free, where a region handed out but not yet filled counts as a quarter of a region in use (so a
+    // burst of assignments spreads instead of piling onto the mmon that looked emptiest a second ago).
+    auto score = [&](const MmonView* m) {
+      uint64_t pending = regions_per_mmon_[m->id] * (kRegionBytes / 4);
+      uint64_t f = free_of(*m);
+      return f > pending ? f - pending : 0;
+    };
+    for (auto* c : candidates)
+      if (!pick || score(c) > score(pick) || (score(c) == score(pick) && c->id < pick->id)) pick = c;
+  }
+  owner_[key] = pick->id;
+  regions_per_mmon_[pick->id]++;
+  LEGO_LOG_DEBUG("region_assigned space={:#x} region={} mmon={}", space, region, pick->id);
+  return pick->id;
+}
+
+size_t RegionMap::ReleaseSpace(uint64_t space) {
+  MutexLock lk(mu_);
+  size_t n = 0;
+  for (auto it = owner_.lower_bound({space, 0}); it != owner_.end() && it->first.first == space;) {
+    auto& count = regions_per_mmon_[it->second];
+    if (count) --count;
+    it = owner_.erase(it);
+    ++n;
+  }
+  return n;
+}
+
+size_t RegionMap::RegionCount() const {
+  MutexLock lk(mu_);
+  return owner_.size();
+}
+
+}  // namespace lego::gm

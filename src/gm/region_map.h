@@ -1,0 +1,55 @@
+// RegionMap: the global memory manager's half of LegoOS's two-level memory management. Each address space
+// is cut into 1 GiB vRegions; the GMM decides which memory monitor owns each vRegion, and that monitor then
+// manages the pages inside it. Unlike LegoOS's GMM, a full monitor is never chosen while another has room
+// (LegoOS issue #10: one mComponent ran out while the other sat idle).
+//
+// Policies: most-free (default: the alive mmon with the most free bytes, counting regions it was just given
+// whose pages have not arrived yet) and round-robin (the next alive mmon with room, in id order).
+// Pure logic: the caller passes the current view of the mmons (tests/unit/region_map_test.cc).
+// Thread safety: one internal mutex; every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/thread_annotations.h"
+
+namespace lego::gm {
+
+inline constexpr uint64_t kRegionBytes = 1ull << 30;  // one vRegion
+// An mmon with less free memory than this is full: it gets no new regions.
+inline constexpr uint64_t kFullThresholdBytes = 1ull << 20;
+
+enum class PlacementPolicy { kMostFree, kRoundRobin };
+bool ParsePlacementPolicy(std::string_view s, PlacementPolicy* out);  // "most-free", "round-robin"
+
+struct MmonView {
+  uint32_t id = 0;
+  bool alive = false;
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;
+};
+
+class RegionMap {
+ public:
+  explicit RegionMap(PlacementPolicy policy) : policy_(policy) {}
+
+  // The owner of (space, region), choosing one if the region has none. kOutOfMemory if no alive mmon has
+  // room.
+  Result<uint32_t> Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons);
+  // Forgets every region of the space (process exit); returns how many it had.
+  size_t ReleaseSpace(uint64_t space);
+  size_t RegionCount() const;
+
+ private:
+  const PlacementPolicy policy_;
+  mutable Mutex mu_;
+  std::map<std::pair<uint64_t, uint64_t>, uint32_t> owner_ GUARDED_BY(mu_);
+  std::map<uint32_t, uint64_t> regions_per_mmon_ GUARDED_BY(mu_);
+  uint32_t last_rr_ GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace lego::gm
