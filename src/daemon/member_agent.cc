@@ -56,6 +56,7 @@ bool MemberAgent::Register() {
   if (!r.ok()) {
     LEGO_LOG_RATELIMITED("register_failed gm={} error=\"{}\"", gm_->address().ToString(),
                          r.status().ToString());
+    gm_->Reset();  // see the heartbeat path below
     return false;
   }
   auto resp = proto::DecodeFixed<proto::RegisterResp>(r.value(), "x2g.register reply");
@@ -94,6 +95,9 @@ void MemberAgent::Loop() {
       if (failures++ == 0)
         LEGO_LOG_WARN("heartbeat_failed gm={} error=\"{}\"", gm_->address().ToString(),
                       r.status().ToString());
+      // A gm that died may only show up as timeouts (on loopback UCX cannot report peer failure): start a
+      // fresh connection, so that a restarted gm is reached and tells us to register again.
+      gm_->Reset();
     }
   }
 }

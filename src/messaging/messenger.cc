@@ -192,6 +192,14 @@ Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, M
   return CallAsync(opcode, payload, timeout)->Wait();
 }
 
+void Channel::Reset() {
+  std::lock_guard lk(connect_mu_);
+  uint64_t id = conn_id_.exchange(0);
+  if (id == 0) return;
+  std::lock_guard wl(m_->worker_mu_);
+  m_->CloseConn(id, /*force=*/true);
+}
+
 Status Channel::Send(uint16_t opcode, std::span<const uint8_t> payload) {
   auto id = EnsureConnected(connect_timeout_);
   if (!id.ok()) return id.status();
@@ -424,12 +432,16 @@ void Messenger::ProgressLoop() {
   using Clock = std::chrono::steady_clock;
   const auto spin = std::chrono::microseconds(options_.spin_us);
   auto last_active = Clock::now();
+  bool active = false;  // something happened since last_active was stamped
+  unsigned empty_polls = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     // While callers drive the worker themselves, stay out of their way (they also run inbound handlers).
-    {
+    if (spinning_callers_.load(std::memory_order_relaxed) > 0) {
       std::unique_lock lk(idle_mu_);
       while (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load())
         idle_cv_.wait_for(lk, Millis(1));
+      active = true;
+      continue;
     }
     if (lock_waiters_.load(std::memory_order_relaxed) > 0) {
       CpuRelax();
@@ -450,21 +462,30 @@ void Messenger::ProgressLoop() {
         to_close_.clear();
       }
     }
-    auto now = Clock::now();
     if (n > 0) {
-      last_active = now;
+      active = true;
       continue;
     }
-    if (now - last_active < spin) {
+    // Reading the clock costs as much as an empty poll: do it every 32 empty polls.
+    if ((++empty_polls & 31) != 0) {
       CpuRelax();
       continue;
     }
+    auto now = Clock::now();
+    if (active) {
+      last_active = now;
+      active = false;
+    }
+    if (now - last_active < spin) continue;
     ucs_status_t st;
     {
       std::lock_guard wl(worker_mu_);
       st = ucp_worker_arm(worker_);
     }
-    if (st == UCS_ERR_BUSY) continue;
+    if (st == UCS_ERR_BUSY) {
+      active = true;
+      continue;
+    }
     epoll_event evs[2];
     int k = epoll_wait(epoll_fd_, evs, 2, kIdleEpollTimeoutMs);
     for (int i = 0; i < k; ++i) {
@@ -474,7 +495,7 @@ void Messenger::ProgressLoop() {
         (void)r;
       }
     }
-    last_active = Clock::now();
+    active = k > 0;  // a wake-up with work starts a spin window; an idle timeout does not
   }
 }
 

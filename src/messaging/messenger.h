@@ -127,6 +127,10 @@ class Channel {
   Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
   std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
   Status Send(uint16_t opcode, std::span<const uint8_t> payload);  // one-way
+  // Drops the current connection; the next call reconnects and repeats the hello. Calls pending on the old
+  // connection fail with kPeerUnreachable. Use it when calls time out: on loopback (UCX error mode NONE, see
+  // MessengerOptions::error_mode) a dead peer may show up only as timeouts, never as a connection error.
+  void Reset();
   const HostPort& address() const { return addr_; }
   // The current connection id (0 if none); changes on reconnect.
   uint64_t conn_id() const { return conn_id_.load(); }

@@ -162,8 +162,8 @@ TEST_F(ClusterTest, RestartedGmIsRejoinedByEveryMonitor) {
   ASSERT_TRUE(WaitState("pmon-0", MemberState::kAlive, 10s));
   gm_->proc.Kill9();
   StartGm({"--listen", gm_addr, "--heartbeat-interval-ms", "200"});
-  EXPECT_TRUE(WaitState("mmon-0", MemberState::kAlive, 15s));
-  EXPECT_TRUE(WaitState("pmon-0", MemberState::kAlive, 15s));
+  EXPECT_TRUE(WaitState("mmon-0", MemberState::kAlive, 15s)) << mmon.proc.Log() << gm_->proc.Log();
+  EXPECT_TRUE(WaitState("pmon-0", MemberState::kAlive, 15s)) << pmon.proc.Log();
 }
 
 TEST_F(ClusterTest, CountersOverRpcAndPrometheus) {
