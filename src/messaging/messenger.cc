@@ -137,15 +137,13 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
   uint64_t id = conn_id_.load();
   if (id != 0) {
     std::lock_guard wl(m_->worker_mu_);
-    auto it = m_->conns_.find(id);
-    if (it != m_->conns_.end() && !it->second.failed) return id;
+    if (m_->conns_.count(id)) return id;  // a failed connection is erased from conns_ at once
   }
   std::lock_guard lk(connect_mu_);
   id = conn_id_.load();
   {
     std::lock_guard wl(m_->worker_mu_);
-    auto it = m_->conns_.find(id);
-    if (id != 0 && it != m_->conns_.end() && !it->second.failed) return id;
+    if (id != 0 && m_->conns_.count(id)) return id;  // another thread reconnected meanwhile
     if (id != 0) m_->CloseConn(id, /*force=*/true);
     auto created = m_->CreateClientConn(addr_);
     if (!created.ok()) return created.status();
@@ -366,20 +364,12 @@ void Messenger::Shutdown() {
   }
   // Close every endpoint, flushing where the peer is alive, with a bounded wait.
   std::vector<ucs_status_ptr_t> closing;
-  for (auto& [id, c] : conns_) {
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = c.failed ? UCP_EP_CLOSE_FLAG_FORCE : 0;
-    ucs_status_ptr_t r = ucp_ep_close_nbx(c.ep, &p);
+  auto close = [&](ucp_ep_h ep, bool force) {
+    ucs_status_ptr_t r = CloseEp(ep, force);
     if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
-  }
-  for (ucp_ep_h ep : to_close_) {
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-    p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &p);
-    if (UCS_PTR_IS_PTR(r)) closing.push_back(r);
-  }
+  };
+  for (auto& [id, c] : conns_) close(c.ep, /*force=*/false);
+  for (ucp_ep_h ep : to_close_) close(ep, /*force=*/true);
   conns_.clear();
   ep_conn_.clear();
   to_close_.clear();
@@ -453,10 +443,7 @@ void Messenger::ProgressLoop() {
       n = ucp_worker_progress(worker_);
       if (!to_close_.empty()) {
         for (ucp_ep_h ep : to_close_) {
-          ucp_request_param_t p{};
-          p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-          p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-          ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &p);
+          ucs_status_ptr_t r = CloseEp(ep, /*force=*/true);
           if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
         }
         to_close_.clear();
@@ -499,6 +486,13 @@ void Messenger::ProgressLoop() {
   }
 }
 
+void Messenger::LockWorker() {
+  // Announce ourselves, so that the progress thread's poll loop steps aside instead of re-taking the lock.
+  lock_waiters_.fetch_add(1, std::memory_order_relaxed);
+  worker_mu_.lock();
+  lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+}
+
 void Messenger::WaitCall(PendingCall* call) {
   using Clock = std::chrono::steady_clock;
   // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off.
@@ -506,9 +500,7 @@ void Messenger::WaitCall(PendingCall* call) {
   spinning_callers_.fetch_add(1, std::memory_order_relaxed);
   for (unsigned i = 0; !call->done(); ++i) {
     if ((i & 15) == 0 && Clock::now() >= spin_until) break;  // reading the clock costs as much as a poll
-    lock_waiters_.fetch_add(1, std::memory_order_relaxed);
-    worker_mu_.lock();
-    lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+    LockWorker();
     ucp_worker_progress(worker_);
     worker_mu_.unlock();
   }
@@ -559,7 +551,7 @@ Result<uint64_t> Messenger::CreateClientConn(const HostPort& addr) {
     return Status(StatusCode::kPeerUnreachable,
                   fmt::format("connect to {}: {}", addr.ToString(), ucs_status_string(st)));
   uint64_t id = next_conn_id_++;
-  conns_[id] = Conn{id, h, true, false, addr.ToString()};
+  conns_[id] = Conn{id, h, true, addr.ToString()};
   ep_conn_[h] = id;
   LEGO_LOG_DEBUG("connecting conn={} peer={}", id, addr.ToString());
   return id;
@@ -593,7 +585,7 @@ void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
     return;
   }
   uint64_t id = self->next_conn_id_++;
-  self->conns_[id] = Conn{id, h, false, false, peer};
+  self->conns_[id] = Conn{id, h, false, peer};
   self->ep_conn_[h] = id;
   self->c_conns_accepted_->Increment();
   LEGO_LOG_DEBUG("accepted conn={} peer={}", id, peer);
@@ -632,13 +624,17 @@ void Messenger::FailConn(ucp_ep_h ep, ucs_status_t status) {
                  fmt::format("connection {} to {} failed: {}", id, conn.peer, ucs_status_string(status))));
 }
 
-void Messenger::CloseConn(uint64_t conn_id, bool force) {
-  auto it = conns_.find(conn_id);
-  if (it == conns_.end()) return;
+ucs_status_ptr_t Messenger::CloseEp(ucp_ep_h ep, bool force) {
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
   p.flags = force ? UCP_EP_CLOSE_FLAG_FORCE : 0;
-  ucs_status_ptr_t r = ucp_ep_close_nbx(it->second.ep, &p);
+  return ucp_ep_close_nbx(ep, &p);
+}
+
+void Messenger::CloseConn(uint64_t conn_id, bool force) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end()) return;
+  ucs_status_ptr_t r = CloseEp(it->second.ep, force);
   if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
   ep_conn_.erase(it->second.ep);
   conns_.erase(it);
@@ -661,11 +657,10 @@ Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode
                        request_id,
                        static_cast<uint32_t>(payload.size()),
                        status};
-  lock_waiters_.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard wl(worker_mu_);
-  lock_waiters_.fetch_sub(1, std::memory_order_relaxed);
+  LockWorker();
+  std::lock_guard wl(worker_mu_, std::adopt_lock);
   auto it = conns_.find(conn_id);
-  if (it == conns_.end() || it->second.failed)
+  if (it == conns_.end())
     return Status(StatusCode::kPeerUnreachable, fmt::format("connection {} is closed", conn_id));
   // Fast path: small messages usually complete at once (eager), so try that with the caller's buffers and
   // no copy; when UCX cannot (rendezvous, full queues) it says NO_RESOURCE and we send from a heap copy.
@@ -857,35 +852,23 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     }
     return;
   }
-  auto payload = std::span(static_cast<const uint8_t*>(data), len);
-  if (kind == proto::MsgKind::kReply) {
-    Status st;
-    if (hdr.status != 0) {
-      auto code = proto::ReplyStatus(hdr.status);
-      st = Status(code, std::string(reinterpret_cast<const char*>(payload.data()),
-                                    std::min(payload.size(), proto::kMaxStringLen)));
-    }
-    CompleteCall(hdr.request_id, conn_id, std::move(st), payload);
-    return;
-  }
-  Dispatch(hdr, conn_id, payload);
+  Deliver(hdr, conn_id, std::span(static_cast<const uint8_t*>(data), len));
+}
+
+void Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload) {
+  if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kReply)) return Dispatch(hdr, conn_id, payload);
+  Status st;
+  if (hdr.status != 0)  // an error reply carries its message as the payload
+    st = Status(proto::ReplyStatus(hdr.status), std::string(reinterpret_cast<const char*>(payload.data()),
+                                                            std::min(payload.size(), proto::kMaxStringLen)));
+  CompleteCall(hdr.request_id, conn_id, std::move(st), payload);
 }
 
 void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
   auto* rr = static_cast<RndvRecv*>(user_data);
   if (request) ucp_request_free(request);
   if (status == UCS_OK) {
-    auto payload = std::span<const uint8_t>(rr->buf.data(), length);
-    if (rr->hdr.kind == static_cast<uint8_t>(proto::MsgKind::kReply)) {
-      Status st;
-      if (rr->hdr.status != 0)
-        st = Status(proto::ReplyStatus(rr->hdr.status),
-                    std::string(reinterpret_cast<const char*>(payload.data()),
-                                std::min(payload.size(), proto::kMaxStringLen)));
-      rr->m->CompleteCall(rr->hdr.request_id, rr->conn_id, std::move(st), payload);
-    } else {
-      rr->m->Dispatch(rr->hdr, rr->conn_id, payload);
-    }
+    rr->m->Deliver(rr->hdr, rr->conn_id, std::span<const uint8_t>(rr->buf.data(), length));
   } else {
     LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", rr->conn_id, ucs_status_string(status));
   }

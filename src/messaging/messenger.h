@@ -187,8 +187,7 @@ class Messenger {
     uint64_t id = 0;
     ucp_ep_h ep = nullptr;
     bool client = false;  // we connected out (a Channel) rather than accepted
-    bool failed = false;
-    std::string peer;  // for logs
+    std::string peer;     // for logs
   };
 
   explicit Messenger(const MessengerOptions& options);
@@ -199,6 +198,8 @@ class Messenger {
   // Connection table; all REQUIRE worker_mu_.
   Result<uint64_t> CreateClientConn(const HostPort& addr);
   void FailConn(ucp_ep_h ep, ucs_status_t status);
+  ucs_status_ptr_t CloseEp(ucp_ep_h ep, bool force);  // REQUIRES worker_mu_
+  void LockWorker();                                  // worker_mu_.lock(), letting the poll loop step aside
   ucp_err_handling_mode_t ErrMode(bool loopback_peer) const;
   void CloseConn(uint64_t conn_id, bool force);
 
@@ -224,6 +225,8 @@ class Messenger {
   void HandleAm(const void* header, size_t header_len, void* data, size_t len,
                 const ucp_am_recv_param_t* param);
   void Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload);
+  // A validated message with its whole payload: completes a call (reply) or dispatches to a handler.
+  void Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload);
   void Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
 
   MessengerOptions options_;
