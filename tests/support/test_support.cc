@@ -183,7 +183,8 @@ std::map<std::string, std::string> WaitReadyFile(const std::string& path, std::c
 uint16_t FreePort() {
   // Below the kernel's ephemeral range (32768+), so that no outgoing connection of a concurrently running
   // test can take the port between our check and a daemon's (re)bind of it.
-  static std::mt19937 rng(static_cast<unsigned>(getpid()) * 2654435761u ^ static_cast<unsigned>(time(nullptr)));
+  static std::mt19937 rng(static_cast<unsigned>(getpid()) * 2654435761u ^
+                          static_cast<unsigned>(time(nullptr)));
   for (int attempt = 0; attempt < 1000; ++attempt) {
     uint16_t port = static_cast<uint16_t>(20000 + rng() % 12000);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
