@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <fmt/format.h>
@@ -44,14 +45,9 @@ lego::Status WriteState(const std::string& dir, const ClusterState& s) {
     arr.push_back(t);
   }
   root["daemon"] = arr;
-  std::string tmp = StateFile(dir) + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << "# Written by `lego up`; read by `lego status` and `lego down`. Do not edit.\n" << root;
-    if (!out) return IoError("cannot write " + tmp);
-  }
-  if (rename(tmp.c_str(), StateFile(dir).c_str()) != 0) return ErrnoError("rename " + StateFile(dir), errno);
-  return Status::Ok();
+  std::ostringstream text;
+  text << "# Written by `lego up`; read by `lego status` and `lego down`. Do not edit.\n" << root;
+  return WriteFileAtomic(StateFile(dir), text.str());
 }
 
 std::string SelfDir() {

@@ -1,9 +1,12 @@
 #include "common/util.h"
 
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <fstream>
 
 #include <fmt/format.h>
 
@@ -98,6 +101,17 @@ Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
     return InvalidArgument(fmt::format("bad port in '{}'", text));
   hp.port = static_cast<uint16_t>(port);
   return hp;
+}
+
+Status WriteFileAtomic(const std::string& path, std::string_view content) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << content;
+    if (!out) return IoError(fmt::format("cannot write {}", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename " + path, errno);
+  return Status::Ok();
 }
 
 int64_t WallMillis() {

@@ -177,16 +177,7 @@ Result<std::string> LoadOrCreateIdentity(const DaemonConfig& c) {
     std::string old;
     if (in && std::getline(in, old) && old == name) return name;
   }
-  fs::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << name << "\n";
-    if (!out) return IoError(fmt::format("cannot write {}", tmp.string()));
-  }
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  if (ec) return IoError(fmt::format("cannot create {}: {}", p.string(), ec.message()));
+  LEGO_RETURN_IF_ERROR(WriteFileAtomic(p.string(), name + "\n"));
   return name;
 }
 

@@ -15,21 +15,6 @@
 namespace lego::daemon {
 namespace fs = std::filesystem;
 
-namespace {
-
-Status WriteFileAtomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    if (!out) return IoError(fmt::format("cannot write {}", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename " + path, errno);
-  return Status::Ok();
-}
-
-}  // namespace
-
 int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component component) {
   const std::string kind_name(proto::ComponentKindName(defaults.kind));
   DaemonConfig config;
