@@ -1,5 +1,7 @@
 #include "gm/membership.h"
 
+#include <random>
+
 #include <fmt/format.h>
 
 #include "common/log.h"
@@ -7,6 +9,10 @@
 namespace lego::gm {
 
 using proto::MemberState;
+
+MembershipTable::MembershipTable(MembershipOptions options)
+    : options_(options),
+      incarnation_base_(options.incarnation_base ? *options.incarnation_base : std::random_device{}()) {}
 
 proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int64_t now_mono_ms,
                                               int64_t now_wall_ms) {
@@ -27,6 +33,7 @@ proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int
     uint32_t id = next_id_++;
     m = &members_[id];
     m->id = id;
+    m->incarnation = incarnation_base_;
   }
   m->kind = kind;
   m->name = req.name;

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ namespace lego::gm {
 struct MembershipOptions {
   uint32_t heartbeat_interval_ms = 1000;
   uint32_t heartbeat_misses = 3;  // dead after interval * misses ms of silence
+  // Incarnations of this gm's members start after this value. Unset: a random one, so that a member of a
+  // previous gm (same id, by chance, as a new member of this one) cannot heartbeat as that new member.
+  std::optional<uint32_t> incarnation_base;
 };
 
 struct Member {
@@ -42,7 +46,7 @@ struct Member {
 
 class MembershipTable {
  public:
-  explicit MembershipTable(MembershipOptions options) : options_(options) {}
+  explicit MembershipTable(MembershipOptions options);
 
   proto::RegisterResp Register(const proto::RegisterReq& req, int64_t now_mono_ms, int64_t now_wall_ms);
   // kUnknownMember if the id or incarnation is not current (the member must register again).
@@ -59,6 +63,7 @@ class MembershipTable {
   mutable Mutex mu_;
   std::map<uint32_t, Member> members_ GUARDED_BY(mu_);
   uint32_t next_id_ GUARDED_BY(mu_) = 1;
+  const uint32_t incarnation_base_;
 };
 
 }  // namespace lego::gm

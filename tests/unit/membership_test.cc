@@ -26,7 +26,7 @@ uint8_t State(MembershipTable& t, uint32_t id, int64_t now) {
 }
 
 TEST(MembershipTable, AssignsDistinctIdsAndListsMembers) {
-  MembershipTable t({1000, 3});
+  MembershipTable t({1000, 3, 0});
   auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
   auto b = t.Register(Req(ComponentKind::kMmon, "h:2", "mmon-1"), 0, 0);
   auto c = t.Register(Req(ComponentKind::kPmon, "h:3", "pmon-0"), 0, 0);
@@ -96,6 +96,19 @@ TEST(MembershipTable, DeadMemberThatHeartbeatsAgainIsRevived) {
   EXPECT_TRUE(t.Heartbeat({a.id, a.incarnation, 5, 7}, 1001).ok());
   EXPECT_EQ(State(t, a.id, 1001), uint8_t(MemberState::kAlive));
   EXPECT_EQ(t.List(1001)[0].fixed.used_bytes, 7u);
+}
+
+// Regression: after a gm restart, a monitor's heartbeats (its old id and incarnation) were accepted as those
+// of another monitor that had re-registered first and been given the same id, so it never re-registered.
+TEST(MembershipTable, HeartbeatFromPreviousGmLifeIsRefusedEvenIfIdCollides) {
+  MembershipTable old_gm({1000, 3});
+  auto mmon = old_gm.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
+  MembershipTable new_gm({1000, 3});  // restarted: forgot everything
+  auto pmon = new_gm.Register(Req(ComponentKind::kPmon, "h:2", "pmon-0"), 0, 0);
+  ASSERT_EQ(pmon.id, mmon.id);  // ids restart at 1
+  ASSERT_NE(pmon.incarnation, mmon.incarnation);
+  EXPECT_EQ(new_gm.Heartbeat({mmon.id, mmon.incarnation, 0, 0}, 1).code(), StatusCode::kUnknownMember);
+  EXPECT_EQ(new_gm.Deregister({mmon.id, mmon.incarnation}).code(), StatusCode::kUnknownMember);
 }
 
 }  // namespace
