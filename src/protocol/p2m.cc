@@ -20,12 +20,25 @@ Status ReadVaddrs(Reader& r, uint32_t count, std::vector<uint64_t>* out, const c
   return Status::Ok();
 }
 
+// PagesFixed then count x u64 vaddr: the head of both page requests.
+void PutPagesHead(Writer& w, uint64_t space, std::span<const uint64_t> vaddrs) {
+  w.Put(PagesFixed{space, static_cast<uint32_t>(vaddrs.size()), 0});
+  for (uint64_t v : vaddrs) w.Put(v);
+}
+
+Status GetPagesHead(Reader& r, uint64_t* space, std::vector<uint64_t>* vaddrs, const char* what) {
+  PagesFixed f{};
+  LEGO_RETURN_IF_ERROR(r.Get(&f, "fixed"));
+  LEGO_RETURN_IF_ERROR(CheckCount(f.count, what));
+  *space = f.space;
+  return ReadVaddrs(r, f.count, vaddrs, what);
+}
+
 }  // namespace
 
 Bytes EncodeWritePages(uint64_t space, std::span<const uint64_t> vaddrs, std::span<const uint8_t> data) {
   Writer w;
-  w.Put(PagesFixed{space, static_cast<uint32_t>(vaddrs.size()), 0});
-  for (uint64_t v : vaddrs) w.Put(v);
+  PutPagesHead(w, space, vaddrs);
   w.PutBytes(data);
   return w.Take();
 }
@@ -33,35 +46,27 @@ Bytes EncodeWritePages(uint64_t space, std::span<const uint64_t> vaddrs, std::sp
 Result<WritePagesReq> DecodeWritePages(std::span<const uint8_t> payload) {
   const char* what = "p2m.write_pages";
   Reader r(payload, what);
-  PagesFixed f{};
-  LEGO_RETURN_IF_ERROR(r.Get(&f, "fixed"));
-  LEGO_RETURN_IF_ERROR(CheckCount(f.count, what));
   WritePagesReq m;
-  m.space = f.space;
-  LEGO_RETURN_IF_ERROR(ReadVaddrs(r, f.count, &m.vaddrs, what));
-  const size_t want = size_t{f.count} * kPageBytes;
+  LEGO_RETURN_IF_ERROR(GetPagesHead(r, &m.space, &m.vaddrs, what));
+  const size_t want = m.vaddrs.size() * kPageBytes;
   if (r.remaining() != want)
-    return BadMessage(fmt::format("{}: {} bytes of page data for {} pages", what, r.remaining(), f.count));
+    return BadMessage(
+        fmt::format("{}: {} bytes of page data for {} pages", what, r.remaining(), m.vaddrs.size()));
   m.data = payload.subspan(payload.size() - want);
   return m;
 }
 
 Bytes EncodeReadPages(uint64_t space, std::span<const uint64_t> vaddrs) {
   Writer w;
-  w.Put(PagesFixed{space, static_cast<uint32_t>(vaddrs.size()), 0});
-  for (uint64_t v : vaddrs) w.Put(v);
+  PutPagesHead(w, space, vaddrs);
   return w.Take();
 }
 
 Result<ReadPagesReq> DecodeReadPages(std::span<const uint8_t> payload) {
   const char* what = "p2m.read_pages";
   Reader r(payload, what);
-  PagesFixed f{};
-  LEGO_RETURN_IF_ERROR(r.Get(&f, "fixed"));
-  LEGO_RETURN_IF_ERROR(CheckCount(f.count, what));
   ReadPagesReq m;
-  m.space = f.space;
-  LEGO_RETURN_IF_ERROR(ReadVaddrs(r, f.count, &m.vaddrs, what));
+  LEGO_RETURN_IF_ERROR(GetPagesHead(r, &m.space, &m.vaddrs, what));
   LEGO_RETURN_IF_ERROR(r.Finish());
   return m;
 }
