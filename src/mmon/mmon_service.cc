@@ -51,13 +51,7 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
     uint32_t count = static_cast<uint32_t>(n), reserved = 0;
     std::memcpy(out.data(), &count, 4);
     std::memcpy(out.data() + 4, &reserved, 4);
-    size_t present = 0;
-    uint8_t* data = out.data() + 8 + n;
-    for (size_t i = 0; i < n; ++i) {
-      bool ok = store_->Read(req->space, req->vaddrs[i], data + present * kPageSize);
-      out[8 + i] = ok;
-      present += ok;
-    }
+    size_t present = store_->ReadMany(req->space, req->vaddrs, out.data() + 8, out.data() + 8 + n);
     c_pages_read_.Increment(static_cast<double>(present));
     c_pages_absent_.Increment(static_cast<double>(n - present));
     r.Reply(std::span(out.data(), 8 + n + present * kPageSize));

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -57,13 +58,24 @@ Status PageStore::Write(uint64_t space, std::span<const PageRef> pages) {
 }
 
 bool PageStore::Read(uint64_t space, uint64_t vaddr, uint8_t* out) const {
+  uint8_t present = 0;
+  return ReadMany(space, std::span(&vaddr, 1), &present, out) == 1;
+}
+
+size_t PageStore::ReadMany(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present,
+                           uint8_t* out) const {
   MutexLock lk(mu_);
+  std::fill(present, present + vaddrs.size(), 0);
   auto s = spaces_.find(space);
-  if (s == spaces_.end()) return false;
-  auto it = s->second.find(vaddr);
-  if (it == s->second.end()) return false;
-  std::memcpy(out, Frame(it->second), kPageSize);
-  return true;
+  if (s == spaces_.end()) return 0;
+  size_t n = 0;
+  for (size_t i = 0; i < vaddrs.size(); ++i) {
+    auto it = s->second.find(vaddrs[i]);
+    if (it == s->second.end()) continue;
+    present[i] = 1;
+    std::memcpy(out + n++ * kPageSize, Frame(it->second), kPageSize);
+  }
+  return n;
 }
 
 void PageStore::Release(uint32_t frame) {
