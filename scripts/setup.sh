@@ -14,7 +14,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   clang-14 libclang-rt-14-dev clang-format clang-tidy
   # transport, storage mounts, async I/O
-  libucx-dev ucx-utils libfuse3-dev fuse3 liburing-dev
+  libucx-dev ucx-utils libfuse3-dev fuse3 liburing-dev libjemalloc-dev
   # libraries named in DESIGN.md
   libcli11-dev libtoml11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev prometheus-cpp-dev
   # tests and benchmarks
