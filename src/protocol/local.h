@@ -28,7 +28,9 @@ enum lego_local_type {
   /* program -> pmon, first message, carries the userfaultfd in SCM_RIGHTS (exactly one fd). */
   LEGO_LOCAL_HELLO = 1,
   /* pmon -> program, reply to HELLO. status 0: the pmon serves faults on the fd from now on, so the
-   * program may register ranges. Otherwise a positive errno and the program must not register anything. */
+   * program may register ranges. Otherwise a positive errno and the program must not register anything.
+   * The ACK to a fork child's HELLO (LEGO_HELLO_FORK_CHILD) carries, in SCM_RIGHTS, the child's own uffd
+   * (the pmon received it in UFFD_EVENT_FORK); the child registers its new ranges on that fd. */
   LEGO_LOCAL_HELLO_ACK = 2,
   /* pmon -> program's helper thread: MADV_DONTNEED these pages (the pmon has written back their data
    * and write-protected them first). */
