@@ -1,0 +1,222 @@
+/* liblego_preload.so: the connection to the process monitor (src/protocol/local.h) and the helper thread.
+ *
+ * HELLO carries the userfaultfd to the pmon; nothing is registered before its HELLO_ACK. The helper thread
+ * then serves the pmon's DROP requests (MADV_DONTNEED of pages the pmon has written back). It blocks all
+ * signals, never mallocs and only uses its stack, which glibc maps outside the registered ranges.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "preload.h"
+#include "protocol/local.h"
+
+#define ACK_TIMEOUT_MS 10000
+
+static const char* sock_path;
+
+static struct lego_local_hdr header(uint16_t type) {
+  return (struct lego_local_hdr){.magic = LEGO_LOCAL_MAGIC, .version = LEGO_LOCAL_VERSION, .type = type};
+}
+
+static _Noreturn void unreachable(const char* why) {
+  lego_die("cannot reach the process monitor at %s: %s", sock_path, why);
+}
+
+static int connect_pmon(void) {
+  struct sockaddr_un sa = {.sun_family = AF_UNIX};
+  if (strlen(sock_path) >= sizeof sa.sun_path) unreachable("socket path too long");
+  strcpy(sa.sun_path, sock_path);
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (fd < 0) unreachable(strerror(errno));
+  if (connect(fd, (struct sockaddr*)&sa, sizeof sa) != 0) unreachable(strerror(errno));
+  return fd;
+}
+
+/* The program's name for `lego ps`: argv[0]'s basename, else /proc/self/exe's. */
+static void fill_comm(char* out, size_t cap) {
+  const char* name = program_invocation_short_name;
+  char exe[PATH_MAX];
+  if (!name || !*name) {
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    const char* slash = strrchr(exe, '/');
+    name = slash ? slash + 1 : exe;
+  }
+  size_t i = 0;
+  for (; name[i] && i + 1 < cap; i++) out[i] = name[i];
+  out[i] = 0;
+}
+
+static uint64_t excache_cap(void) {
+  const char* s = getenv(LEGO_ENV_EXCACHE);
+  if (!s || !*s) return 0;
+  char* end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end || *s == '-') lego_die("%s=%s is not a number of bytes", LEGO_ENV_EXCACHE, s);
+  return v;
+}
+
+static void send_hello(int fd, uint64_t features, bool fork_child) {
+  struct lego_local_hdr h = header(LEGO_LOCAL_HELLO);
+  struct lego_local_hello body = {
+      .pid = (uint32_t)getpid(),
+      .ppid = (uint32_t)getppid(),
+      .uffd_features = features,
+      .excache_cap = excache_cap(),
+      .region_start = lego_region_start(),
+      .region_length = LEGO_REGION_SIZE,
+      .flags = fork_child ? LEGO_HELLO_FORK_CHILD : 0,
+  };
+  const char* job = getenv(LEGO_ENV_JOB);
+  if (job) strncpy(body.job, job, sizeof body.job - 1);
+  fill_comm(body.comm, sizeof body.comm);
+
+  struct iovec iov[2] = {{&h, sizeof h}, {&body, sizeof body}};
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl;
+  struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+  if (!fork_child) {
+    memset(&ctl, 0, sizeof ctl);
+    msg.msg_control = ctl.buf;
+    msg.msg_controllen = sizeof ctl.buf;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &lego_uffd, sizeof(int));
+  }
+  if (sendmsg(fd, &msg, MSG_NOSIGNAL) < 0) unreachable(strerror(errno));
+}
+
+/* Waits for HELLO_ACK; returns the fd it carried, or -1. */
+static int wait_ack(int fd) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  int r;
+  do r = poll(&p, 1, ACK_TIMEOUT_MS); while (r < 0 && errno == EINTR);
+  if (r == 0) unreachable("no HELLO_ACK within 10 s");
+  if (r < 0) unreachable(strerror(errno));
+
+  struct { struct lego_local_hdr h; struct lego_local_hello_ack a; } m;
+  union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl;
+  struct iovec iov = {&m, sizeof m};
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                       .msg_controllen = sizeof ctl.buf};
+  ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  if (n < 0) unreachable(strerror(errno));
+  if (n == 0) unreachable("connection closed before HELLO_ACK");
+  int passed = -1;
+  struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) memcpy(&passed, CMSG_DATA(c), sizeof(int));
+  if (n != sizeof m || m.h.magic != LEGO_LOCAL_MAGIC || m.h.version != LEGO_LOCAL_VERSION ||
+      m.h.type != LEGO_LOCAL_HELLO_ACK)
+    unreachable("malformed HELLO_ACK");
+  if (m.a.status != 0)
+    lego_die("the process monitor at %s refused this process: %s", sock_path, strerror(m.a.status));
+  return passed;
+}
+
+/* HELLO/HELLO_ACK. A fork child connects anew and receives its own uffd (from UFFD_EVENT_FORK) in the
+ * ACK; it replaces the inherited fd, which is the parent's. */
+void lego_pmon_hello(const char* path, uint64_t features, bool fork_child) {
+  sock_path = path;
+  if (lego_sock >= 0) close(lego_sock);
+  lego_sock = connect_pmon();
+  send_hello(lego_sock, features, fork_child);
+  int fd = wait_ack(lego_sock);
+  if (fork_child) {
+    if (fd < 0) unreachable("the fork child's HELLO_ACK carried no userfaultfd");
+    if (dup3(fd, lego_uffd, O_CLOEXEC) < 0) lego_die("dup3 of the child's userfaultfd: %s", strerror(errno));
+    close(fd);
+  } else if (fd >= 0) {
+    close(fd);
+  }
+  lego_log("pmon acknowledged pid %d%s", (int)getpid(), fork_child ? " (fork child)" : "");
+}
+
+void lego_pmon_range_added(uintptr_t start, size_t len) {
+  if (lego_sock < 0) return;
+  struct { struct lego_local_hdr h; struct lego_local_range r; } m = {
+      header(LEGO_LOCAL_RANGE_ADDED), {.start = start, .length = len}};
+  if (send(lego_sock, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+    lego_log("RANGE_ADDED %#lx+%#lx not sent: %s", (unsigned long)start, (unsigned long)len, strerror(errno));
+}
+
+/* ---- the helper thread ---- */
+
+static int drop_pages(const uint64_t* pages, uint32_t count) {
+  int status = 0;
+  for (uint32_t i = 0; i < count;) {
+    uint32_t j = i + 1;
+    while (j < count && pages[j] == pages[j - 1] + LEGO_PAGE) j++; /* coalesce a run */
+    if (madvise((void*)(uintptr_t)pages[i], (j - i) * LEGO_PAGE, MADV_DONTNEED) != 0 && status == 0)
+      status = errno;
+    i = j;
+  }
+  return status;
+}
+
+static void handle_drop(const char* buf, size_t n) {
+  const struct lego_local_drop* d = (const void*)(buf + sizeof(struct lego_local_hdr));
+  if (n < sizeof(struct lego_local_hdr) + sizeof *d) return;
+  uint32_t cnt = d->count;
+  int status = 0;
+  if (cnt > LEGO_LOCAL_MAX_DROP || n < sizeof(struct lego_local_hdr) + sizeof *d + cnt * sizeof(uint64_t))
+    status = EINVAL;
+  else
+    status = drop_pages((const uint64_t*)(d + 1), cnt);
+  struct { struct lego_local_hdr h; struct lego_local_drop_ack a; } ack = {
+      header(LEGO_LOCAL_DROP_ACK), {.seq = d->seq, .status = status}};
+  if (send(lego_sock, &ack, sizeof ack, MSG_NOSIGNAL) < 0) lego_log("DROP_ACK: %s", strerror(errno));
+}
+
+static _Noreturn void lost_pmon(void) {
+  lego_say("lost the process monitor; this process's memory is unreachable");
+  kill(getpid(), SIGKILL);
+  _exit(137);
+}
+
+static void* helper(void* arg) {
+  char buf[sizeof(struct lego_local_hdr) + sizeof(struct lego_local_drop) + LEGO_LOCAL_MAX_DROP * 8 + 64];
+  for (;;) {
+    ssize_t n = recv(lego_sock, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) lost_pmon();
+    const struct lego_local_hdr* h = (const void*)buf;
+    if ((size_t)n < sizeof *h || h->magic != LEGO_LOCAL_MAGIC) {
+      lego_log("helper: malformed packet of %zd bytes", n);
+      continue;
+    }
+    if (h->type == LEGO_LOCAL_DROP)
+      handle_drop(buf, (size_t)n);
+    else
+      lego_log("helper: ignoring message type %u", h->type);
+  }
+  return NULL;
+}
+
+void lego_pmon_start_helper(void) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits the full mask from its first instruction */
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_t t;
+  int err = pthread_create(&t, &attr, helper, NULL);
+  pthread_attr_destroy(&attr);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (err != 0) lego_die("cannot start the helper thread: %s", strerror(err));
+  pthread_setname_np(t, "lego-helper");
+}
