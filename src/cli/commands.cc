@@ -32,8 +32,6 @@ Result<std::vector<proto::MemberRecord>> ListMembers(msg::Messenger& m, const Ho
   return proto::DecodeMemberList(r.value());
 }
 
-namespace {
-
 // Finds the gm address (flag, else state dir) and explains failures in the user's terms.
 Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState* state_out) {
   std::string addr = o.gm;
@@ -53,6 +51,8 @@ Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState*
   if (!hp.ok()) return InvalidArgument(fmt::format("bad gm address '{}': {}", addr, hp.status().message()));
   return hp.value();
 }
+
+namespace {
 
 std::string Unreachable(const ClusterState& s, const HostPort& gm, const Status& st) {
   std::string msg = fmt::format("cannot reach the global manager at {}: {}", gm.ToString(), st.ToString());

@@ -20,6 +20,10 @@ struct QueryOptions {
 Result<std::unique_ptr<msg::Messenger>> MakeCliMessenger();
 Result<std::vector<proto::MemberRecord>> ListMembers(msg::Messenger& m, const HostPort& gm, int timeout_ms);
 
+struct ClusterState;
+// Finds the gm address (--gm, else the local cluster's state dir) and explains failures in the user's terms.
+Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState* state_out);
+
 int StatusCommand(const QueryOptions& options);
 int StatsCommand(const QueryOptions& options, int member_id);
 

@@ -5,6 +5,7 @@
 
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
+#include "cli/run.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -65,6 +66,37 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 600));
 
+  cli::RunOptions run;
+  std::string run_excache;
+  auto* run_cmd = app.add_subcommand(
+      "run",
+      "run an unmodified, dynamically linked program with its memory on the cluster's memory monitors "
+      "(usage: lego run [OPTIONS] -- PROGRAM [ARGS...]). stdin/stdout/stderr, signals and the exit status "
+      "are the program's");
+  run_cmd->add_option("--excache", run_excache,
+                      "cap on this program's ExCache (local memory caching its remote memory), e.g. 64M; "
+                      "default: only the pmon's budget");
+  run_cmd->add_option("--pmon-socket", run.pmon_socket,
+                      "the process monitor's local socket (default: the local cluster's pmon-0)");
+  run_cmd->add_flag("--stats", run.stats, "print the program's memory statistics to stderr when it ends");
+  run_cmd->add_flag("--stats-json", run.stats_json, "like --stats, as JSON");
+  run_cmd->add_option("program", run.argv, "the program and its arguments")->required();
+  run_cmd->prefix_command(false);
+
+  bool ps_all = false;
+  auto* ps_cmd = app.add_subcommand("ps", "list the processes running under Lego with their memory");
+  ps_cmd->add_flag("--json", q.json, "print JSON");
+  ps_cmd->add_flag("--all", ps_all, "include processes that ended recently");
+  ps_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+  int top_interval_ms = 1000, top_iterations = 0;
+  auto* top_cmd = app.add_subcommand("top", "a live view of the processes running under Lego");
+  top_cmd->add_option("--interval-ms", top_interval_ms, "refresh period")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 60000));
+  top_cmd->add_option("-n,--iterations", top_iterations, "stop after N refreshes (0: until Ctrl-C)")
+      ->capture_default_str();
+  top_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -87,6 +119,21 @@ int main(int argc, char** argv) {
     }
     return cli::Up(up);
   }
+  if (*run_cmd) {
+    if (!run_excache.empty()) {
+      auto v = ParseSize(run_excache);
+      if (!v.ok() || v.value() < (256u << 10)) {
+        fmt::print(stderr, "lego run: --excache: {}\n", v.ok() ? "must be at least 256K" : v.status().message());
+        return 2;
+      }
+      run.excache = v.value();
+    }
+    run.state_dir = state_dir;
+    run.stats = run.stats || run.stats_json;
+    return cli::RunCommand(run);
+  }
+  if (*ps_cmd) return cli::PsCommand(q, ps_all);
+  if (*top_cmd) return cli::TopCommand(q, top_interval_ms, top_iterations);
   if (*status_cmd) return cli::StatusCommand(q);
   if (*stats_cmd) return cli::StatsCommand(q, member_id);
   if (*down_cmd) return cli::Down(state_dir, down_timeout);

@@ -53,6 +53,10 @@ Status ApplyFile(const std::string& path, const std::string& section, DaemonConf
           c->ucx_transports = v.as_string().str;
         } else if (key == "placement") {
           c->placement = v.as_string().str;
+        } else if (key == "eviction") {
+          c->eviction = v.as_string().str;
+        } else if (key == "prefetch") {
+          c->prefetch = v.as_boolean();
         } else if (key == "name") {
           c->name = v.as_string().str;
         } else if (!v.is_table()) {
@@ -118,6 +122,13 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
     app.add_option("--placement", c->placement, "vRegion placement policy: most-free or round-robin")
         ->capture_default_str()
         ->check(CLI::IsMember({"most-free", "round-robin"}));
+  }
+  if (d.kind == proto::ComponentKind::kPmon) {
+    app.add_option("--eviction", c->eviction, "ExCache eviction policy: fifo, or clock (an LRU approximation)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"fifo", "clock"}));
+    app.add_option("--prefetch", c->prefetch, "prefetch sequential and strided misses (true|false)")
+        ->capture_default_str();
   }
   app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error")
       ->capture_default_str()

@@ -29,6 +29,8 @@ struct DaemonConfig {
   std::string ready_file;               // written once serving: "listen=HOST:PORT\nmetrics_port=N\n"
   std::string ucx_transports;           // UCX_TLS; empty lets UCX choose
   std::string placement = "most-free";  // gm: vRegion placement policy (most-free | round-robin)
+  std::string eviction = "fifo";        // pmon: ExCache eviction policy (fifo | clock)
+  bool prefetch = true;                 // pmon: prefetch sequential/strided misses
 };
 
 struct KindDefaults {

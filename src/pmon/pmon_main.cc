@@ -1,13 +1,67 @@
-// lego-pmon: a process monitor (LegoOS's pComponent). Today: joins the cluster and reports its ExCache
-// budget; running programs arrives with the disaggregated-memory work (docs/architecture.md).
+// lego-pmon: a process monitor (LegoOS's pComponent). Runs programs started by `lego run` with their
+// anonymous memory on memory monitors, keeping part of it in its ExCache (src/pmon/pmon_service.h).
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
 #include "daemon/daemon.h"
+#include "pmon/pmon_service.h"
 
 int main(int argc, char** argv) {
   using namespace lego;
   daemon::KindDefaults d{
       proto::ComponentKind::kPmon,
       "lego-pmon: a Lego process monitor. Runs programs whose memory lives on memory monitors, "
-      "caching part of it in its ExCache, and registers with lego-gm.",
+      "caching part of it in its ExCache, and registers with lego-gm. Programs reach it through "
+      "DATA_DIR/pmon.sock (`lego run`).",
       "--excache", "ExCache budget: local DRAM that caches remote memory (e.g. 256M)", "256M"};
-  return daemon::RunDaemon(d, argc, argv, daemon::Component{});
+  std::unique_ptr<pmon::PmonService> service;
+  std::thread gauges;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool stop = false;
+  daemon::Component c;
+  c.setup = [&](daemon::DaemonContext& ctx) -> Status {
+    pmon::PmonOptions o;
+    o.socket_path = (std::filesystem::path(ctx.config.data_dir) / "pmon.sock").string();
+    o.excache_bytes = ctx.config.capacity;
+    o.gm = ctx.config.gm;
+    auto policy = pmon::ParseEvictionPolicy(ctx.config.eviction);
+    if (!policy.ok()) return policy.status();
+    o.session.policy = *policy;
+    o.session.prefetch = ctx.config.prefetch;
+    service = std::make_unique<pmon::PmonService>(o, ctx.messenger, ctx.metrics);
+    service->InstallHandlers(ctx.messenger);
+    Metrics* metrics = &ctx.metrics;
+    ctx.messenger.SetStatsProvider([metrics, s = service.get()] {
+      auto v = metrics->Snapshot();
+      for (auto& e : s->ExtraStats()) v.push_back(e);
+      return v;
+    });
+    return service->Start();
+  };
+  c.start = [&](daemon::DaemonContext& ctx) {
+    // Mirror the memory statistics into Prometheus gauges once a second.
+    gauges = std::thread([&, metrics = &ctx.metrics] {
+      std::unique_lock lock(mu);
+      while (!stop) {
+        lock.unlock();
+        for (auto& e : service->ExtraStats()) metrics->Gauge(e.name, "see docs/architecture.md, pmon statistics").Set(e.value);
+        lock.lock();
+        cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop; });
+      }
+    });
+  };
+  c.stop = [&] {
+    {
+      std::lock_guard lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    if (gauges.joinable()) gauges.join();
+    if (service) service->Stop();
+  };
+  c.used_bytes = [&]() -> uint64_t { return service ? service->resident_bytes() : 0; };
+  return daemon::RunDaemon(d, argc, argv, c);
 }

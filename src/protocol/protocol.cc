@@ -36,6 +36,8 @@ std::string_view OpcodeName(uint16_t opcode) {
       return "p2m.free_range";
     case kDestroySpace:
       return "p2m.destroy_space";
+    case kListProcesses:
+      return "c2p.list_processes";
   }
   return "unknown";
 }

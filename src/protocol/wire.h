@@ -56,6 +56,8 @@ enum Opcode : uint16_t {
   kReadPages = 0x0302,
   kFreeRange = 0x0303,
   kDestroySpace = 0x0304,
+  // C2P: the CLI asking a process monitor
+  kListProcesses = 0x0401,  // processes running under the pmon, with their memory statistics
 };
 
 std::string_view OpcodeName(uint16_t opcode);

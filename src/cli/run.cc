@@ -1,0 +1,368 @@
+#include "cli/run.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/local_cluster.h"
+#include "protocol/local.h"
+#include "protocol/membership.h"
+
+namespace lego::cli {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// The program's path as execvp would find it.
+Result<std::string> Which(const std::string& prog) {
+  if (prog.find('/') != std::string::npos) return prog;
+  const char* path = getenv("PATH");
+  std::string p = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find(':', start);
+    if (end == std::string::npos) end = p.size();
+    std::string dir = p.substr(start, end - start);
+    std::string cand = (dir.empty() ? "." : dir) + "/" + prog;
+    if (access(cand.c_str(), X_OK) == 0 && fs::is_regular_file(cand)) return cand;
+    start = end + 1;
+  }
+  return NotFound(fmt::format("{}: command not found", prog));
+}
+
+Result<std::string> CheckFile(const std::string& path, int depth) {
+  if (depth > 4) return InvalidArgument(fmt::format("{}: too many levels of #! interpreters", path));
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return NotFound(fmt::format("{}: {}", path, strerror(errno)));
+  if (!S_ISREG(st.st_mode)) return InvalidArgument(fmt::format("{}: not a regular file", path));
+  if (access(path.c_str(), X_OK) != 0) return InvalidArgument(fmt::format("{}: not executable", path));
+  if (st.st_mode & (S_ISUID | S_ISGID))
+    return InvalidArgument(fmt::format(
+        "{} is set-user-ID or set-group-ID: the loader ignores LD_PRELOAD for it, so Lego cannot capture its "
+        "memory",
+        path));
+  std::ifstream f(path, std::ios::binary);
+  char head[256] = {};
+  f.read(head, sizeof head);
+  const size_t n = static_cast<size_t>(f.gcount());
+  if (n >= 2 && head[0] == '#' && head[1] == '!') {
+    std::string line(head + 2, n - 2);
+    line = line.substr(0, line.find('\n'));
+    size_t b = line.find_first_not_of(" \t");
+    if (b == std::string::npos) return InvalidArgument(fmt::format("{}: empty #! line", path));
+    std::string interp = line.substr(b, line.find_first_of(" \t", b) - b);
+    auto r = CheckFile(interp, depth + 1);
+    if (!r.ok()) return r.status();
+    return path;
+  }
+  if (n < sizeof(Elf64_Ehdr) || std::memcmp(head, ELFMAG, SELFMAG) != 0)
+    return InvalidArgument(fmt::format("{}: not an ELF executable or #! script", path));
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, head, sizeof eh);
+  if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64)
+    return InvalidArgument(fmt::format("{}: not an x86-64 program", path));
+  bool interp = false;
+  for (int i = 0; i < eh.e_phnum && !interp; ++i) {
+    Elf64_Phdr ph;
+    f.clear();
+    f.seekg(static_cast<std::streamoff>(eh.e_phoff + static_cast<uint64_t>(i) * eh.e_phentsize));
+    if (!f.read(reinterpret_cast<char*>(&ph), sizeof ph)) break;
+    interp = ph.p_type == PT_INTERP;
+  }
+  if (!interp)
+    return InvalidArgument(fmt::format(
+        "{} is statically linked: Lego captures a program's memory with a preloaded library, which a static "
+        "binary never loads. Rebuild it dynamically linked",
+        path));
+  return path;
+}
+
+std::string PreloadPath() {
+  if (const char* p = getenv("LEGO_PRELOAD")) return p;
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path() / "liblego_preload.so").string();
+}
+
+pid_t g_child = 0;
+
+// Signals sent to `lego run` itself are forwarded to the program. Those the terminal sent to the whole
+// foreground group (Ctrl-C: si_code SI_KERNEL) already reached the program, so they are not sent twice.
+void Forward(int sig, siginfo_t* info, void*) {
+  if (g_child > 0 && (info == nullptr || info->si_code != SI_KERNEL)) kill(g_child, sig);
+}
+
+std::string NewJobId() {
+  std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{:012x}", rng() & 0xffffffffffffull);
+}
+
+std::string Pages(uint64_t pages) { return FormatBytes(pages * 4096); }
+
+json ToJson(const proto::ProcessRecord& p) {
+  const auto& f = p.fixed;
+  return json{{"pid", f.pid},
+              {"comm", p.comm},
+              {"job", p.job},
+              {"ended", (f.flags & proto::kProcessEnded) != 0},
+              {"space", fmt::format("{:#x}", f.space)},
+              {"resident_pages", f.resident_pages},
+              {"remote_pages", f.remote_pages},
+              {"excache_cap_bytes", f.cap_pages * 4096},
+              {"faults", f.faults},
+              {"excache_misses", f.misses},
+              {"excache_hits", f.hits},
+              {"zero_filled_pages", f.zero_filled},
+              {"fetched_bytes", f.fetched_pages * 4096},
+              {"prefetch_issued_pages", f.prefetch_issued},
+              {"prefetch_used_pages", f.prefetch_used},
+              {"evicted_clean_pages", f.evicted_clean},
+              {"evicted_dirty_pages", f.evicted_dirty},
+              {"writeback_bytes", f.writeback_pages * 4096},
+              {"remote_freed_pages", f.freed_remote_pages},
+              {"fault_p50_us", f.fault_p50_ns / 1000.0},
+              {"fault_p99_us", f.fault_p99_ns / 1000.0}};
+}
+
+void PrintJobStats(const std::vector<proto::ProcessRecord>& procs) {
+  for (const auto& p : procs) {
+    const auto& f = p.fixed;
+    fmt::print(stderr,
+               "lego: pid {} ({}): {} faults ({} ExCache misses, {} hits, {} zero-filled on first touch), "
+               "fault p50 {:.1f} us p99 {:.1f} us\n"
+               "lego:   fetched {} ({} prefetched, {} of them used), evicted {} clean + {} dirty pages, "
+               "wrote back {}, freed {} on memory monitors at exit\n",
+               f.pid, p.comm, f.faults, f.misses, f.hits, f.zero_filled, f.fault_p50_ns / 1000.0,
+               f.fault_p99_ns / 1000.0, Pages(f.fetched_pages), Pages(f.prefetch_issued), Pages(f.prefetch_used),
+               f.evicted_clean, f.evicted_dirty, Pages(f.writeback_pages), Pages(f.freed_remote_pages));
+  }
+}
+
+}  // namespace
+
+Result<std::string> CheckCapturable(const std::string& program) {
+  auto path = Which(program);
+  if (!path.ok()) return path.status();
+  return CheckFile(*path, 0);
+}
+
+Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all) {
+  auto gm = ResolveGm(o, "ps", nullptr);
+  if (!gm.ok()) return gm.status();
+  auto members = ListMembers(m, *gm, o.timeout_ms);
+  if (!members.ok())
+    return Status(members.status().code(),
+                  fmt::format("cannot reach the global manager at {}: {}", gm->ToString(),
+                              members.status().ToString()));
+  std::vector<proto::ProcessRecord> out;
+  for (const auto& mem : *members) {
+    if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
+        mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive))
+      continue;
+    auto hp = ParseHostPort(mem.listen_addr);
+    if (!hp.ok()) continue;
+    auto ch = m.Connect(*hp, msg::Millis(o.timeout_ms));
+    if (!ch.ok()) continue;
+    auto r = (*ch)->Call(proto::kListProcesses, {}, msg::Millis(o.timeout_ms));
+    if (!r.ok()) continue;
+    auto procs = proto::DecodeProcessList(*r);
+    if (!procs.ok()) continue;
+    for (auto& p : *procs)
+      if (all || !(p.fixed.flags & proto::kProcessEnded)) out.push_back(std::move(p));
+  }
+  return out;
+}
+
+int RunCommand(const RunOptions& o) {
+  if (o.argv.empty()) {
+    fmt::print(stderr, "lego run: no program given (usage: lego run [OPTIONS] -- PROGRAM [ARGS...])\n");
+    return 2;
+  }
+  auto path = CheckCapturable(o.argv[0]);
+  if (!path.ok()) {
+    fmt::print(stderr, "lego run: refusing to run: {}\n", path.status().message());
+    return 127;
+  }
+  std::string socket = o.pmon_socket;
+  if (socket.empty()) {
+    auto state = ReadState(o.state_dir);
+    if (!state.ok()) {
+      fmt::print(stderr, "lego run: no cluster is up (state dir {}). Start one with `lego up`, or pass --pmon-socket\n",
+                 o.state_dir);
+      return 1;
+    }
+    socket = fmt::format("{}/data/pmon-0/pmon.sock", o.state_dir);
+  }
+  if (access(socket.c_str(), F_OK) != 0) {
+    fmt::print(stderr, "lego run: the process monitor's socket {} does not exist: is lego-pmon running?\n", socket);
+    return 1;
+  }
+  const std::string preload = PreloadPath();
+  if (access(preload.c_str(), R_OK) != 0) {
+    fmt::print(stderr, "lego run: the preload library {} is missing (set LEGO_PRELOAD)\n", preload);
+    return 1;
+  }
+  const std::string job = NewJobId();
+  std::string ld = preload;
+  if (const char* old = getenv("LD_PRELOAD"); old && *old) ld += std::string(":") + old;
+
+  struct sigaction sa{};
+  sa.sa_sigaction = Forward;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaction(sig, &sa, nullptr);
+
+  std::vector<char*> argv;
+  for (const auto& a : o.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t child = fork();
+  if (child < 0) {
+    fmt::print(stderr, "lego run: fork: {}\n", strerror(errno));
+    return 1;
+  }
+  if (child == 0) {
+    struct sigaction dfl{};
+    dfl.sa_handler = SIG_DFL;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaction(sig, &dfl, nullptr);
+    setenv("LD_PRELOAD", ld.c_str(), 1);
+    setenv(LEGO_ENV_SOCKET, socket.c_str(), 1);
+    setenv(LEGO_ENV_JOB, job.c_str(), 1);
+    if (o.excache) setenv(LEGO_ENV_EXCACHE, std::to_string(o.excache).c_str(), 1);
+    execv(path->c_str(), argv.data());
+    fmt::print(stderr, "lego run: cannot execute {}: {}\n", *path, strerror(errno));
+    _exit(127);
+  }
+  g_child = child;
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  g_child = 0;
+  int rc;
+  if (WIFEXITED(status)) {
+    rc = WEXITSTATUS(status);
+  } else if (WIFSIGNALED(status)) {
+    int sig = WTERMSIG(status);
+    if (sig != SIGINT && sig != SIGPIPE)
+      fmt::print(stderr, "lego run: {} was killed by signal {} ({})\n", o.argv[0], sig, strsignal(sig));
+    rc = 128 + sig;
+  } else {
+    rc = 1;
+  }
+  if (o.stats) {
+    // The pmon frees the job's remote memory right after the program exits; wait for that, then report.
+    QueryOptions q;
+    q.state_dir = o.state_dir;
+    auto m = MakeCliMessenger();
+    std::vector<proto::ProcessRecord> mine;
+    for (int i = 0; m.ok() && i < 50; ++i) {
+      auto procs = ListProcesses(**m, q, true);
+      if (!procs.ok()) break;
+      mine.clear();
+      bool all_ended = true;
+      for (auto& p : *procs)
+        if (p.job == job) {
+          all_ended &= (p.fixed.flags & proto::kProcessEnded) != 0;
+          mine.push_back(p);
+        }
+      if (!mine.empty() && all_ended) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (o.stats_json) {
+      json j = json::array();
+      for (auto& p : mine) j.push_back(ToJson(p));
+      std::cerr << j.dump(2) << "\n";
+    } else if (mine.empty()) {
+      fmt::print(stderr, "lego run: no statistics: the process monitor did not report job {}\n", job);
+    } else {
+      PrintJobStats(mine);
+    }
+  }
+  return rc;
+}
+
+int PsCommand(const QueryOptions& o, bool all) {
+  auto m = MakeCliMessenger();
+  if (!m.ok()) {
+    fmt::print(stderr, "lego ps: {}\n", m.status().ToString());
+    return 1;
+  }
+  auto procs = ListProcesses(**m, o, all);
+  if (!procs.ok()) {
+    fmt::print(stderr, "lego ps: {}\n", procs.status().message());
+    return 1;
+  }
+  if (o.json) {
+    json j = json::array();
+    for (auto& p : *procs) j.push_back(ToJson(p));
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  fmt::print("{:>8} {:<16} {:<13} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9}\n", "PID", "COMMAND", "JOB",
+             "EXCACHE", "REMOTE", "FAULTS", "MISSES", "EVICTED", "P50(us)");
+  for (auto& p : *procs) {
+    const auto& f = p.fixed;
+    fmt::print("{:>8} {:<16} {:<13} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.1f}{}\n", f.pid, p.comm.substr(0, 16),
+               p.job, fmt::format("{} pages", f.resident_pages), fmt::format("{} pages", f.remote_pages), f.faults,
+               f.misses, f.evicted_clean + f.evicted_dirty, f.fault_p50_ns / 1000.0,
+               (f.flags & proto::kProcessEnded) ? " (ended)" : "");
+  }
+  if (procs->empty()) fmt::print("(no processes are running under Lego)\n");
+  return 0;
+}
+
+int TopCommand(const QueryOptions& o, int interval_ms, int iterations) {
+  auto m = MakeCliMessenger();
+  if (!m.ok()) {
+    fmt::print(stderr, "lego top: {}\n", m.status().ToString());
+    return 1;
+  }
+  std::map<std::pair<uint32_t, uint64_t>, proto::ProcessFixed> last;
+  const bool tty = isatty(STDOUT_FILENO);
+  for (int it = 0; iterations <= 0 || it < iterations; ++it) {
+    auto procs = ListProcesses(**m, o, false);
+    if (!procs.ok()) {
+      fmt::print(stderr, "lego top: {}\n", procs.status().message());
+      return 1;
+    }
+    if (tty) fmt::print("\033[H\033[2J");
+    const double secs = interval_ms / 1000.0;
+    fmt::print("lego top - {} processes, every {:.1f}s (Ctrl-C quits)\n", procs->size(), secs);
+    fmt::print("{:>8} {:<16} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n", "PID", "COMMAND", "EXCACHE",
+               "REMOTE", "FAULTS/s", "MISSES/s", "FETCH/s", "WBACK/s", "P50(us)", "P99(us)");
+    std::map<std::pair<uint32_t, uint64_t>, proto::ProcessFixed> now;
+    for (auto& p : *procs) {
+      const auto& f = p.fixed;
+      auto key = std::pair{f.pid, f.space};
+      proto::ProcessFixed prev{};
+      if (auto i = last.find(key); i != last.end()) prev = i->second;
+      auto rate = [&](uint64_t a, uint64_t b) { return static_cast<double>(a - std::min(a, b)) / secs; };
+      fmt::print("{:>8} {:<16} {:>11} {:>11} {:>10.0f} {:>10.0f} {:>10} {:>10} {:>9.1f} {:>9.1f}\n", f.pid,
+                 p.comm.substr(0, 16), Pages(f.resident_pages), Pages(f.remote_pages), rate(f.faults, prev.faults),
+                 rate(f.misses, prev.misses),
+                 FormatBytes(static_cast<uint64_t>(rate(f.fetched_pages, prev.fetched_pages) * 4096)),
+                 FormatBytes(static_cast<uint64_t>(rate(f.writeback_pages, prev.writeback_pages) * 4096)),
+                 f.fault_p50_ns / 1000.0, f.fault_p99_ns / 1000.0);
+      now[key] = f;
+    }
+    last = std::move(now);
+    std::fflush(stdout);
+    if (iterations <= 0 || it + 1 < iterations) std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+  }
+  return 0;
+}
+
+}  // namespace lego::cli

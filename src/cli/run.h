@@ -1,0 +1,35 @@
+// `lego run`, `lego ps` and `lego top`: running programs on disaggregated memory and watching them.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "protocol/c2p.h"
+
+namespace lego::cli {
+
+struct RunOptions {
+  std::string state_dir;
+  std::string pmon_socket;  // empty: the local cluster's pmon-0 (or $LEGO_PMON_SOCKET)
+  uint64_t excache = 0;     // per-process ExCache cap in bytes; 0: only the pmon's budget
+  bool stats = false;       // print the job's memory statistics when it ends
+  bool stats_json = false;
+  std::vector<std::string> argv;
+};
+
+// Runs argv under Lego; returns the program's exit status (128+N if killed by signal N), or 1/2/127 for
+// Lego's own failures (127: the program cannot run under Lego, e.g. a static binary).
+int RunCommand(const RunOptions& options);
+
+// Checks that the preload can capture the program: a dynamically linked ELF (follows #! interpreters),
+// not set-ID. Returns the resolved path, or why not.
+Result<std::string> CheckCapturable(const std::string& program);
+
+int PsCommand(const QueryOptions& options, bool all);
+int TopCommand(const QueryOptions& options, int interval_ms, int iterations);
+
+// The process monitors' processes (running, and recently ended if `all`).
+Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all);
+
+}  // namespace lego::cli

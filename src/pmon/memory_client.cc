@@ -1,0 +1,117 @@
+#include "pmon/memory_client.h"
+
+#include <cstring>
+
+#include "common/log.h"
+#include "protocol/any.h"
+#include "protocol/membership.h"
+#include "protocol/p2m.h"
+#include "protocol/wire.h"
+
+namespace lego::pmon {
+
+MemoryClient::MemoryClient(msg::Messenger& messenger, HostPort gm, Millis timeout)
+    : messenger_(messenger), gm_(messenger.ChannelTo(gm, timeout)), timeout_(timeout) {}
+
+std::shared_ptr<msg::Channel> MemoryClient::KnownOwner(uint64_t space, uint64_t region) {
+  std::lock_guard lock(mu_);
+  auto it = owners_.find({space, region});
+  return it == owners_.end() ? nullptr : it->second;
+}
+
+Result<std::shared_ptr<msg::Channel>> MemoryClient::Owner(uint64_t space, uint64_t region) {
+  if (auto ch = KnownOwner(space, region)) return ch;
+  auto r = gm_->Call(proto::kAssignRegion, proto::EncodeFixed(proto::AssignRegionReq{space, region}), timeout_);
+  if (!r.ok()) return r.status();
+  auto resp = proto::DecodeAssignRegionResp(*r);
+  if (!resp.ok()) return resp.status();
+  auto addr = ParseHostPort(resp->mmon_addr);
+  if (!addr.ok()) return addr.status();
+  std::lock_guard lock(mu_);
+  auto& ch = channels_[resp->mmon_addr];
+  if (!ch) ch = messenger_.ChannelTo(*addr, timeout_);
+  owners_[{space, region}] = ch;
+  LEGO_LOG_DEBUG("region_assigned space={:#x} region={} mmon={}", space, region, resp->mmon_addr);
+  return ch;
+}
+
+Status MemoryClient::Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data) {
+  if (vaddrs.empty()) return Status::Ok();
+  auto ch = Owner(space, vaddrs[0] >> kRegionShift);
+  if (!ch.ok()) return ch.status();
+  auto r = (*ch)->Call(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_);
+  if (!r.ok()) return r.status();
+  auto resp = proto::DecodeReadPagesResp(*r);
+  if (!resp.ok()) return resp.status();
+  if (resp->present.size() != vaddrs.size())
+    return Status(StatusCode::kInternal, "read_pages reply has the wrong page count");
+  const uint8_t* src = resp->data.data();
+  for (size_t i = 0; i < vaddrs.size(); ++i) {
+    present[i] = resp->present[i];
+    if (present[i]) {
+      std::memcpy(data + i * kPage, src, kPage);
+      src += kPage;
+    }
+  }
+  return Status::Ok();
+}
+
+Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data) {
+  size_t i = 0;
+  while (i < vaddrs.size()) {
+    // One request per run of pages in the same vRegion, at most kMaxPagesPerRequest pages.
+    const uint64_t region = vaddrs[i] >> kRegionShift;
+    size_t j = i + 1;
+    while (j < vaddrs.size() && j - i < proto::kMaxPagesPerRequest && (vaddrs[j] >> kRegionShift) == region) ++j;
+    auto ch = Owner(space, region);
+    if (!ch.ok()) return ch.status();
+    auto r = (*ch)->Call(proto::kWritePages,
+                         proto::EncodeWritePages(space, vaddrs.subspan(i, j - i),
+                                                 std::span(data + i * kPage, (j - i) * kPage)),
+                         timeout_);
+    if (!r.ok()) return r.status();
+    i = j;
+  }
+  return Status::Ok();
+}
+
+Status MemoryClient::FreeRange(uint64_t space, uint64_t start, uint64_t len, uint64_t* freed) {
+  const uint64_t end = start + len;
+  for (uint64_t region = start >> kRegionShift; region <= (end - 1) >> kRegionShift; ++region) {
+    auto ch = KnownOwner(space, region);
+    if (!ch) continue;  // never assigned: nothing was written there
+    const uint64_t lo = std::max(start, region << kRegionShift);
+    const uint64_t hi = std::min(end, (region + 1) << kRegionShift);
+    auto r = ch->Call(proto::kFreeRange, proto::EncodeFixed(proto::FreeRangeReq{space, lo, hi - lo}), timeout_);
+    if (!r.ok()) return r.status();
+    auto resp = proto::DecodeFixed<proto::FreedResp>(*r, "p2m.freed");
+    if (resp.ok() && freed) *freed += resp->pages_freed;
+  }
+  return Status::Ok();
+}
+
+Status MemoryClient::DestroySpace(uint64_t space, uint64_t* freed) {
+  std::set<std::shared_ptr<msg::Channel>> holders;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = owners_.lower_bound({space, 0}); it != owners_.end() && it->first.first == space;) {
+      holders.insert(it->second);
+      it = owners_.erase(it);
+    }
+  }
+  Status first = Status::Ok();
+  for (auto& ch : holders) {
+    auto r = ch->Call(proto::kDestroySpace, proto::EncodeFixed(proto::DestroySpaceReq{space}), timeout_);
+    if (!r.ok()) {
+      if (first.ok()) first = r.status();
+      continue;
+    }
+    auto resp = proto::DecodeFixed<proto::FreedResp>(*r, "p2m.freed");
+    if (resp.ok() && freed) *freed += resp->pages_freed;
+  }
+  auto r = gm_->Call(proto::kReleaseSpace, proto::EncodeFixed(proto::ReleaseSpaceReq{space}), timeout_);
+  if (!r.ok() && first.ok()) first = r.status();
+  return first;
+}
+
+}  // namespace lego::pmon

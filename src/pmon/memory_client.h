@@ -1,0 +1,51 @@
+// MemoryClient: the process monitor's view of remote memory. It asks lego-gm which memory monitor owns
+// each 1 GiB vRegion of an address space (GMM, X2G assign_region), caches the answer, and reads, writes
+// and frees pages on that monitor (P2M). Thread safety: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "common/util.h"
+#include "messaging/messenger.h"
+
+namespace lego::pmon {
+
+using msg::Millis;
+
+inline constexpr uint64_t kPage = 4096;
+inline constexpr int kRegionShift = 30;  // 1 GiB vRegions (LegoOS)
+
+class MemoryClient {
+ public:
+  MemoryClient(msg::Messenger& messenger, HostPort gm, Millis timeout);
+
+  // Reads pages that all lie in one vRegion. present[i] is set to 1 if the mmon held page i (its bytes
+  // are then at data + i * kPage) and 0 if the page was never written (data left untouched).
+  Status Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data);
+  // Writes pages (any vRegions; data holds vaddrs.size() pages in order). All-or-nothing per vRegion.
+  Status Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data);
+  // Frees [start, start+len) on the owners of the vRegions it touches that were ever assigned.
+  Status FreeRange(uint64_t space, uint64_t start, uint64_t len, uint64_t* freed = nullptr);
+  // Frees everything of the space on every mmon that holds part of it, and tells the gm to forget it.
+  Status DestroySpace(uint64_t space, uint64_t* freed = nullptr);
+
+ private:
+  Result<std::shared_ptr<msg::Channel>> Owner(uint64_t space, uint64_t region);
+  std::shared_ptr<msg::Channel> KnownOwner(uint64_t space, uint64_t region);
+
+  msg::Messenger& messenger_;
+  std::shared_ptr<msg::Channel> gm_;
+  const Millis timeout_;
+  std::mutex mu_;
+  std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<msg::Channel>> owners_;  // (space, region)
+  std::map<std::string, std::shared_ptr<msg::Channel>> channels_;                  // by mmon address
+};
+
+}  // namespace lego::pmon

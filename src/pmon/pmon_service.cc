@@ -1,0 +1,306 @@
+#include "pmon/pmon_service.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <random>
+
+#include "common/log.h"
+#include "protocol/c2p.h"
+#include "protocol/local.h"
+#include "protocol/wire.h"
+
+namespace lego::pmon {
+namespace {
+
+constexpr int kHelloTimeoutMs = 5000;
+
+Status Errno(const std::string& what) { return Status(StatusCode::kInternal, what + ": " + strerror(errno)); }
+
+void SendAck(int fd, int32_t status, int pass_fd = -1) {
+  uint8_t buf[sizeof(lego_local_hdr) + sizeof(lego_local_hello_ack)];
+  lego_local_hdr h{LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_HELLO_ACK};
+  lego_local_hello_ack a{status, 0};
+  std::memcpy(buf, &h, sizeof h);
+  std::memcpy(buf + sizeof h, &a, sizeof a);
+  iovec iov{buf, sizeof buf};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))];
+  if (pass_fd >= 0) {
+    mh.msg_control = ctrl;
+    mh.msg_controllen = sizeof ctrl;
+    cmsghdr* c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+  }
+  (void)sendmsg(fd, &mh, MSG_NOSIGNAL);
+}
+
+bool IsUserfaultfd(int fd) {
+  char path[64], target[64] = {};
+  snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(path, target, sizeof target - 1);
+  return n > 0 && std::strstr(target, "userfaultfd") != nullptr;
+}
+
+uint64_t NewSpaceId() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  uint64_t id;
+  do id = rng(); while (id == 0);
+  return id;
+}
+
+}  // namespace
+
+PmonService::PmonService(const PmonOptions& options, msg::Messenger& messenger, Metrics& metrics)
+    : options_(options),
+      metrics_(metrics),
+      excache_(options.excache_bytes),
+      memory_(messenger, options.gm, options.rpc_timeout) {}
+
+PmonService::~PmonService() { Stop(); }
+
+Status PmonService::Start() {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (options_.socket_path.size() >= sizeof addr.sun_path)
+    return Status(StatusCode::kInvalidArgument, "socket path too long: " + options_.socket_path);
+  std::strcpy(addr.sun_path, options_.socket_path.c_str());
+  listen_fd_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (listen_fd_ < 0) return Errno("socket");
+  unlink(options_.socket_path.c_str());  // a stale socket of a previous life
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+    return Errno("bind " + options_.socket_path);
+  chmod(options_.socket_path.c_str(), 0666);  // programs of any user on this host may run under Lego
+  if (listen(listen_fd_, 128) < 0) return Errno("listen");
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  excache_.Start();
+  listener_ = std::thread([this] { ListenLoop(); });
+  LEGO_LOG_INFO("pmon_serving socket={} excache_bytes={} eviction={} prefetch={}", options_.socket_path,
+                options_.excache_bytes, EvictionPolicyName(options_.session.policy), options_.session.prefetch);
+  return Status::Ok();
+}
+
+void PmonService::Stop() {
+  if (stop_fd_ < 0) return;
+  uint64_t one = 1;
+  (void)!write(stop_fd_, &one, sizeof one);
+  if (listener_.joinable()) listener_.join();
+  for (auto& s : Sessions()) s->Stop();  // each frees its remote memory on the way out
+  excache_.Stop();
+  {
+    std::lock_guard lock(mu_);
+    sessions_.clear();
+    ended_.clear();
+  }
+  close(listen_fd_);
+  close(stop_fd_);
+  unlink(options_.socket_path.c_str());
+  stop_fd_ = -1;
+}
+
+std::vector<std::shared_ptr<ProcessSession>> PmonService::Sessions() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<ProcessSession>> out;
+  for (auto& [k, v] : sessions_) out.push_back(v);
+  return out;
+}
+
+void PmonService::ListenLoop() {
+  pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  for (;;) {
+    int r = poll(fds, 2, 500);
+    {
+      std::lock_guard lock(mu_);
+      ended_.clear();  // joins finished sessions' threads (they detach if last released on themselves)
+    }
+    if (r < 0 && errno != EINTR) break;
+    if (fds[1].revents) break;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int conn = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (conn < 0) continue;
+    Accept(conn);
+  }
+}
+
+// Reads the HELLO of a new program, checks it, and starts its session.
+void PmonService::Accept(int conn) {
+  auto refuse = [&](int err, const std::string& why) {
+    hellos_refused_++;
+    LEGO_LOG_WARN("hello_refused {} err={}", why, strerror(err));
+    SendAck(conn, err);
+    close(conn);
+  };
+  pollfd p{conn, POLLIN, 0};
+  if (poll(&p, 1, kHelloTimeoutMs) <= 0) return refuse(ETIMEDOUT, "no HELLO within 5 s");
+  uint8_t buf[512];
+  iovec iov{buf, sizeof buf};
+  alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = ctrl;
+  mh.msg_controllen = sizeof ctrl;
+  ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+  int uffd = -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < nfd; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      if (uffd < 0) uffd = fd; else close(fd);  // exactly one fd is expected; close extras
+    }
+  }
+  auto close_uffd = [&] { if (uffd >= 0) close(uffd); };
+  lego_local_hdr h;
+  lego_local_hello hello;
+  if (n < static_cast<ssize_t>(sizeof h + sizeof hello)) {
+    close_uffd();
+    return refuse(EPROTO, fmt::format("short HELLO ({} bytes)", n));
+  }
+  std::memcpy(&h, buf, sizeof h);
+  std::memcpy(&hello, buf + sizeof h, sizeof hello);
+  if (h.magic != LEGO_LOCAL_MAGIC || h.type != LEGO_LOCAL_HELLO) {
+    close_uffd();
+    return refuse(EPROTO, "not a Lego HELLO");
+  }
+  if (h.version != LEGO_LOCAL_VERSION) {
+    close_uffd();
+    return refuse(EPROTONOSUPPORT, fmt::format("preload speaks local protocol v{}, pmon v{}", h.version,
+                                               LEGO_LOCAL_VERSION));
+  }
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != static_cast<pid_t>(hello.pid)) {
+    close_uffd();
+    return refuse(EPERM, fmt::format("HELLO claims pid {} but the peer is pid {}", hello.pid, cred.pid));
+  }
+  hello.job[sizeof hello.job - 1] = 0;
+  hello.comm[sizeof hello.comm - 1] = 0;
+  if (hello.flags & LEGO_HELLO_FORK_CHILD) {
+    close_uffd();
+    return refuse(ENOSYS, fmt::format("pid {} ({}) is a fork child: fork under Lego is not supported yet",
+                                      hello.pid, hello.comm));
+  }
+  if (uffd < 0 || !IsUserfaultfd(uffd)) {
+    close_uffd();
+    return refuse(EBADF, fmt::format("pid {} sent no userfaultfd", hello.pid));
+  }
+  fcntl(uffd, F_SETFL, fcntl(uffd, F_GETFL) | O_NONBLOCK);
+  const uint64_t budget = excache_.budget_pages();
+  uint64_t cap = hello.excache_cap ? std::min<uint64_t>(hello.excache_cap / kPage, budget) : budget;
+  cap = std::max<uint64_t>(cap, 64);
+  auto s = std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), NewSpaceId(), hello.comm,
+                                            hello.job, cap, options_.session, excache_, memory_, totals_);
+  {
+    std::lock_guard lock(mu_);
+    sessions_[s.get()] = s;
+  }
+  excache_.Add(s);
+  processes_started_++;
+  LEGO_LOG_INFO("process_started pid={} comm={} job={} cap_bytes={} uffd_features={:#x}", hello.pid, hello.comm,
+                hello.job, cap * kPage, hello.uffd_features);
+  s->Start([this](ProcessSession* p) { SessionEnded(p); });
+  SendAck(conn, 0);
+}
+
+void PmonService::SessionEnded(ProcessSession* s) {
+  excache_.Remove(s);
+  processes_ended_++;
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(s);
+  if (it == sessions_.end()) return;
+  recent_.push_back(Record(*s));
+  if (recent_.size() > kRecentEnded) recent_.pop_front();
+  ended_.push_back(std::move(it->second));  // destroyed on the listener thread, not on its own
+  sessions_.erase(it);
+}
+
+void PmonService::InstallHandlers(msg::Messenger& messenger) {
+  messenger.Handle(proto::kListProcesses, [this](const msg::Incoming&, msg::Responder r) {
+    std::vector<proto::ProcessRecord> out;
+    for (auto& s : Sessions()) out.push_back(Record(*s));
+    {
+      std::lock_guard lock(mu_);
+      out.insert(out.end(), recent_.begin(), recent_.end());
+    }
+    r.Reply(proto::EncodeProcessList(out));
+  });
+}
+
+proto::ProcessRecord PmonService::Record(const ProcessSession& s) {
+  SessionInfo i = s.Info();
+  const MemStats& st = s.stats();
+  proto::ProcessRecord rec;
+  auto& f = rec.fixed;
+  f.pid = i.pid;
+  f.flags = s.ended() ? proto::kProcessEnded : 0;
+  f.space = i.space;
+  f.started_ms = i.started_ms;
+  f.resident_pages = i.resident_pages;
+  f.remote_pages = i.remote_pages;
+  f.cap_pages = i.cap_pages;
+  f.faults = st.faults;
+  f.misses = st.misses;
+  f.hits = st.hits;
+  f.zero_filled = st.zero_filled;
+  f.fetched_pages = st.fetched_pages;
+  f.prefetch_issued = st.prefetch_issued;
+  f.prefetch_used = st.prefetch_used;
+  f.evicted_clean = st.evicted_clean;
+  f.evicted_dirty = st.evicted_dirty;
+  f.writeback_pages = st.writeback_pages;
+  f.freed_remote_pages = st.freed_remote_pages;
+  f.fault_p50_ns = st.fault_latency.Quantile(0.5);
+  f.fault_p99_ns = st.fault_latency.Quantile(0.99);
+  rec.comm = i.comm;
+  rec.job = i.job;
+  return rec;
+}
+
+std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
+  const MemStats& t = totals_;
+  auto u = [](const std::atomic<uint64_t>& a) { return static_cast<double>(a.load()); };
+  size_t running;
+  {
+    std::lock_guard lock(mu_);
+    running = sessions_.size();
+  }
+  return {
+      {"lego_pmon_processes_running", static_cast<double>(running)},
+      {"lego_pmon_processes_started_total", u(processes_started_)},
+      {"lego_pmon_processes_ended_total", u(processes_ended_)},
+      {"lego_pmon_hellos_refused_total", u(hellos_refused_)},
+      {"lego_pmon_excache_budget_bytes", static_cast<double>(excache_.budget_pages() * kPage)},
+      {"lego_pmon_excache_resident_bytes", static_cast<double>(excache_.resident_pages() * kPage)},
+      {"lego_pmon_faults_total", u(t.faults)},
+      {"lego_pmon_excache_misses_total", u(t.misses)},
+      {"lego_pmon_excache_hits_total", u(t.hits)},
+      {"lego_pmon_zero_filled_pages_total", u(t.zero_filled)},
+      {"lego_pmon_fetched_bytes_total", u(t.fetched_pages) * kPage},
+      {"lego_pmon_prefetch_issued_pages_total", u(t.prefetch_issued)},
+      {"lego_pmon_prefetch_used_pages_total", u(t.prefetch_used)},
+      {"lego_pmon_evicted_clean_pages_total", u(t.evicted_clean)},
+      {"lego_pmon_evicted_dirty_pages_total", u(t.evicted_dirty)},
+      {"lego_pmon_writeback_bytes_total", u(t.writeback_pages) * kPage},
+      {"lego_pmon_remote_freed_pages_total", u(t.freed_remote_pages)},
+      {"lego_pmon_overcommit_pages_total", u(t.overcommit_pages)},
+      {"lego_pmon_fault_latency_p50_ns", static_cast<double>(t.fault_latency.Quantile(0.5))},
+      {"lego_pmon_fault_latency_p99_ns", static_cast<double>(t.fault_latency.Quantile(0.99))},
+  };
+}
+
+}  // namespace lego::pmon

@@ -1,0 +1,68 @@
+// PmonService: the process monitor's body. It listens on a local socket (DATA_DIR/pmon.sock) for programs
+// started by `lego run` (their preload says HELLO and hands over its userfaultfd), runs one ProcessSession
+// per program, owns the ExCache and the MemoryClient, and answers the CLI (c2p.list_processes) and the
+// metrics endpoint.
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/metrics.h"
+#include "messaging/messenger.h"
+#include "pmon/excache.h"
+#include "pmon/memory_client.h"
+#include "pmon/process_session.h"
+#include "pmon/stats.h"
+#include "protocol/c2p.h"
+
+namespace lego::pmon {
+
+struct PmonOptions {
+  std::string socket_path;
+  uint64_t excache_bytes = 256ull << 20;
+  SessionOptions session;
+  HostPort gm;
+  Millis rpc_timeout{5000};
+};
+
+class PmonService {
+ public:
+  PmonService(const PmonOptions& options, msg::Messenger& messenger, Metrics& metrics);
+  ~PmonService();
+
+  void InstallHandlers(msg::Messenger& messenger);
+  Status Start();  // binds the local socket, starts the listener and the evictor
+  void Stop();     // ends every session (freeing remote memory) and stops
+
+  uint64_t resident_bytes() const { return excache_.resident_pages() * kPage; }
+  std::vector<proto::StatsEntry> ExtraStats() const;
+
+ private:
+  void ListenLoop();
+  void Accept(int conn);
+  void SessionEnded(ProcessSession* s);
+  std::vector<std::shared_ptr<ProcessSession>> Sessions() const;
+  static proto::ProcessRecord Record(const ProcessSession& s);
+  static constexpr size_t kRecentEnded = 256;
+
+  PmonOptions options_;
+  Metrics& metrics_;
+  ExCache excache_;
+  MemoryClient memory_;
+  MemStats totals_;
+  int listen_fd_ = -1;
+  int stop_fd_ = -1;
+  std::thread listener_;
+  mutable std::mutex mu_;
+  std::map<ProcessSession*, std::shared_ptr<ProcessSession>> sessions_;
+  std::vector<std::shared_ptr<ProcessSession>> ended_;  // reaped by the listener thread
+  std::deque<proto::ProcessRecord> recent_;             // the last kRecentEnded processes that ended
+  std::atomic<uint64_t> processes_started_{0}, processes_ended_{0}, hellos_refused_{0};
+};
+
+}  // namespace lego::pmon

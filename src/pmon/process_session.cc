@@ -1,0 +1,565 @@
+#include "pmon/process_session.h"
+
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "common/log.h"
+#include "pmon/excache.h"
+#include "protocol/local.h"
+
+namespace lego::pmon {
+namespace {
+
+uint64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr Millis kRoomWait{2000};         // a fault waits this long for the evictor before overcommitting
+constexpr int kDropAckTimeoutMs = 10000;  // the program's helper thread answers a DROP within this
+
+}  // namespace
+
+ProcessSession::ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, std::string comm, std::string job,
+                               uint64_t cap_pages, const SessionOptions& options, ExCache& excache,
+                               MemoryClient& memory, MemStats& pmon_totals)
+    : uffd_(uffd),
+      sock_(sock),
+      pid_(pid),
+      space_(space),
+      comm_(std::move(comm)),
+      job_(std::move(job)),
+      cap_pages_(cap_pages),
+      options_(options),
+      started_ms_(WallMillis()),
+      excache_(excache),
+      memory_(memory),
+      totals_(pmon_totals),
+      rset_(options.policy),
+      prefetcher_(options.prefetch),
+      zeros_(static_cast<size_t>(options.zero_block_pages) * kPage, 0) {
+  stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  fetch_buf_.resize((1 + Prefetcher::kMaxDepth) * kPage);
+  evict_buf_.resize(ExCache::kBatchPages * kPage);
+}
+
+ProcessSession::~ProcessSession() {
+  Stop();
+  if (stop_fd_ >= 0) close(stop_fd_);
+  close(uffd_);
+  close(sock_);
+}
+
+void ProcessSession::Start(std::function<void(ProcessSession*)> on_end) {
+  on_end_ = std::move(on_end);
+  thread_ = std::thread([this] { FaultLoop(); });
+}
+
+void ProcessSession::Stop() {
+  uint64_t one = 1;
+  if (stop_fd_ >= 0) (void)!write(stop_fd_, &one, sizeof one);
+  if (!thread_.joinable()) return;
+  if (thread_.get_id() == std::this_thread::get_id())
+    thread_.detach();  // the last reference went away on the fault thread itself, after Teardown
+  else
+    thread_.join();
+}
+
+void ProcessSession::Count(std::atomic<uint64_t> MemStats::*field, uint64_t n) {
+  (stats_.*field).fetch_add(n, std::memory_order_relaxed);
+  (totals_.*field).fetch_add(n, std::memory_order_relaxed);
+}
+
+SessionInfo ProcessSession::Info() const {
+  SessionInfo i;
+  i.pid = static_cast<uint32_t>(pid_);
+  i.space = space_;
+  i.comm = comm_;
+  i.job = job_;
+  i.resident_pages = resident_pages();
+  i.remote_pages = remote_.load(std::memory_order_relaxed);
+  i.cap_pages = cap_pages_;
+  i.started_ms = started_ms_;
+  return i;
+}
+
+// ---- uffd ioctls ---------------------------------------------------------------------------------------
+
+int64_t ProcessSession::Copy(uint64_t dst, const void* src, uint64_t len, bool wp, bool wake) {
+  uffdio_copy c{};
+  c.dst = dst;
+  c.src = reinterpret_cast<uint64_t>(src);
+  c.len = len;
+  c.mode = (wp ? UFFDIO_COPY_MODE_WP : 0) | (wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE);
+  if (ioctl(uffd_, UFFDIO_COPY, &c) == 0) return static_cast<int64_t>(len);
+  if (c.copy > 0) return c.copy;  // partial
+  return c.copy < 0 ? c.copy : -errno;
+}
+
+int ProcessSession::Protect(uint64_t start, uint64_t len, bool wp) {
+  uffdio_writeprotect w{};
+  w.range.start = start;
+  w.range.len = len;
+  w.mode = wp ? UFFDIO_WRITEPROTECT_MODE_WP : 0;
+  return ioctl(uffd_, UFFDIO_WRITEPROTECT, &w) == 0 ? 0 : -errno;
+}
+
+void ProcessSession::Wake(uint64_t start, uint64_t len) {
+  uffdio_range r{start, len};
+  (void)ioctl(uffd_, UFFDIO_WAKE, &r);
+}
+
+// ---- fault thread --------------------------------------------------------------------------------------
+
+void ProcessSession::FaultLoop() {
+  pollfd fds[3] = {{uffd_, POLLIN, 0}, {sock_, POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}};
+  uffd_msg msgs[64];
+  uint64_t spin_until = 0;
+  bool stopping = false;
+  while (!stopping) {
+    ssize_t n = read(uffd_, msgs, sizeof msgs);
+    if (n > 0) {
+      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) HandleMessage(msgs[i]);
+      spin_until = NowNs() + options_.spin_us * 1000ull;
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      LEGO_LOG_WARN("uffd_read_failed pid={} err={}", pid_, strerror(errno));
+      break;
+    }
+    if (NowNs() < spin_until) continue;  // a burst of faults is likely: stay on the CPU briefly
+    if (poll(fds, 3, -1) < 0 && errno != EINTR) break;
+    if (fds[2].revents) stopping = true;
+    if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) break;  // the program exited or exec'd
+    if (fds[0].revents & (POLLERR | POLLHUP)) break;
+  }
+  Teardown();
+}
+
+void ProcessSession::HandleMessage(const uffd_msg& m) {
+  switch (m.event) {
+    case UFFD_EVENT_PAGEFAULT: {
+      const uint64_t t0 = NowNs();
+      HandleFault(m.arg.pagefault.address & ~(kPage - 1), m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE,
+                  m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP);
+      const uint64_t dt = NowNs() - t0;
+      stats_.fault_latency.Record(dt);
+      totals_.fault_latency.Record(dt);
+      Count(&MemStats::faults);
+      break;
+    }
+    case UFFD_EVENT_UNMAP:
+      HandleUnmap(m.arg.remove.start, m.arg.remove.end);
+      break;
+    case UFFD_EVENT_FORK:
+      // Copy-on-write fork of an address space is not implemented yet: the child's HELLO is refused and its
+      // preload exits it with a message. Close the child's uffd so it does not leak.
+      LEGO_LOG_WARN("fork_unsupported pid={} (the child will be refused)", pid_);
+      close(static_cast<int>(m.arg.fork.ufd));
+      break;
+    default:
+      LEGO_LOG_DEBUG("uffd_event_ignored pid={} event={}", pid_, m.event);
+  }
+}
+
+void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
+  const uint64_t pg = addr / kPage;
+  std::unique_lock lock(mu_);
+  auto it = pages_.find(pg);
+  if (it != pages_.end() && it->second.state == State::kEvicting) {
+    parked_.push_back(addr);  // woken when its eviction batch is done; it then faults again
+    return;
+  }
+  if (wp) {
+    // First write to a clean page: it is dirty from now on.
+    if (it != pages_.end() && it->second.state == State::kResident) {
+      it->second.dirty = true;
+      it->second.wp = false;
+      rset_.Touch(pg);
+    }
+    lock.unlock();
+    Count(&MemStats::hits);
+    if (int rc = Protect(addr, kPage, false); rc < 0 && rc != -ENOENT)
+      LEGO_LOG_RATELIMITED("unprotect_failed pid={} addr={:#x} err={}", pid_, addr, strerror(-rc));
+    return;
+  }
+  if (it == pages_.end()) {
+    lock.unlock();
+    return ZeroFill(addr, write);
+  }
+  if (it->second.state == State::kRemote) {
+    lock.unlock();
+    return Fetch(addr, write);
+  }
+  // Missing but resident in our table: either another thread's fault on the same page got there first
+  // (COPY says EEXIST: just wake), or the program dropped the page itself (MADV_DONTNEED reads as zero).
+  lock.unlock();
+  int64_t rc = Copy(addr, zeros_.data(), kPage, !write, true);
+  if (rc == -EEXIST) {
+    Wake(addr, kPage);
+  } else if (rc == static_cast<int64_t>(kPage)) {
+    std::lock_guard relock(mu_);
+    auto again = pages_.find(pg);
+    if (again != pages_.end()) again->second = Page{State::kResident, write, again->second.remote, !write};
+  }
+  Count(&MemStats::hits);
+}
+
+bool ProcessSession::ReserveOrOvercommit(size_t n) {
+  if (excache_.Reserve(*this, n, kRoomWait)) return true;
+  excache_.Overcommit(*this, n);
+  Count(&MemStats::overcommit_pages, n);
+  LEGO_LOG_RATELIMITED("excache_overcommit pid={} pages={} (eviction stalled: memory monitors full or slow?)",
+                       pid_, n);
+  return false;
+}
+
+// First touch: no network trip. Zero-fill the run of never-touched pages around addr inside its aligned
+// block, write-protected (clean) except the faulting page when the fault is a write.
+void ProcessSession::ZeroFill(uint64_t addr, bool write) {
+  const uint64_t block = options_.zero_block_pages * kPage;
+  uint64_t lo = addr, hi = addr + kPage;
+  {
+    std::lock_guard lock(mu_);
+    const uint64_t blo = addr & ~(block - 1), bhi = blo + block;
+    while (lo > blo && !pages_.count((lo - kPage) / kPage)) lo -= kPage;
+    while (hi < bhi && !pages_.count(hi / kPage)) hi += kPage;
+  }
+  size_t n = (hi - lo) / kPage;
+  if (n > 1 && !excache_.Reserve(*this, n, Millis(0))) {
+    lo = addr;  // no room for a block: one page, waiting for the evictor if need be
+    hi = addr + kPage;
+    n = 1;
+    ReserveOrOvercommit(1);
+  } else if (n == 1) {
+    ReserveOrOvercommit(1);
+  }
+  int64_t rc = Copy(lo, zeros_.data(), hi - lo, true, false);
+  if (rc < 0 && n > 1) {
+    // The block crosses the end of the registered range (ENOENT) or a page installed behind our back
+    // (EEXIST): fall back to the faulting page alone.
+    excache_.Release(*this, n - 1);
+    lo = addr;
+    hi = addr + kPage;
+    n = 1;
+    rc = Copy(lo, zeros_.data(), kPage, true, false);
+  } else if (rc > 0 && rc < static_cast<int64_t>(hi - lo)) {
+    excache_.Release(*this, n - static_cast<size_t>(rc) / kPage);  // partial: keep what went in
+    hi = lo + static_cast<uint64_t>(rc);
+    n = (hi - lo) / kPage;
+    if (addr >= hi) {  // the faulting page was not covered
+      ReserveOrOvercommit(1);
+      if (Copy(addr, zeros_.data(), kPage, true, false) == static_cast<int64_t>(kPage)) {
+        std::lock_guard lock(mu_);
+        pages_[addr / kPage] = Page{State::kResident, false, false, true};
+        rset_.Insert(addr / kPage);
+      } else {
+        excache_.Release(*this, 1);
+      }
+    }
+  }
+  if (rc < 0) {
+    excache_.Release(*this, n);
+    if (rc == -EEXIST) return Wake(addr, kPage);  // a racing fault installed it
+    LEGO_LOG_RATELIMITED("zero_fill_failed pid={} addr={:#x} err={}", pid_, addr, strerror(static_cast<int>(-rc)));
+    return Wake(addr, kPage);
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t a = lo; a < hi; a += kPage) {
+      pages_[a / kPage] = Page{State::kResident, false, false, true};
+      rset_.Insert(a / kPage);
+    }
+  }
+  Count(&MemStats::zero_filled, n);
+  Count(&MemStats::hits);
+  if (write && addr >= lo && addr < hi) {
+    {
+      std::lock_guard lock(mu_);
+      auto& p = pages_[addr / kPage];
+      p.dirty = true;
+      p.wp = false;
+    }
+    Protect(addr, kPage, false);  // un-write-protects and wakes
+  } else {
+    Wake(addr, kPage);
+  }
+}
+
+// A page that lives on a memory monitor: fetch it, with the prefetcher's proposals, in one request.
+void ProcessSession::Fetch(uint64_t addr, bool write) {
+  const uint64_t pg = addr / kPage;
+  std::vector<uint64_t> vaddrs{addr};
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t p : prefetcher_.OnMiss(pg)) {
+      if ((p * kPage) >> kRegionShift != addr >> kRegionShift) break;  // one request: one vRegion
+      auto it = pages_.find(p);
+      if (it == pages_.end() || it->second.state != State::kRemote) continue;
+      vaddrs.push_back(p * kPage);
+    }
+  }
+  size_t n = vaddrs.size();
+  if (n > 1 && !excache_.Reserve(*this, n, Millis(0))) {
+    vaddrs.resize(1);  // no room to prefetch now: fetch the one page, waiting for room if need be
+    n = 1;
+    ReserveOrOvercommit(1);
+  } else if (n == 1) {
+    ReserveOrOvercommit(1);
+  }
+  std::vector<uint8_t> present(n);
+  Status st = memory_.Read(space_, vaddrs, present.data(), fetch_buf_.data());
+  if (!st.ok()) {
+    excache_.Release(*this, n);
+    return Fatal(fmt::format("cannot read page {:#x} from its memory monitor: {}", addr, st.ToString()));
+  }
+  // Prefetched pages first, without waking anybody; the faulting page last.
+  size_t installed = 0;
+  std::vector<bool> ok(n, false);
+  for (size_t i = n; i-- > 0;) {
+    const bool fault_page = i == 0;
+    const void* src = present[i] ? fetch_buf_.data() + i * kPage : zeros_.data();
+    const bool wp = !(fault_page && write);
+    int64_t rc = Copy(vaddrs[i], src, kPage, wp, fault_page);
+    ok[i] = rc == static_cast<int64_t>(kPage);
+    if (ok[i]) ++installed;
+    if (fault_page && rc == -EEXIST) Wake(addr, kPage);
+    if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_, vaddrs[i]);
+  }
+  if (installed < n) excache_.Release(*this, n - installed);
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < n; ++i) {
+      if (!ok[i]) continue;
+      auto it = pages_.find(vaddrs[i] / kPage);
+      if (it == pages_.end()) continue;  // unmapped meanwhile
+      const bool dirty = i == 0 && write;
+      it->second = Page{State::kResident, dirty, true, !dirty};
+      rset_.Insert(vaddrs[i] / kPage);
+    }
+    prefetcher_.Issued(n - 1);
+    Count(&MemStats::prefetch_used, prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
+  }
+  remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
+  Count(&MemStats::misses);
+  Count(&MemStats::fetched_pages, n);
+  Count(&MemStats::prefetch_issued, n - 1);
+}
+
+void ProcessSession::HandleUnmap(uint64_t start, uint64_t end) {
+  start &= ~(kPage - 1);
+  size_t resident = 0;
+  bool had_remote = false;
+  {
+    std::lock_guard lock(mu_);
+    auto drop = [&](std::unordered_map<uint64_t, Page>::iterator it) {
+      if (it->second.state == State::kResident) {
+        rset_.Erase(it->first);
+        ++resident;
+      }
+      if (it->second.state != State::kResident || it->second.remote) had_remote = true;
+      if (it->second.state == State::kRemote) remote_.fetch_sub(1, std::memory_order_relaxed);
+      return pages_.erase(it);
+    };
+    if ((end - start) / kPage <= pages_.size()) {
+      for (uint64_t a = start; a < end; a += kPage)
+        if (auto it = pages_.find(a / kPage); it != pages_.end()) drop(it);
+    } else {
+      for (auto it = pages_.begin(); it != pages_.end();)
+        it = (it->first * kPage >= start && it->first * kPage < end) ? drop(it) : std::next(it);
+    }
+  }
+  if (resident) excache_.Release(*this, resident);
+  if (had_remote) {
+    uint64_t freed = 0;
+    Status st = memory_.FreeRange(space_, start, end - start, &freed);
+    if (!st.ok()) LEGO_LOG_WARN("free_range_failed pid={} start={:#x} err={}", pid_, start, st.ToString());
+    Count(&MemStats::freed_remote_pages, freed);
+  }
+}
+
+void ProcessSession::Fatal(const std::string& why) {
+  LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid_, comm_, why);
+  kill(pid_, SIGKILL);
+}
+
+void ProcessSession::Teardown() {
+  ended_.store(true, std::memory_order_release);
+  std::lock_guard evict(evict_mu_);  // let an in-flight eviction batch finish first
+  size_t resident;
+  {
+    std::lock_guard lock(mu_);
+    resident = resident_pages();
+    pages_.clear();
+  }
+  excache_.Release(*this, resident);
+  uint64_t freed = 0;
+  Status st = memory_.DestroySpace(space_, &freed);
+  if (!st.ok()) LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={}", pid_, space_, st.ToString());
+  Count(&MemStats::freed_remote_pages, freed);
+  remote_.store(0);
+  LEGO_LOG_INFO("process_ended pid={} comm={} space={:#x} faults={} misses={} remote_pages_freed={}", pid_, comm_,
+                space_, stats_.faults.load(), stats_.misses.load(), freed);
+  if (on_end_) on_end_(this);
+}
+
+// ---- eviction (the ExCache's evictor thread) --------------------------------------------------------------
+
+size_t ProcessSession::EvictBatch(size_t max_pages) {
+  std::lock_guard evict(evict_mu_);
+  if (ended()) return 0;
+  std::vector<uint64_t> victims, rearm, dirty, dirty_unprotected;
+  {
+    std::lock_guard lock(mu_);
+    victims = rset_.PickVictims(std::min(max_pages, ExCache::kBatchPages), [&](uint64_t pg) {
+      auto& p = pages_[pg];
+      if (!p.wp) rearm.push_back(pg);  // CLOCK: catch its next write
+    });
+    for (uint64_t pg : victims) {
+      auto& p = pages_[pg];
+      p.state = State::kEvicting;
+      if (p.dirty) {
+        dirty.push_back(pg * kPage);
+        if (!p.wp) dirty_unprotected.push_back(pg * kPage);
+      }
+    }
+  }
+  for (uint64_t pg : rearm) {
+    if (Protect(pg * kPage, kPage, true) == 0) {
+      std::lock_guard lock(mu_);
+      if (auto it = pages_.find(pg); it != pages_.end() && it->second.state == State::kResident) it->second.wp = true;
+    }
+  }
+  if (victims.empty()) return 0;
+  // 1. Stop writes to dirty victims, so that what we read is what stays.
+  for (uint64_t a : dirty_unprotected) Protect(a, kPage, true);
+  // 2. Read them and write them back.
+  bool ok = true;
+  std::vector<uint64_t> written;
+  if (!dirty.empty()) {
+    std::vector<iovec> local(dirty.size()), remote(dirty.size());
+    for (size_t i = 0; i < dirty.size(); ++i) {
+      local[i] = {evict_buf_.data() + i * kPage, kPage};
+      remote[i] = {reinterpret_cast<void*>(dirty[i]), kPage};
+    }
+    ssize_t got = process_vm_readv(pid_, local.data(), local.size(), remote.data(), remote.size(), 0);
+    size_t pages_read = got > 0 ? static_cast<size_t>(got) / kPage : 0;
+    // A short read means a page was unmapped meanwhile; skip it (its UNMAP event frees it).
+    for (size_t i = pages_read; i < dirty.size(); ++i) {
+      ssize_t one = process_vm_readv(pid_, &local[i], 1, &remote[i], 1, 0);
+      if (one != static_cast<ssize_t>(kPage)) dirty[i] = 0;
+    }
+    std::vector<uint64_t> vaddrs;
+    std::vector<uint8_t> packed;
+    size_t k = 0;
+    for (size_t i = 0; i < dirty.size(); ++i) {
+      if (!dirty[i]) continue;
+      if (k != i) std::memcpy(evict_buf_.data() + k * kPage, evict_buf_.data() + i * kPage, kPage);
+      vaddrs.push_back(dirty[i]);
+      ++k;
+    }
+    Status st = memory_.Write(space_, vaddrs, evict_buf_.data());
+    if (!st.ok()) {
+      ok = false;
+      LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_, vaddrs.size(), st.ToString());
+    } else {
+      written = std::move(vaddrs);
+    }
+  }
+  // 3. Ask the program's helper thread to drop them.
+  int drop_err = 0;
+  if (ok) {
+    for (size_t i = 0; i < victims.size() && !drop_err; i += LEGO_LOCAL_MAX_DROP) {
+      const size_t cnt = std::min<size_t>(LEGO_LOCAL_MAX_DROP, victims.size() - i);
+      std::vector<uint8_t> buf(sizeof(lego_local_hdr) + sizeof(lego_local_drop) + cnt * 8);
+      lego_local_hdr h{LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_DROP};
+      lego_local_drop d{++drop_seq_, static_cast<uint32_t>(cnt), 0};
+      std::memcpy(buf.data(), &h, sizeof h);
+      std::memcpy(buf.data() + sizeof h, &d, sizeof d);
+      for (size_t j = 0; j < cnt; ++j) {
+        uint64_t a = victims[i + j] * kPage;
+        std::memcpy(buf.data() + sizeof h + sizeof d + j * 8, &a, 8);
+      }
+      if (send(sock_, buf.data(), buf.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(buf.size())) {
+        drop_err = errno ? errno : EIO;
+        break;
+      }
+      // Wait for the matching ACK.
+      for (;;) {
+        pollfd p{sock_, POLLIN, 0};
+        if (poll(&p, 1, kDropAckTimeoutMs) <= 0) {
+          drop_err = ETIMEDOUT;
+          break;
+        }
+        uint8_t in[64];
+        ssize_t r = recv(sock_, in, sizeof in, 0);
+        if (r <= 0) {
+          drop_err = r == 0 ? EPIPE : errno;
+          break;
+        }
+        lego_local_hdr ih;
+        lego_local_drop_ack ack;
+        if (static_cast<size_t>(r) < sizeof ih + sizeof ack) continue;
+        std::memcpy(&ih, in, sizeof ih);
+        std::memcpy(&ack, in + sizeof ih, sizeof ack);
+        if (ih.magic != LEGO_LOCAL_MAGIC || ih.type != LEGO_LOCAL_DROP_ACK || ack.seq != d.seq) continue;
+        drop_err = ack.status;
+        break;
+      }
+    }
+    if (drop_err) {
+      ok = false;
+      if (drop_err != EPIPE)
+        LEGO_LOG_RATELIMITED("drop_failed pid={} err={}", pid_, strerror(drop_err));
+    }
+  }
+  // 4. Settle the victims' state and wake the faults parked on them.
+  size_t evicted = 0, n_clean = 0, n_dirty = 0;
+  std::vector<uint64_t> parked;
+  std::vector<uint64_t> written_set(written.begin(), written.end());
+  std::sort(written_set.begin(), written_set.end());
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t pg : victims) {
+      auto it = pages_.find(pg);
+      if (it == pages_.end()) continue;  // unmapped meanwhile
+      Page& p = it->second;
+      const bool wb = std::binary_search(written_set.begin(), written_set.end(), pg * kPage);
+      if (!ok) {
+        // Nothing was dropped (or we cannot tell): the page stays, write-protected; clean if written back.
+        p = Page{State::kResident, p.dirty && !wb, p.remote || wb, true};
+        rset_.Insert(pg);
+        continue;
+      }
+      ++evicted;
+      (p.dirty ? n_dirty : n_clean)++;
+      if (p.remote || wb) {
+        p = Page{State::kRemote, false, true, false};
+        remote_.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        pages_.erase(it);  // never written: it reads as zero again, nothing kept remotely
+      }
+    }
+    parked.swap(parked_);
+  }
+  if (evicted) excache_.Release(*this, evicted);
+  Count(&MemStats::evicted_clean, n_clean);
+  Count(&MemStats::evicted_dirty, n_dirty);
+  Count(&MemStats::writeback_pages, written.size());
+  for (uint64_t a : parked) Wake(a, kPage);
+  return evicted;
+}
+
+}  // namespace lego::pmon

@@ -1,0 +1,131 @@
+// ProcessSession: one program (one address space) running under this process monitor.
+//
+// It owns the program's userfaultfd and its local socket (src/protocol/local.h). A fault thread reads the
+// uffd and resolves every fault: first touch is zero-filled locally in blocks, a page that lives on a memory
+// monitor is fetched (with what the prefetcher proposes) and installed with UFFDIO_COPY, write-protected
+// while clean so that its first write marks it dirty. The ExCache's evictor calls EvictBatch: it
+// write-protects the victims, reads the dirty ones with process_vm_readv, writes them back, then asks the
+// program's helper thread (in the preload) to MADV_DONTNEED them. Faults that land on pages being evicted
+// are parked and woken when the batch is done. See docs/architecture.md, "How a page fault travels".
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "pmon/memory_client.h"
+#include "pmon/prefetcher.h"
+#include "pmon/resident_set.h"
+#include "pmon/stats.h"
+
+struct uffd_msg;
+
+namespace lego::pmon {
+
+class ExCache;
+
+struct SessionOptions {
+  EvictionPolicy policy = EvictionPolicy::kFifo;
+  bool prefetch = true;
+  uint32_t zero_block_pages = 64;  // first-touch zero fill granularity (256 KiB)
+  uint32_t spin_us = 50;           // keep polling the uffd this long after a fault before sleeping
+};
+
+struct SessionInfo {
+  uint32_t pid = 0;
+  uint64_t space = 0;
+  std::string comm, job;
+  uint64_t resident_pages = 0, remote_pages = 0, cap_pages = 0;
+  uint64_t started_ms = 0;
+};
+
+class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
+ public:
+  ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, std::string comm, std::string job,
+                 uint64_t cap_pages, const SessionOptions& options, ExCache& excache, MemoryClient& memory,
+                 MemStats& pmon_totals);
+  ~ProcessSession();
+
+  // Starts the fault thread. on_end runs on it once the program is gone (socket closed) and the
+  // session's remote memory has been freed.
+  void Start(std::function<void(ProcessSession*)> on_end);
+  // Ends the session early (pmon shutting down): stops the fault thread and frees remote memory.
+  void Stop();
+
+  // ExCache interface.
+  size_t EvictBatch(size_t max_pages);
+  uint64_t resident_pages() const { return resident_.load(std::memory_order_relaxed); }
+  uint64_t cap_pages() const { return cap_pages_; }
+  void AddResident(uint64_t n) { resident_.fetch_add(n, std::memory_order_relaxed); }
+  void SubResident(uint64_t n) { resident_.fetch_sub(std::min(n, resident_pages()), std::memory_order_relaxed); }
+  bool ended() const { return ended_.load(std::memory_order_acquire); }
+
+  SessionInfo Info() const;
+  const MemStats& stats() const { return stats_; }
+  pid_t pid() const { return pid_; }
+
+ private:
+  enum class State : uint8_t { kResident, kEvicting, kRemote };
+  struct Page {
+    State state;
+    bool dirty;   // written since it was installed (needs a write-back when evicted)
+    bool remote;  // the memory monitor holds a copy
+    bool wp;      // write-protected now
+  };
+
+  void FaultLoop();
+  void HandleMessage(const uffd_msg& m);
+  void HandleFault(uint64_t addr, bool write, bool wp);
+  void ZeroFill(uint64_t addr, bool write);
+  void Fetch(uint64_t addr, bool write);
+  void HandleUnmap(uint64_t start, uint64_t end);
+  void Teardown();
+  void Fatal(const std::string& why);  // the program's memory is unreachable: kill it
+  bool ReserveOrOvercommit(size_t n);
+
+  // uffd ioctls. Copy returns bytes copied or -errno.
+  int64_t Copy(uint64_t dst, const void* src, uint64_t len, bool wp, bool wake);
+  int Protect(uint64_t start, uint64_t len, bool wp);  // mode 0 also wakes
+  void Wake(uint64_t start, uint64_t len);
+  void Count(std::atomic<uint64_t> MemStats::*field, uint64_t n = 1);
+
+  const int uffd_, sock_;
+  const pid_t pid_;
+  const uint64_t space_;
+  const std::string comm_, job_;
+  const uint64_t cap_pages_;
+  const SessionOptions options_;
+  const uint64_t started_ms_;
+  ExCache& excache_;
+  MemoryClient& memory_;
+  MemStats& totals_;
+  MemStats stats_;
+
+  int stop_fd_ = -1;  // eventfd: Stop() wakes the fault thread
+  std::thread thread_;
+  std::function<void(ProcessSession*)> on_end_;
+  std::atomic<bool> ended_{false};
+  std::atomic<uint64_t> resident_{0};
+  std::atomic<uint64_t> remote_{0};
+
+  mutable std::mutex mu_;  // pages_, resident set, prefetcher, parked_
+  std::unordered_map<uint64_t, Page> pages_;  // by page number (vaddr >> 12)
+  ResidentSet rset_;
+  Prefetcher prefetcher_;
+  std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
+
+  std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_
+  uint64_t drop_seq_ = 0;
+  std::vector<uint8_t> evict_buf_;
+  std::vector<uint8_t> fetch_buf_;
+  std::vector<uint8_t> zeros_;
+};
+
+}  // namespace lego::pmon

@@ -1,0 +1,51 @@
+// C2P (0x04xx) messages: the CLI asking a process monitor about the processes it runs. See
+// docs/protocol.md, "C2P".
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "protocol/codec.h"
+
+namespace lego::proto {
+
+// One process in a kListProcesses reply. Counters are totals since the process started.
+struct ProcessFixed {
+  uint32_t pid;
+  uint32_t flags;             // kProcessEnded: the process is gone (kept a while so `lego run` can report)
+  uint64_t space;             // its address space id on the memory monitors
+  uint64_t started_ms;        // wall clock, ms since the epoch
+  uint64_t resident_pages;    // in the ExCache now
+  uint64_t remote_pages;      // only on memory monitors now
+  uint64_t cap_pages;         // per-process ExCache cap (the pmon budget if none was given)
+  uint64_t faults;
+  uint64_t misses;
+  uint64_t hits;
+  uint64_t zero_filled;
+  uint64_t fetched_pages;
+  uint64_t prefetch_issued;
+  uint64_t prefetch_used;
+  uint64_t evicted_clean;
+  uint64_t evicted_dirty;
+  uint64_t writeback_pages;
+  uint64_t freed_remote_pages;
+  uint64_t fault_p50_ns;
+  uint64_t fault_p99_ns;
+};
+static_assert(sizeof(ProcessFixed) == 152);
+
+struct ProcessRecord {
+  ProcessFixed fixed{};
+  std::string comm;  // program name
+  std::string job;   // job id given by `lego run`
+};
+
+inline constexpr uint32_t kProcessEnded = 1;
+inline constexpr uint32_t kMaxProcesses = 65536;
+
+// Reply: u32 count, then per process: ProcessFixed, string comm, string job. Empty request.
+Bytes EncodeProcessList(const std::vector<ProcessRecord>& procs);
+Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> payload);
+
+}  // namespace lego::proto
