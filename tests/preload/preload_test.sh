@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Preload tests: runs a program under liblego_preload.so against tests/preload/fake_pmon, a real monitor
+# serving the program's real userfaultfd (no fakes of the kernel).
+#   preload_test.sh NAME LIB_DIR TEST_BIN_DIR
+# NAME: evict | python | fork | unreachable | inert
+set -uo pipefail
+name=$1 libdir=$2 bindir=$3
+lib=$libdir/liblego_preload.so
+tmp=$(mktemp -d /tmp/lego-preload-test.XXXXXX)
+pmon_pid=
+cleanup() {
+  if [[ -n $pmon_pid ]]; then kill "$pmon_pid" 2>/dev/null; wait "$pmon_pid" 2>/dev/null; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL($name): $*" >&2; echo "--- fake_pmon log:" >&2; cat "$tmp/pmon.log" >&2 2>/dev/null; exit 1; }
+
+start_pmon() { # start_pmon CAP_PAGES
+  "$bindir/fake_pmon" "$tmp/pmon.sock" --cap "$1" 2>"$tmp/pmon.log" &
+  pmon_pid=$!
+  for _ in $(seq 100); do [[ -S $tmp/pmon.sock ]] && return; sleep 0.05; done
+  fail "fake_pmon did not start"
+}
+
+# under_lego CMD...: runs CMD with the preload, talking to the fake monitor.
+under_lego() {
+  LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/pmon.sock LEGO_JOB=test-$name LEGO_EXCACHE=1048576 timeout 60 "$@"
+}
+
+# stat_of PID FIELD: a field of fake_pmon's exit line for PID (0 if absent).
+stats_sum() { # stats_sum FIELD: the sum over every process that exited
+  sed -n "s/.* exit: .*\b$1=\([0-9]*\).*/\1/p" "$tmp/pmon.log" | awk '{s+=$1} END {print s+0}'
+}
+
+wait_exits() { # wait_exits N: until fake_pmon has logged N process exits
+  for _ in $(seq 100); do
+    (( $(grep -c ' exit: ' "$tmp/pmon.log") >= $1 )) && return
+    sleep 0.05
+  done
+  fail "fake_pmon saw fewer than $1 exits"
+}
+
+case $name in
+evict)
+  start_pmon 2048 # 8 MB installed per process, then eviction
+  out=$(under_lego "$bindir/evict_test") || fail "evict_test exited $?: $out"
+  [[ $out == ok ]] || fail "output: $out"
+  wait_exits 1
+  (( $(stats_sum evicted) > 10000 )) || fail "too few evictions"
+  (( $(stats_sum restored) > 10000 )) || fail "too few pages restored from evicted copies"
+  ;;
+python)
+  py=$(command -v python3) || { echo "no python3: skipped"; exit 0; }
+  prog='l = list(range(3000000)); m = {i: str(i) for i in range(0, 3000000, 7)}; print(sum(l), sum(len(v) for v in m.values()), len(m))'
+  want=$("$py" -c "$prog") || fail "plain python failed"
+  start_pmon 8192 # 32 MB: the interpreter's heap gets evicted and refaulted
+  got=$(under_lego "$py" -c "$prog") || fail "python under the preload exited $?"
+  [[ $got == "$want" ]] || fail "checksum $got, want $want"
+  sleep 0.5
+  (( $(stats_sum evicted) > 1000 )) || fail "too few evictions"
+  (( $(stats_sum restored) > 0 )) || fail "nothing restored"
+  ;;
+fork)
+  start_pmon 1024
+  out=$(under_lego "$bindir/fork_test") || fail "fork_test exited $?: $out"
+  [[ $out == ok ]] || fail "output: $out"
+  wait_exits 2
+  grep -q "(fork child)" "$tmp/pmon.log" || fail "no fork child HELLO"
+  (( $(stats_sum restored) > 0 )) || fail "nothing restored"
+  ;;
+unreachable)
+  err=$(LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/nobody.sock timeout 20 /bin/true 2>&1)
+  rc=$?
+  (( rc == 127 )) || fail "exit code $rc, want 127"
+  [[ $err == *"lego: cannot reach the process monitor at $tmp/nobody.sock"* ]] || fail "message: $err"
+  ;;
+inert)
+  out=$(LD_PRELOAD=$lib "$bindir/evict_test" 2>&1)
+  [[ $out == *"is not registered"* ]] || fail "without LEGO_PMON_SOCKET nothing should be registered: $out"
+  ;;
+*) echo "unknown test $name" >&2; exit 2 ;;
+esac
+echo "PASS($name)"
