@@ -138,18 +138,43 @@ json ToJson(const proto::ProcessRecord& p) {
               {"fault_p99_us", f.fault_p99_ns / 1000.0}};
 }
 
-void PrintJobStats(const std::vector<proto::ProcessRecord>& procs) {
-  for (const auto& p : procs) {
+void PrintOne(const std::string& who, const proto::ProcessFixed& f, bool latency) {
+  fmt::print(stderr,
+             "lego: {}: {} faults: {} ExCache misses (fetched from memory monitors), {} resolved locally "
+             "({} pages zero-filled on first touch){}\n"
+             "lego:   fetched {} ({} prefetched, {} of it used); evicted {} clean + {} dirty pages, wrote back {}; "
+             "freed {} on memory monitors at exit\n",
+             who, f.faults, f.misses, f.hits, f.zero_filled,
+             latency ? fmt::format("; fault service p50 {:.1f} us, p99 {:.1f} us", f.fault_p50_ns / 1000.0,
+                                   f.fault_p99_ns / 1000.0)
+                     : "",
+             Pages(f.fetched_pages), Pages(f.prefetch_issued), Pages(f.prefetch_used), f.evicted_clean,
+             f.evicted_dirty, Pages(f.writeback_pages), Pages(f.freed_remote_pages));
+}
+
+// One line for the job, then its busiest processes (a shell script can fork hundreds).
+void PrintJobStats(std::vector<proto::ProcessRecord> procs) {
+  std::sort(procs.begin(), procs.end(), [](auto& a, auto& b) { return a.fixed.faults > b.fixed.faults; });
+  if (procs.size() == 1) return PrintOne(fmt::format("pid {} ({})", procs[0].fixed.pid, procs[0].comm),
+                                         procs[0].fixed, true);
+  proto::ProcessFixed t{};
+  for (auto& p : procs) {
     const auto& f = p.fixed;
-    fmt::print(stderr,
-               "lego: pid {} ({}): {} faults ({} ExCache misses, {} hits, {} zero-filled on first touch), "
-               "fault p50 {:.1f} us p99 {:.1f} us\n"
-               "lego:   fetched {} ({} prefetched, {} of them used), evicted {} clean + {} dirty pages, "
-               "wrote back {}, freed {} on memory monitors at exit\n",
-               f.pid, p.comm, f.faults, f.misses, f.hits, f.zero_filled, f.fault_p50_ns / 1000.0,
-               f.fault_p99_ns / 1000.0, Pages(f.fetched_pages), Pages(f.prefetch_issued), Pages(f.prefetch_used),
-               f.evicted_clean, f.evicted_dirty, Pages(f.writeback_pages), Pages(f.freed_remote_pages));
+    t.faults += f.faults;
+    t.misses += f.misses;
+    t.hits += f.hits;
+    t.zero_filled += f.zero_filled;
+    t.fetched_pages += f.fetched_pages;
+    t.prefetch_issued += f.prefetch_issued;
+    t.prefetch_used += f.prefetch_used;
+    t.evicted_clean += f.evicted_clean;
+    t.evicted_dirty += f.evicted_dirty;
+    t.writeback_pages += f.writeback_pages;
+    t.freed_remote_pages += f.freed_remote_pages;
   }
+  PrintOne(fmt::format("job of {} processes", procs.size()), t, false);
+  for (size_t i = 0; i < procs.size() && i < 3; ++i)
+    PrintOne(fmt::format("  pid {} ({})", procs[i].fixed.pid, procs[i].comm), procs[i].fixed, true);
 }
 
 }  // namespace

@@ -102,6 +102,12 @@ void GmService::InstallMemoryHandlers() {
     regions_.ReleaseSpace(req->space);
     r.Reply();
   });
+  messenger_.Handle(proto::kForkSpace, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::ForkSpaceReq>(in.payload, "x2g.fork_space");
+    if (!req.ok()) return r.Error(req.status());
+    regions_.ForkSpace(req->parent, req->child);
+    r.Reply();
+  });
 }
 
 void GmService::Start() {

@@ -73,6 +73,17 @@ size_t RegionMap::ReleaseSpace(uint64_t space) {
   return n;
 }
 
+size_t RegionMap::ForkSpace(uint64_t parent, uint64_t child) {
+  MutexLock lk(mu_);
+  std::vector<std::pair<uint64_t, uint32_t>> regions;
+  for (auto it = owner_.lower_bound({parent, 0}); it != owner_.end() && it->first.first == parent; ++it)
+    regions.emplace_back(it->first.second, it->second);
+  for (auto [region, mmon] : regions) {
+    if (owner_.emplace(std::make_pair(child, region), mmon).second) ++regions_per_mmon_[mmon];
+  }
+  return regions.size();
+}
+
 size_t RegionMap::RegionCount() const {
   MutexLock lk(mu_);
   return owner_.size();

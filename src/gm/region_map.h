@@ -42,6 +42,8 @@ class RegionMap {
   Result<uint32_t> Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons);
   // Forgets every region of the space (process exit); returns how many it had.
   size_t ReleaseSpace(uint64_t space);
+  // A forked child's vRegions start on the same mmons as its parent's (their pages are copied there).
+  size_t ForkSpace(uint64_t parent, uint64_t child);
   size_t RegionCount() const;
 
  private:

@@ -64,6 +64,15 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
     UpdateGauges();
     r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
   });
+  messenger.Handle(proto::kCopySpace, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::CopySpaceReq>(in.payload, "p2m.copy_space");
+    if (!req.ok()) return r.Error(req.status());
+    auto n = store_->ForkSpace(req->parent, req->child);
+    if (!n.ok()) return r.Error(n.status());
+    UpdateGauges();
+    LEGO_LOG_DEBUG("space_forked parent={:#x} child={:#x} pages={}", req->parent, req->child, *n);
+    r.Reply(proto::EncodeFixed(proto::FreedResp{*n}));
+  });
   messenger.Handle(proto::kDestroySpace, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::DestroySpaceReq>(in.payload, "p2m.destroy_space");
     if (!req.ok()) return r.Error(req.status());

@@ -20,7 +20,23 @@ Result<std::unique_ptr<PageStore>> PageStore::Create(uint64_t capacity_bytes) {
   return std::unique_ptr<PageStore>(new PageStore(static_cast<uint8_t*>(p), frames));
 }
 
-PageStore::PageStore(uint8_t* pool, uint64_t frames) : pool_(pool), frames_(frames) {}
+PageStore::PageStore(uint8_t* pool, uint64_t frames) : pool_(pool), frames_(frames) {
+  MutexLock lk(mu_);
+  refs_.assign(frames, 0);
+}
+
+uint32_t PageStore::Allocate() {
+  uint32_t f;
+  if (!free_.empty()) {
+    f = free_.back();
+    free_.pop_back();
+  } else {
+    f = static_cast<uint32_t>(next_untouched_++);
+  }
+  refs_[f] = 1;
+  ++used_frames_;
+  return f;
+}
 
 PageStore::~PageStore() { munmap(pool_, frames_ * kPageSize); }
 
@@ -33,7 +49,10 @@ Status PageStore::Write(uint64_t space, std::span<const PageRef> pages) {
   MutexLock lk(mu_);
   auto& index = spaces_[space];
   uint64_t fresh = 0;
-  for (const auto& p : pages) fresh += !index.count(p.vaddr);
+  for (const auto& p : pages) {
+    auto it = index.find(p.vaddr);
+    fresh += it == index.end() || refs_[it->second] > 1;  // new, or shared with a fork: needs a frame
+  }
   // Pages repeated within the batch are counted twice above: harmless (it only makes the check stricter).
   uint64_t available = free_.size() + (frames_ - next_untouched_);
   if (fresh > available) {
@@ -44,13 +63,10 @@ Status PageStore::Write(uint64_t space, std::span<const PageRef> pages) {
   for (const auto& p : pages) {
     auto [it, inserted] = index.try_emplace(p.vaddr, 0);
     if (inserted) {
-      if (!free_.empty()) {
-        it->second = free_.back();
-        free_.pop_back();
-      } else {
-        it->second = static_cast<uint32_t>(next_untouched_++);
-      }
-      ++used_frames_;
+      it->second = Allocate();
+    } else if (refs_[it->second] > 1) {
+      --refs_[it->second];  // break the sharing: this space gets its own frame
+      it->second = Allocate();
     }
     std::memcpy(Frame(it->second), p.data.data(), kPageSize);
   }
@@ -79,6 +95,7 @@ size_t PageStore::ReadMany(uint64_t space, std::span<const uint64_t> vaddrs, uin
 }
 
 void PageStore::Release(uint32_t frame) {
+  if (--refs_[frame] > 0) return;  // still used by a forked space
   // Give the memory back to the host; the frame is reused from the free list.
   madvise(Frame(frame), kPageSize, MADV_DONTNEED);
   free_.push_back(frame);
@@ -125,6 +142,18 @@ uint64_t PageStore::DestroySpace(uint64_t space) {
   for (auto& [v, f] : s->second) Release(f);
   spaces_.erase(s);
   return freed;
+}
+
+Result<uint64_t> PageStore::ForkSpace(uint64_t parent, uint64_t child) {
+  MutexLock lk(mu_);
+  if (spaces_.count(child)) return Status(StatusCode::kAlreadyExists, fmt::format("space {:#x} exists", child));
+  auto p = spaces_.find(parent);
+  if (p == spaces_.end()) return uint64_t{0};
+  auto copy = p->second;  // copy first: spaces_[child] may rehash and move the parent's map
+  for (auto& [v, f] : copy) ++refs_[f];
+  const uint64_t n = copy.size();
+  spaces_.emplace(child, std::move(copy));
+  return n;
 }
 
 uint64_t PageStore::used_bytes() const {

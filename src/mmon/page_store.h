@@ -5,6 +5,9 @@
 // kOutOfMemory and never grows past its capacity. Writes are all-or-nothing per batch. A space is an
 // opaque 64-bit id chosen by the process monitor (LegoOS: pid+tgid); destroying it frees all its pages.
 //
+// Forked spaces share frames copy-on-write: a frame has a reference count, and a write to a shared frame
+// takes a new one (so a write can need room even for a page that exists).
+//
 // Thread safety: every method may be called from any thread (one mutex; page copies happen under it, which
 // is fine at 4 KiB and keeps the contract simple).
 #pragma once
@@ -44,6 +47,9 @@ class PageStore {
   // Frees the pages of [start, start+len); returns how many were stored.
   uint64_t FreeRange(uint64_t space, uint64_t start, uint64_t len);
   uint64_t DestroySpace(uint64_t space);
+  // Copy-on-write fork: `child` gets every page of `parent`, sharing frames until either side writes one.
+  // kAlreadyExists if child has pages. Returns how many pages the child got.
+  Result<uint64_t> ForkSpace(uint64_t parent, uint64_t child);
 
   uint64_t capacity_bytes() const { return frames_ * kPageSize; }
   uint64_t used_bytes() const;
@@ -53,6 +59,7 @@ class PageStore {
   PageStore(uint8_t* pool, uint64_t frames);
   uint8_t* Frame(uint32_t f) const { return pool_ + uint64_t{f} * kPageSize; }
   void Release(uint32_t frame) REQUIRES(mu_);
+  uint32_t Allocate() REQUIRES(mu_);
 
   uint8_t* const pool_;
   const uint64_t frames_;
@@ -61,6 +68,7 @@ class PageStore {
   uint64_t next_untouched_ GUARDED_BY(mu_) = 0;  // frames never used yet (not in free_), from here up
   std::unordered_map<uint64_t, std::unordered_map<uint64_t, uint32_t>> spaces_ GUARDED_BY(mu_);
   uint64_t used_frames_ GUARDED_BY(mu_) = 0;
+  std::vector<uint32_t> refs_ GUARDED_BY(mu_);  // spaces sharing each frame (copy-on-write after a fork)
 };
 
 }  // namespace lego::mmon

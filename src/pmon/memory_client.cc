@@ -90,6 +90,28 @@ Status MemoryClient::FreeRange(uint64_t space, uint64_t start, uint64_t len, uin
   return Status::Ok();
 }
 
+Status MemoryClient::ForkSpace(uint64_t parent, uint64_t child, uint64_t* pages) {
+  auto r = gm_->Call(proto::kForkSpace, proto::EncodeFixed(proto::ForkSpaceReq{parent, child}), timeout_);
+  if (!r.ok()) return r.status();
+  std::set<std::shared_ptr<msg::Channel>> holders;
+  {
+    std::lock_guard lock(mu_);
+    std::vector<std::pair<uint64_t, std::shared_ptr<msg::Channel>>> copy;
+    for (auto it = owners_.lower_bound({parent, 0}); it != owners_.end() && it->first.first == parent; ++it) {
+      holders.insert(it->second);
+      copy.emplace_back(it->first.second, it->second);
+    }
+    for (auto& [region, ch] : copy) owners_[{child, region}] = ch;
+  }
+  for (auto& ch : holders) {
+    auto c = ch->Call(proto::kCopySpace, proto::EncodeFixed(proto::CopySpaceReq{parent, child}), timeout_);
+    if (!c.ok()) return c.status();
+    auto resp = proto::DecodeFixed<proto::FreedResp>(*c, "p2m.copy_space reply");
+    if (resp.ok() && pages) *pages += resp->pages_freed;
+  }
+  return Status::Ok();
+}
+
 Status MemoryClient::DestroySpace(uint64_t space, uint64_t* freed) {
   std::set<std::shared_ptr<msg::Channel>> holders;
   {

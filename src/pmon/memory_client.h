@@ -35,6 +35,8 @@ class MemoryClient {
   Status FreeRange(uint64_t space, uint64_t start, uint64_t len, uint64_t* freed = nullptr);
   // Frees everything of the space on every mmon that holds part of it, and tells the gm to forget it.
   Status DestroySpace(uint64_t space, uint64_t* freed = nullptr);
+  // fork(): `child` gets a copy-on-write copy of every page of `parent`, on the same memory monitors.
+  Status ForkSpace(uint64_t parent, uint64_t child, uint64_t* pages = nullptr);
 
  private:
   Result<std::shared_ptr<msg::Channel>> Owner(uint64_t space, uint64_t region);

@@ -192,8 +192,7 @@ void PmonService::Accept(int conn) {
   hello.comm[sizeof hello.comm - 1] = 0;
   if (hello.flags & LEGO_HELLO_FORK_CHILD) {
     close_uffd();
-    return refuse(ENOSYS, fmt::format("pid {} ({}) is a fork child: fork under Lego is not supported yet",
-                                      hello.pid, hello.comm));
+    return AttachForkChild(conn, hello);
   }
   if (uffd < 0 || !IsUserfaultfd(uffd)) {
     close_uffd();
@@ -205,22 +204,85 @@ void PmonService::Accept(int conn) {
   cap = std::max<uint64_t>(cap, 64);
   auto s = std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), NewSpaceId(), hello.comm,
                                             hello.job, cap, options_.session, excache_, memory_, totals_);
+  LEGO_LOG_INFO("process_started pid={} comm={} job={} cap_bytes={} uffd_features={:#x}", hello.pid, hello.comm,
+                hello.job, cap * kPage, hello.uffd_features);
+  StartSession(s);
+  SendAck(conn, 0);
+}
+
+void PmonService::StartSession(const std::shared_ptr<ProcessSession>& s) {
   {
     std::lock_guard lock(mu_);
     sessions_[s.get()] = s;
   }
   excache_.Add(s);
   processes_started_++;
-  LEGO_LOG_INFO("process_started pid={} comm={} job={} cap_bytes={} uffd_features={:#x}", hello.pid, hello.comm,
-                hello.job, cap * kPage, hello.uffd_features);
+  s->on_fork = [this](ProcessSession* parent, int fd) { OnFork(parent, fd); };
   s->Start([this](ProcessSession* p) { SessionEnded(p); });
-  SendAck(conn, 0);
+}
+
+// On the parent's fault thread, while the forking parent waits in fork(): copy the address space (the
+// memory monitors share its pages copy-on-write) and start serving the child's faults.
+void PmonService::OnFork(ProcessSession* parent, int child_uffd) {
+  fcntl(child_uffd, F_SETFL, fcntl(child_uffd, F_GETFL) | O_NONBLOCK | O_CLOEXEC);
+  fcntl(child_uffd, F_SETFD, FD_CLOEXEC);
+  const uint64_t child_space = NewSpaceId();
+  uint64_t pages = 0;
+  Status st = memory_.ForkSpace(parent->space(), child_space, &pages);
+  if (!st.ok())
+    LEGO_LOG_ERROR("fork_copy_failed parent_pid={} err={}; the child will be refused", parent->pid(), st.ToString());
+  auto child = parent->ForkChild(child_uffd, child_space);
+  LEGO_LOG_INFO("process_forked parent_pid={} comm={} child_space={:#x} remote_pages_shared={}", parent->pid(),
+                parent->comm(), child_space, pages);
+  {
+    std::lock_guard lock(mu_);
+    pending_children_.push_back({parent, child, !st.ok()});
+  }
+  pending_cv_.notify_all();
+  StartSession(child);
+}
+
+// A fork child's HELLO: pair it with the oldest child session forked by its parent, and hand it its uffd.
+void PmonService::AttachForkChild(int conn, const lego_local_hello& hello) {
+  std::shared_ptr<ProcessSession> child;
+  bool broken = false;
+  {
+    std::unique_lock lock(mu_);
+    auto find = [&] {
+      for (auto it = pending_children_.begin(); it != pending_children_.end(); ++it) {
+        if (it->parent->pid() == static_cast<pid_t>(hello.ppid) || it->child->ended()) {
+          if (it->child->ended()) {
+            pending_children_.erase(it);
+            return false;
+          }
+          child = it->child;
+          broken = it->broken;
+          pending_children_.erase(it);
+          return true;
+        }
+      }
+      return false;
+    };
+    pending_cv_.wait_for(lock, std::chrono::seconds(2), find);
+  }
+  if (!child || broken) {
+    hellos_refused_++;
+    LEGO_LOG_WARN("hello_refused fork child pid={} ppid={}: {}", hello.pid, hello.ppid,
+                  child ? "its memory could not be copied" : "no fork of its parent is known");
+    SendAck(conn, child ? ENOMEM : ESRCH);
+    close(conn);
+    return;
+  }
+  child->Attach(static_cast<pid_t>(hello.pid), conn);
+  LEGO_LOG_INFO("fork_child_attached pid={} ppid={} comm={}", hello.pid, hello.ppid, hello.comm);
+  SendAck(conn, 0, child->uffd());
 }
 
 void PmonService::SessionEnded(ProcessSession* s) {
   excache_.Remove(s);
   processes_ended_++;
   std::lock_guard lock(mu_);
+  std::erase_if(pending_children_, [s](const PendingChild& p) { return p.child.get() == s || p.parent == s; });
   auto it = sessions_.find(s);
   if (it == sessions_.end()) return;
   recent_.push_back(Record(*s));

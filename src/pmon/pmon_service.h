@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "pmon/process_session.h"
 #include "pmon/stats.h"
 #include "protocol/c2p.h"
+#include "protocol/local.h"
 
 namespace lego::pmon {
 
@@ -46,6 +48,9 @@ class PmonService {
   void ListenLoop();
   void Accept(int conn);
   void SessionEnded(ProcessSession* s);
+  void OnFork(ProcessSession* parent, int child_uffd);
+  void AttachForkChild(int conn, const lego_local_hello& hello);
+  void StartSession(const std::shared_ptr<ProcessSession>& s);
   std::vector<std::shared_ptr<ProcessSession>> Sessions() const;
   static proto::ProcessRecord Record(const ProcessSession& s);
   static constexpr size_t kRecentEnded = 256;
@@ -62,6 +67,13 @@ class PmonService {
   std::map<ProcessSession*, std::shared_ptr<ProcessSession>> sessions_;
   std::vector<std::shared_ptr<ProcessSession>> ended_;  // reaped by the listener thread
   std::deque<proto::ProcessRecord> recent_;             // the last kRecentEnded processes that ended
+  struct PendingChild {
+    ProcessSession* parent;
+    std::shared_ptr<ProcessSession> child;
+    bool broken;  // its memory could not be copied: its HELLO is refused
+  };
+  std::vector<PendingChild> pending_children_;  // fork children waiting for their HELLO
+  std::condition_variable pending_cv_;
   std::atomic<uint64_t> processes_started_{0}, processes_ended_{0}, hellos_refused_{0};
 };
 

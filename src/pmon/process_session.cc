@@ -51,6 +51,7 @@ ProcessSession::ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, st
       prefetcher_(options.prefetch),
       zeros_(static_cast<size_t>(options.zero_block_pages) * kPage, 0) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   fetch_buf_.resize((1 + Prefetcher::kMaxDepth) * kPage);
   evict_buf_.resize(ExCache::kBatchPages * kPage);
 }
@@ -58,8 +59,9 @@ ProcessSession::ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, st
 ProcessSession::~ProcessSession() {
   Stop();
   if (stop_fd_ >= 0) close(stop_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
   close(uffd_);
-  close(sock_);
+  if (sock_ >= 0) close(sock_);
 }
 
 void ProcessSession::Start(std::function<void(ProcessSession*)> on_end) {
@@ -84,7 +86,7 @@ void ProcessSession::Count(std::atomic<uint64_t> MemStats::*field, uint64_t n) {
 
 SessionInfo ProcessSession::Info() const {
   SessionInfo i;
-  i.pid = static_cast<uint32_t>(pid_);
+  i.pid = static_cast<uint32_t>(pid_.load());
   i.space = space_;
   i.comm = comm_;
   i.job = job_;
@@ -123,12 +125,42 @@ void ProcessSession::Wake(uint64_t start, uint64_t len) {
 
 // ---- fault thread --------------------------------------------------------------------------------------
 
+std::shared_ptr<ProcessSession> ProcessSession::ForkChild(int child_uffd, uint64_t child_space) {
+  auto child = std::make_shared<ProcessSession>(child_uffd, -1, 0, child_space, comm_, job_, cap_pages_, options_,
+                                                excache_, memory_, totals_);
+  child->attach_deadline_ms_ = MonoMillis() + 10000;
+  uint64_t resident = 0;
+  {
+    std::lock_guard lock(mu_);
+    std::lock_guard clock(child->mu_);
+    for (auto& [pg, p] : pages_) {
+      Page cp = p;
+      if (cp.state == State::kEvicting) cp = Page{State::kResident, true, p.remote, false};  // still mapped there
+      child->pages_[pg] = cp;
+      if (cp.state == State::kResident) {
+        child->rset_.Insert(pg);
+        ++resident;
+      }
+    }
+    child->remote_.store(remote_.load());
+  }
+  excache_.Overcommit(*child, resident);  // pages shared copy-on-write with the parent count for both
+  return child;
+}
+
+void ProcessSession::Attach(pid_t pid, int sock) {
+  pid_.store(pid);
+  sock_.store(sock);
+  uint64_t one = 1;
+  (void)!write(wake_fd_, &one, sizeof one);
+}
+
 void ProcessSession::FaultLoop() {
-  pollfd fds[3] = {{uffd_, POLLIN, 0}, {sock_, POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}};
   uffd_msg msgs[64];
   uint64_t spin_until = 0;
   bool stopping = false;
   while (!stopping) {
+    pollfd fds[4] = {{uffd_, POLLIN, 0}, {sock_.load(), POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     ssize_t n = read(uffd_, msgs, sizeof msgs);
     if (n > 0) {
       for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) HandleMessage(msgs[i]);
@@ -136,11 +168,19 @@ void ProcessSession::FaultLoop() {
       continue;
     }
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
-      LEGO_LOG_WARN("uffd_read_failed pid={} err={}", pid_, strerror(errno));
+      LEGO_LOG_WARN("uffd_read_failed pid={} err={}", pid_.load(), strerror(errno));
       break;
     }
     if (NowNs() < spin_until) continue;  // a burst of faults is likely: stay on the CPU briefly
-    if (poll(fds, 3, -1) < 0 && errno != EINTR) break;
+    if (fds[1].fd < 0 && MonoMillis() > attach_deadline_ms_) {
+      LEGO_LOG_WARN("fork_child_never_said_hello space={:#x} parent_comm={}", space_, comm_);
+      break;
+    }
+    if (poll(fds, 4, fds[1].fd < 0 ? 200 : -1) < 0 && errno != EINTR) break;
+    if (fds[3].revents) {
+      uint64_t v;
+      (void)!read(wake_fd_, &v, sizeof v);
+    }
     if (fds[2].revents) stopping = true;
     if (fds[1].revents & (POLLRDHUP | POLLHUP | POLLERR)) break;  // the program exited or exec'd
     if (fds[0].revents & (POLLERR | POLLHUP)) break;
@@ -164,13 +204,13 @@ void ProcessSession::HandleMessage(const uffd_msg& m) {
       HandleUnmap(m.arg.remove.start, m.arg.remove.end);
       break;
     case UFFD_EVENT_FORK:
-      // Copy-on-write fork of an address space is not implemented yet: the child's HELLO is refused and its
-      // preload exits it with a message. Close the child's uffd so it does not leak.
-      LEGO_LOG_WARN("fork_unsupported pid={} (the child will be refused)", pid_);
-      close(static_cast<int>(m.arg.fork.ufd));
+      if (on_fork)
+        on_fork(this, static_cast<int>(m.arg.fork.ufd));
+      else
+        close(static_cast<int>(m.arg.fork.ufd));
       break;
     default:
-      LEGO_LOG_DEBUG("uffd_event_ignored pid={} event={}", pid_, m.event);
+      LEGO_LOG_DEBUG("uffd_event_ignored pid={} event={}", pid_.load(), m.event);
   }
 }
 
@@ -192,7 +232,7 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
     lock.unlock();
     Count(&MemStats::hits);
     if (int rc = Protect(addr, kPage, false); rc < 0 && rc != -ENOENT)
-      LEGO_LOG_RATELIMITED("unprotect_failed pid={} addr={:#x} err={}", pid_, addr, strerror(-rc));
+      LEGO_LOG_RATELIMITED("unprotect_failed pid={} addr={:#x} err={}", pid_.load(), addr, strerror(-rc));
     return;
   }
   if (it == pages_.end()) {
@@ -222,7 +262,7 @@ bool ProcessSession::ReserveOrOvercommit(size_t n) {
   excache_.Overcommit(*this, n);
   Count(&MemStats::overcommit_pages, n);
   LEGO_LOG_RATELIMITED("excache_overcommit pid={} pages={} (eviction stalled: memory monitors full or slow?)",
-                       pid_, n);
+                       pid_.load(), n);
   return false;
 }
 
@@ -273,7 +313,7 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
   if (rc < 0) {
     excache_.Release(*this, n);
     if (rc == -EEXIST) return Wake(addr, kPage);  // a racing fault installed it
-    LEGO_LOG_RATELIMITED("zero_fill_failed pid={} addr={:#x} err={}", pid_, addr, strerror(static_cast<int>(-rc)));
+    LEGO_LOG_RATELIMITED("zero_fill_failed pid={} addr={:#x} err={}", pid_.load(), addr, strerror(static_cast<int>(-rc)));
     return Wake(addr, kPage);
   }
   {
@@ -336,7 +376,7 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;
     if (fault_page && rc == -EEXIST) Wake(addr, kPage);
-    if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_, vaddrs[i]);
+    if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_.load(), vaddrs[i]);
   }
   if (installed < n) excache_.Release(*this, n - installed);
   {
@@ -385,14 +425,14 @@ void ProcessSession::HandleUnmap(uint64_t start, uint64_t end) {
   if (had_remote) {
     uint64_t freed = 0;
     Status st = memory_.FreeRange(space_, start, end - start, &freed);
-    if (!st.ok()) LEGO_LOG_WARN("free_range_failed pid={} start={:#x} err={}", pid_, start, st.ToString());
+    if (!st.ok()) LEGO_LOG_WARN("free_range_failed pid={} start={:#x} err={}", pid_.load(), start, st.ToString());
     Count(&MemStats::freed_remote_pages, freed);
   }
 }
 
 void ProcessSession::Fatal(const std::string& why) {
   LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid_, comm_, why);
-  kill(pid_, SIGKILL);
+  if (pid_t pid = pid_.load(); pid > 0) kill(pid, SIGKILL);
 }
 
 void ProcessSession::Teardown() {
@@ -407,10 +447,10 @@ void ProcessSession::Teardown() {
   excache_.Release(*this, resident);
   uint64_t freed = 0;
   Status st = memory_.DestroySpace(space_, &freed);
-  if (!st.ok()) LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={}", pid_, space_, st.ToString());
+  if (!st.ok()) LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={}", pid_.load(), space_, st.ToString());
   Count(&MemStats::freed_remote_pages, freed);
   remote_.store(0);
-  LEGO_LOG_INFO("process_ended pid={} comm={} space={:#x} faults={} misses={} remote_pages_freed={}", pid_, comm_,
+  LEGO_LOG_INFO("process_ended pid={} comm={} space={:#x} faults={} misses={} remote_pages_freed={}", pid_.load(), comm_,
                 space_, stats_.faults.load(), stats_.misses.load(), freed);
   if (on_end_) on_end_(this);
 }
@@ -419,7 +459,9 @@ void ProcessSession::Teardown() {
 
 size_t ProcessSession::EvictBatch(size_t max_pages) {
   std::lock_guard evict(evict_mu_);
-  if (ended()) return 0;
+  if (!can_evict()) return 0;
+  const int sock = sock_.load();
+  const pid_t pid = pid_.load();
   std::vector<uint64_t> victims, rearm, dirty, dirty_unprotected;
   {
     std::lock_guard lock(mu_);
@@ -454,11 +496,11 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       local[i] = {evict_buf_.data() + i * kPage, kPage};
       remote[i] = {reinterpret_cast<void*>(dirty[i]), kPage};
     }
-    ssize_t got = process_vm_readv(pid_, local.data(), local.size(), remote.data(), remote.size(), 0);
+    ssize_t got = process_vm_readv(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
     size_t pages_read = got > 0 ? static_cast<size_t>(got) / kPage : 0;
     // A short read means a page was unmapped meanwhile; skip it (its UNMAP event frees it).
     for (size_t i = pages_read; i < dirty.size(); ++i) {
-      ssize_t one = process_vm_readv(pid_, &local[i], 1, &remote[i], 1, 0);
+      ssize_t one = process_vm_readv(pid, &local[i], 1, &remote[i], 1, 0);
       if (one != static_cast<ssize_t>(kPage)) dirty[i] = 0;
     }
     std::vector<uint64_t> vaddrs;
@@ -473,7 +515,7 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
     Status st = memory_.Write(space_, vaddrs, evict_buf_.data());
     if (!st.ok()) {
       ok = false;
-      LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_, vaddrs.size(), st.ToString());
+      LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_.load(), vaddrs.size(), st.ToString());
     } else {
       written = std::move(vaddrs);
     }
@@ -492,19 +534,19 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
         uint64_t a = victims[i + j] * kPage;
         std::memcpy(buf.data() + sizeof h + sizeof d + j * 8, &a, 8);
       }
-      if (send(sock_, buf.data(), buf.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(buf.size())) {
+      if (send(sock, buf.data(), buf.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(buf.size())) {
         drop_err = errno ? errno : EIO;
         break;
       }
       // Wait for the matching ACK.
       for (;;) {
-        pollfd p{sock_, POLLIN, 0};
+        pollfd p{sock, POLLIN, 0};
         if (poll(&p, 1, kDropAckTimeoutMs) <= 0) {
           drop_err = ETIMEDOUT;
           break;
         }
         uint8_t in[64];
-        ssize_t r = recv(sock_, in, sizeof in, 0);
+        ssize_t r = recv(sock, in, sizeof in, 0);
         if (r <= 0) {
           drop_err = r == 0 ? EPIPE : errno;
           break;
@@ -522,7 +564,7 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
     if (drop_err) {
       ok = false;
       if (drop_err != EPIPE)
-        LEGO_LOG_RATELIMITED("drop_failed pid={} err={}", pid_, strerror(drop_err));
+        LEGO_LOG_RATELIMITED("drop_failed pid={} err={}", pid_.load(), strerror(drop_err));
     }
   }
   // 4. Settle the victims' state and wake the faults parked on them.

@@ -69,7 +69,20 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
 
   SessionInfo Info() const;
   const MemStats& stats() const { return stats_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return pid_.load(); }
+  // Eviction needs the program's helper thread: a fork child has none until its HELLO.
+  bool can_evict() const { return sock_.load() >= 0 && !ended(); }
+
+  // fork(): the session of the child whose uffd came in UFFD_EVENT_FORK. It starts with a copy of this
+  // page table (the kernel copied the mappings; the memory monitors copy the remote pages) and serves
+  // faults at once; it can evict once Attach() gives it the child's pid and socket.
+  std::shared_ptr<ProcessSession> ForkChild(int child_uffd, uint64_t child_space);
+  void Attach(pid_t pid, int sock);
+  // Called by the fault thread on UFFD_EVENT_FORK (set by the PmonService before Start).
+  std::function<void(ProcessSession*, int child_uffd)> on_fork;
+  uint64_t space() const { return space_; }
+  int uffd() const { return uffd_; }
+  const std::string& comm() const { return comm_; }
 
  private:
   enum class State : uint8_t { kResident, kEvicting, kRemote };
@@ -96,8 +109,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   void Wake(uint64_t start, uint64_t len);
   void Count(std::atomic<uint64_t> MemStats::*field, uint64_t n = 1);
 
-  const int uffd_, sock_;
-  const pid_t pid_;
+  const int uffd_;
+  std::atomic<int> sock_;   // -1 until a fork child's HELLO arrives
+  std::atomic<pid_t> pid_;  // 0 until then
   const uint64_t space_;
   const std::string comm_, job_;
   const uint64_t cap_pages_;
@@ -109,11 +123,13 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   MemStats stats_;
 
   int stop_fd_ = -1;  // eventfd: Stop() wakes the fault thread
+  int wake_fd_ = -1;  // eventfd: Attach() wakes it to watch the new socket
   std::thread thread_;
   std::function<void(ProcessSession*)> on_end_;
   std::atomic<bool> ended_{false};
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> remote_{0};
+  uint64_t attach_deadline_ms_ = 0;  // a fork child that has not said HELLO by then is given up
 
   mutable std::mutex mu_;  // pages_, resident set, prefetcher, parked_
   std::unordered_map<uint64_t, Page> pages_;  // by page number (vaddr >> 12)

@@ -154,15 +154,34 @@ void lego_pmon_range_added(uintptr_t start, size_t len) {
 
 /* ---- the helper thread ---- */
 
+/* MADV_DONTNEED one run of pages, or the pages of it that are still in our table. A page that left the
+ * table was unmapped or replaced after the pmon chose it (the pmon got UFFD_EVENT_UNMAP for it): whatever is
+ * there now is not the pmon's to drop. ENOMEM (part of the run unmapped) is not an error for the same
+ * reason. The caller holds the table lock, so no wrapper changes the mappings meanwhile. */
+static int drop_run(uintptr_t start, size_t n) {
+  if (!lego_ranges_contains(start, n * LEGO_PAGE)) {
+    int status = 0;
+    for (size_t i = 0; i < n; i++) {
+      int err = lego_ranges_contains(start + i * LEGO_PAGE, LEGO_PAGE) ? drop_run(start + i * LEGO_PAGE, 1) : 0;
+      if (err && !status) status = err;
+    }
+    return status;
+  }
+  if (madvise((void*)start, n * LEGO_PAGE, MADV_DONTNEED) != 0 && errno != ENOMEM) return errno;
+  return 0;
+}
+
 static int drop_pages(const uint64_t* pages, uint32_t count) {
   int status = 0;
+  lego_ranges_lock();
   for (uint32_t i = 0; i < count;) {
     uint32_t j = i + 1;
     while (j < count && pages[j] == pages[j - 1] + LEGO_PAGE) j++; /* coalesce a run */
-    if (madvise((void*)(uintptr_t)pages[i], (j - i) * LEGO_PAGE, MADV_DONTNEED) != 0 && status == 0)
-      status = errno;
+    int err = drop_run((uintptr_t)pages[i], j - i);
+    if (err && !status) status = err;
     i = j;
   }
+  lego_ranges_unlock();
   return status;
 }
 

@@ -80,6 +80,7 @@ __attribute__((constructor(101))) static void lego_preload_init(void) {
   }
   if (strlen(path) >= sizeof pmon_path) lego_die("cannot reach the process monitor at %s: path too long", path);
   strcpy(pmon_path, path);
+  lego_log("pid %d: %zu anonymous ranges mapped before the constructor", (int)getpid(), lego_ranges_count());
   /* Registered before jemalloc's own handlers if possible, so that ours run after them in prepare: a thread
    * inside jemalloc may hold its locks while it maps through our wrapper. */
   pthread_atfork(atfork_prepare, atfork_parent, atfork_child);

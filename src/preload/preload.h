@@ -47,6 +47,7 @@ void lego_ranges_unlock(void);
 void lego_ranges_add(uintptr_t start, size_t len);     /* registers now if LIVE, else records */
 void lego_ranges_remove(uintptr_t start, size_t len);  /* forget [start, start+len) */
 bool lego_ranges_contains(uintptr_t start, size_t len); /* is the range inside one tracked range? */
+size_t lego_ranges_count(void);
 int lego_ranges_register_pending(void);                 /* register every recorded range; caller locks */
 
 /* uffd.c */

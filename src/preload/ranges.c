@@ -124,3 +124,5 @@ int lego_ranges_register_pending(void) {
   }
   return n;
 }
+
+size_t lego_ranges_count(void) { return count; }

@@ -115,4 +115,11 @@ struct ReleaseSpaceReq {
 };
 static_assert(sizeof(ReleaseSpaceReq) == 8);
 
+// kForkSpace request (X2G): the child's vRegions are assigned where the parent's are. Empty reply.
+struct ForkSpaceReq {
+  uint64_t parent;
+  uint64_t child;
+};
+static_assert(sizeof(ForkSpaceReq) == 16);
+
 }  // namespace lego::proto

@@ -64,4 +64,12 @@ struct FreedResp {
 };
 static_assert(sizeof(FreedResp) == 8);
 
+// kCopySpace request (fork): the mmon gives `child` every page of `parent`, sharing them copy-on-write.
+// Reply FreedResp (pages_freed = pages the child got). kAlreadyExists if the child has pages.
+struct CopySpaceReq {
+  uint64_t parent;
+  uint64_t child;
+};
+static_assert(sizeof(CopySpaceReq) == 16);
+
 }  // namespace lego::proto

@@ -26,6 +26,10 @@ std::string_view OpcodeName(uint16_t opcode) {
       return "x2g.heartbeat";
     case kDeregister:
       return "x2g.deregister";
+    case kForkSpace:
+      return "x2g.fork_space";
+    case kCopySpace:
+      return "p2m.copy_space";
     case kListMembers:
       return "c2g.list_members";
     case kWritePages:

@@ -49,6 +49,7 @@ enum Opcode : uint16_t {
   kDeregister = 0x0103,
   kAssignRegion = 0x0104,  // pmon: which mmon owns this vRegion (GMM)
   kReleaseSpace = 0x0105,  // pmon: the address space is gone; forget its vRegions
+  kForkSpace = 0x0106,     // pmon: a forked child's space starts with its parent's vRegion owners
   // C2G
   kListMembers = 0x0201,
   // P2M
@@ -56,6 +57,7 @@ enum Opcode : uint16_t {
   kReadPages = 0x0302,
   kFreeRange = 0x0303,
   kDestroySpace = 0x0304,
+  kCopySpace = 0x0305,  // copy-on-write fork of an address space
   // C2P: the CLI asking a process monitor
   kListProcesses = 0x0401,  // processes running under the pmon, with their memory statistics
 };
