@@ -38,7 +38,9 @@
 
 /* ---- per-process page map: open addressing, linear probing, backward-shift deletion ---- */
 
-enum { P_PRESENT = 1, P_INFLIGHT, P_EVICTED };
+/* P_GONE: unmapped while its DROP was in flight. Until the DROP_ACK, the helper might still drop whatever
+ * new page is mapped there, so a MISSING fault on it waits for the ACK. */
+enum { P_PRESENT = 1, P_INFLIGHT, P_EVICTED, P_GONE };
 
 struct page {
   uint64_t addr; /* 0 = empty slot */
@@ -90,11 +92,11 @@ static void map_erase(struct map* m, struct page* p) {
   if (p->state == P_PRESENT) m->present--;
   free(p->copy);
   size_t i = (size_t)(p - m->slots);
-  m->slots[i].addr = 0;
+  m->slots[i] = (struct page){0};
   m->used--;
   for (size_t j = (i + 1) & (m->cap - 1); m->slots[j].addr; j = (j + 1) & (m->cap - 1)) {
     struct page e = m->slots[j];
-    m->slots[j].addr = 0;
+    m->slots[j] = (struct page){0};
     *map_insert_raw(m, e.addr) = e;
     m->used--;
   }
@@ -107,11 +109,12 @@ static void map_clone(struct map* dst, const struct map* src) {
   dst->slots = calloc(dst->cap ? dst->cap : 1, sizeof *dst->slots);
   for (size_t i = 0; i < src->cap; i++) {
     dst->slots[i] = src->slots[i];
-    if (src->slots[i].copy) {
+    if (src->slots[i].addr && src->slots[i].copy) {
       dst->slots[i].copy = malloc(PAGE);
       memcpy(dst->slots[i].copy, src->slots[i].copy, PAGE);
       if (dst->slots[i].state == P_INFLIGHT) dst->slots[i].state = P_EVICTED;
     }
+    if (dst->slots[i].state == P_GONE) dst->slots[i].state = P_EVICTED; /* no copy: zeros */
   }
 }
 
@@ -122,6 +125,19 @@ static void map_free(struct map* m) {
 }
 
 /* ---- processes ---- */
+
+struct addrs {
+  uint64_t* v;
+  size_t n, cap;
+};
+
+static void addrs_push(struct addrs* a, uint64_t x) {
+  if (a->n == a->cap) {
+    a->cap = a->cap ? 2 * a->cap : 64;
+    a->v = realloc(a->v, a->cap * sizeof *a->v);
+  }
+  a->v[a->n++] = x;
+}
 
 struct proc {
   bool used;
@@ -135,10 +151,8 @@ struct proc {
   bool drop_inflight;
   uint64_t batch[LEGO_LOCAL_MAX_DROP];
   uint32_t batch_n;
-  uint64_t deferred[256]; /* WP faults waiting for the DROP_ACK */
-  size_t deferred_n;
-  uint64_t retry[256];    /* MISSING faults whose COPY said EAGAIN */
-  size_t retry_n;
+  struct addrs deferred; /* WP faults waiting for the DROP_ACK */
+  struct addrs retry;    /* MISSING faults to serve later (COPY said EAGAIN, or the page is P_GONE) */
   size_t scan;            /* eviction cursor in pages.slots */
   unsigned long zero, restored, evicted, drops, wpfaults, ranges;
 };
@@ -163,6 +177,8 @@ static void end_proc(struct proc* p) {
   if (p->sock >= 0) close(p->sock);
   if (p->uffd >= 0) close(p->uffd);
   map_free(&p->pages);
+  free(p->deferred.v);
+  free(p->retry.v);
   p->used = false;
 }
 
@@ -190,6 +206,7 @@ static void start_eviction(struct proc* p);
 /* MISSING: the kept copy if the page was evicted, else zeros. Returns false on EAGAIN (retry later). */
 static bool serve_missing(struct proc* p, uint64_t addr) {
   struct page* pg = map_find(&p->pages, addr);
+  if (pg && pg->state == P_GONE) return false; /* retried after the DROP_ACK */
   bool from_copy = pg && pg->copy;
   int err = uffd_copy(p, addr, from_copy ? pg->copy : zeros);
   if (err == EAGAIN) return false;
@@ -216,27 +233,40 @@ static void serve_wp(struct proc* p, uint64_t addr) {
   p->wpfaults++;
   struct page* pg = map_find(&p->pages, addr);
   if (pg && pg->state == P_INFLIGHT && p->drop_inflight) {
-    if (p->deferred_n < sizeof p->deferred / sizeof p->deferred[0]) {
-      p->deferred[p->deferred_n++] = addr;
-      return;
-    }
+    addrs_push(&p->deferred, addr);
+    return;
   }
   int err = uffd_wp(p, addr, false);
   if (err && err != ENOENT) fprintf(stderr, "fake_pmon: unprotect %#lx: %s\n", (unsigned long)addr, strerror(err));
+}
+
+/* Returns true if the page was erased (its slot may now hold another page). */
+static bool forget_page(struct proc* p, struct page* pg) {
+  if (pg->state == P_INFLIGHT && p->drop_inflight) {
+    free(pg->copy);
+    pg->copy = NULL;
+    pg->state = P_GONE;
+    return false;
+  }
+  if (pg->state == P_GONE) return false;
+  map_erase(&p->pages, pg);
+  return true;
 }
 
 static void forget_range(struct proc* p, uint64_t start, uint64_t end) {
   if ((end - start) / PAGE < p->pages.cap) {
     for (uint64_t a = start; a < end; a += PAGE) {
       struct page* pg = map_find(&p->pages, a);
-      if (pg) map_erase(&p->pages, pg);
+      if (pg) forget_page(p, pg);
     }
     return;
   }
   for (size_t i = 0; i < p->pages.cap;) {
     struct page* pg = &p->pages.slots[i];
-    if (pg->addr >= start && pg->addr < end) map_erase(&p->pages, pg); /* slot i refilled: recheck */
-    else i++;
+    if (pg->addr >= start && pg->addr < end && pg->state != P_GONE) {
+      if (forget_page(p, pg)) continue; /* slot i refilled: recheck */
+    }
+    i++;
   }
 }
 
@@ -260,7 +290,7 @@ static void read_uffd(struct proc* p) {
       if (m->event == UFFD_EVENT_PAGEFAULT) {
         uint64_t addr = m->arg.pagefault.address & ~(PAGE - 1);
         if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) serve_wp(p, addr);
-        else if (!serve_missing(p, addr) && p->retry_n < 256) p->retry[p->retry_n++] = addr;
+        else if (!serve_missing(p, addr)) addrs_push(&p->retry, addr);
       } else if (m->event == UFFD_EVENT_FORK) {
         on_fork(p, (int)m->arg.fork.ufd);
       } else if (m->event == UFFD_EVENT_UNMAP || m->event == UFFD_EVENT_REMOVE) {
@@ -271,10 +301,10 @@ static void read_uffd(struct proc* p) {
 }
 
 static void retry_faults(struct proc* p) {
-  size_t n = p->retry_n;
-  p->retry_n = 0;
+  size_t n = p->retry.n;
+  p->retry.n = 0;
   for (size_t i = 0; i < n; i++)
-    if (!serve_missing(p, p->retry[i])) p->retry[p->retry_n++] = p->retry[i];
+    if (!serve_missing(p, p->retry.v[i])) p->retry.v[p->retry.n++] = p->retry.v[i];
 }
 
 /* ---- eviction ---- */
@@ -345,10 +375,12 @@ static void on_drop_ack(struct proc* p, const struct lego_local_drop_ack* a) {
     if (pg && pg->state == P_INFLIGHT) {
       pg->state = P_EVICTED;
       p->evicted++;
+    } else if (pg && pg->state == P_GONE) {
+      map_erase(&p->pages, pg); /* a fault waiting in p->retry now gets zeros */
     }
   }
-  for (size_t i = 0; i < p->deferred_n; i++) uffd_wake(p, p->deferred[i]); /* they refault: MISSING */
-  p->deferred_n = 0;
+  for (size_t i = 0; i < p->deferred.n; i++) uffd_wake(p, p->deferred.v[i]); /* they refault: MISSING */
+  p->deferred.n = 0;
   if (p->pages.present > cap_pages) start_eviction(p);
 }
 
@@ -483,7 +515,7 @@ int main(int argc, char** argv) {
     owner[n++] = -1;
     for (int i = 0; i < MAX_PROCS; i++) {
       if (!procs[i].used) continue;
-      if (procs[i].retry_n) retrying = true;
+      if (procs[i].retry.n) retrying = true;
       fds[n] = (struct pollfd){.fd = procs[i].uffd, .events = POLLIN};
       owner[n++] = i;
       fds[n] = (struct pollfd){.fd = procs[i].sock, .events = POLLIN}; /* -1 is ignored by poll */
@@ -501,6 +533,6 @@ int main(int argc, char** argv) {
       else if (fds[k].fd == p->sock) read_sock(p);
     }
     for (int i = 0; i < MAX_PROCS; i++)
-      if (procs[i].used && procs[i].retry_n) retry_faults(&procs[i]);
+      if (procs[i].used && procs[i].retry.n) retry_faults(&procs[i]);
   }
 }

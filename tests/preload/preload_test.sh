@@ -2,7 +2,7 @@
 # Preload tests: runs a program under liblego_preload.so against tests/preload/fake_pmon, a real monitor
 # serving the program's real userfaultfd (no fakes of the kernel).
 #   preload_test.sh NAME LIB_DIR TEST_BIN_DIR
-# NAME: evict | python | fork | unreachable | inert
+# NAME: evict | python | fork | threads | unreachable | inert
 set -uo pipefail
 name=$1 libdir=$2 bindir=$3
 lib=$libdir/liblego_preload.so
@@ -67,6 +67,13 @@ fork)
   wait_exits 2
   grep -q "(fork child)" "$tmp/pmon.log" || fail "no fork child HELLO"
   (( $(stats_sum restored) > 0 )) || fail "nothing restored"
+  ;;
+threads)
+  start_pmon 256
+  out=$(under_lego "$bindir/threads_test") || fail "threads_test exited $?: $out"
+  [[ $out == ok ]] || fail "output: $out"
+  wait_exits 21
+  (( $(stats_sum evicted) > 0 )) || fail "nothing evicted"
   ;;
 unreachable)
   err=$(LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/nobody.sock timeout 20 /bin/true 2>&1)
