@@ -310,15 +310,9 @@ static void retry_faults(struct proc* p) {
 /* ---- eviction ---- */
 
 /* Is the page present in the process? (process_vm_readv of a missing page would wait for us: deadlock.) */
-static bool page_present(struct proc* p, uint64_t addr) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/pagemap", (int)p->pid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+static bool page_present(int pagemap, uint64_t addr) {
   uint64_t e = 0;
-  bool ok = pread(fd, &e, sizeof e, (off_t)(addr / PAGE * 8)) == sizeof e && (e >> 63);
-  close(fd);
-  return ok;
+  return pread(pagemap, &e, sizeof e, (off_t)(addr / PAGE * 8)) == sizeof e && (e >> 63);
 }
 
 static void send_drop(struct proc* p) {
@@ -340,13 +334,17 @@ static void send_drop(struct proc* p) {
 /* Write-protect, read and keep a batch of present pages, then ask the helper to drop them. */
 static void start_eviction(struct proc* p) {
   if (p->drop_inflight || p->sock < 0 || p->pid == 0 || !p->wp || p->pages.cap == 0) return;
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/pagemap", (int)p->pid);
+  int pagemap = open(path, O_RDONLY | O_CLOEXEC);
+  if (pagemap < 0) return;
   p->batch_n = 0;
   for (size_t seen = 0; seen < p->pages.cap && p->batch_n < LEGO_LOCAL_MAX_DROP; seen++) {
     p->scan = (p->scan + 1) & (p->pages.cap - 1);
     struct page* pg = &p->pages.slots[p->scan];
     if (!pg->addr || pg->state != P_PRESENT) continue;
     if (uffd_wp(p, pg->addr, true) != 0) continue;
-    if (!page_present(p, pg->addr)) { /* the program dropped it itself: it reads as zeros now */
+    if (!page_present(pagemap, pg->addr)) { /* the program dropped it itself: it reads as zeros now */
       uffd_wp(p, pg->addr, false);
       map_erase(&p->pages, pg);
       continue;
@@ -363,6 +361,7 @@ static void start_eviction(struct proc* p) {
     p->pages.present--;
     p->batch[p->batch_n++] = pg->addr;
   }
+  close(pagemap);
   if (p->batch_n) send_drop(p);
 }
 
