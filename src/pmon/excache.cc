@@ -36,7 +36,7 @@ void ExCache::Remove(ProcessSession* s) {
 // Eviction starts above the high watermark and frees a batch at a time: the gap below the cap is what
 // lets faults proceed without waiting while the evictor works.
 uint64_t ExCache::HighMark(uint64_t cap) {
-  const uint64_t gap = std::min<uint64_t>(cap / 4, 2 * kBatchPages);
+  const uint64_t gap = std::min<uint64_t>(cap / 4, 8 * kBatchPages);
   return cap - gap;
 }
 

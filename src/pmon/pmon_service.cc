@@ -285,7 +285,7 @@ void PmonService::SessionEnded(ProcessSession* s) {
   std::erase_if(pending_children_, [s](const PendingChild& p) { return p.child.get() == s || p.parent == s; });
   auto it = sessions_.find(s);
   if (it == sessions_.end()) return;
-  recent_.push_back(Record(*s));
+  recent_.push_back(Record(*s, true));
   if (recent_.size() > kRecentEnded) recent_.pop_front();
   ended_.push_back(std::move(it->second));  // destroyed on the listener thread, not on its own
   sessions_.erase(it);
@@ -294,7 +294,7 @@ void PmonService::SessionEnded(ProcessSession* s) {
 void PmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kListProcesses, [this](const msg::Incoming&, msg::Responder r) {
     std::vector<proto::ProcessRecord> out;
-    for (auto& s : Sessions()) out.push_back(Record(*s));
+    for (auto& s : Sessions()) out.push_back(Record(*s, false));
     {
       std::lock_guard lock(mu_);
       out.insert(out.end(), recent_.begin(), recent_.end());
@@ -303,13 +303,13 @@ void PmonService::InstallHandlers(msg::Messenger& messenger) {
   });
 }
 
-proto::ProcessRecord PmonService::Record(const ProcessSession& s) {
+proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended) {
   SessionInfo i = s.Info();
   const MemStats& st = s.stats();
   proto::ProcessRecord rec;
   auto& f = rec.fixed;
   f.pid = i.pid;
-  f.flags = s.ended() ? proto::kProcessEnded : 0;
+  f.flags = ended ? proto::kProcessEnded : 0;
   f.space = i.space;
   f.started_ms = i.started_ms;
   f.resident_pages = i.resident_pages;

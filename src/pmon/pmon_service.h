@@ -52,7 +52,7 @@ class PmonService {
   void AttachForkChild(int conn, const lego_local_hello& hello);
   void StartSession(const std::shared_ptr<ProcessSession>& s);
   std::vector<std::shared_ptr<ProcessSession>> Sessions() const;
-  static proto::ProcessRecord Record(const ProcessSession& s);
+  static proto::ProcessRecord Record(const ProcessSession& s, bool ended);
   static constexpr size_t kRecentEnded = 256;
 
   PmonOptions options_;

@@ -267,7 +267,9 @@ bool ProcessSession::ReserveOrOvercommit(size_t n) {
 }
 
 // First touch: no network trip. Zero-fill the run of never-touched pages around addr inside its aligned
-// block, write-protected (clean) except the faulting page when the fault is a write.
+// block. The fault's kind predicts the block's use: after a write fault the block goes in writable and
+// dirty (a program writes what it allocates; write-protecting it would cost one more fault per page),
+// after a read fault it goes in write-protected and clean.
 void ProcessSession::ZeroFill(uint64_t addr, bool write) {
   const uint64_t block = options_.zero_block_pages * kPage;
   uint64_t lo = addr, hi = addr + kPage;
@@ -278,15 +280,13 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
     while (hi < bhi && !pages_.count(hi / kPage)) hi += kPage;
   }
   size_t n = (hi - lo) / kPage;
-  if (n > 1 && !excache_.Reserve(*this, n, Millis(0))) {
-    lo = addr;  // no room for a block: one page, waiting for the evictor if need be
+  if (n > cap_pages_ / 4) {  // a tiny cap: one page at a time
+    lo = addr;
     hi = addr + kPage;
     n = 1;
-    ReserveOrOvercommit(1);
-  } else if (n == 1) {
-    ReserveOrOvercommit(1);
   }
-  int64_t rc = Copy(lo, zeros_.data(), hi - lo, true, false);
+  ReserveOrOvercommit(n);
+  int64_t rc = Copy(lo, zeros_.data(), hi - lo, !write, false);
   if (rc < 0 && n > 1) {
     // The block crosses the end of the registered range (ENOENT) or a page installed behind our back
     // (EEXIST): fall back to the faulting page alone.
@@ -294,16 +294,16 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
     lo = addr;
     hi = addr + kPage;
     n = 1;
-    rc = Copy(lo, zeros_.data(), kPage, true, false);
+    rc = Copy(lo, zeros_.data(), kPage, !write, false);
   } else if (rc > 0 && rc < static_cast<int64_t>(hi - lo)) {
     excache_.Release(*this, n - static_cast<size_t>(rc) / kPage);  // partial: keep what went in
     hi = lo + static_cast<uint64_t>(rc);
     n = (hi - lo) / kPage;
     if (addr >= hi) {  // the faulting page was not covered
       ReserveOrOvercommit(1);
-      if (Copy(addr, zeros_.data(), kPage, true, false) == static_cast<int64_t>(kPage)) {
+      if (Copy(addr, zeros_.data(), kPage, !write, false) == static_cast<int64_t>(kPage)) {
         std::lock_guard lock(mu_);
-        pages_[addr / kPage] = Page{State::kResident, false, false, true};
+        pages_[addr / kPage] = Page{State::kResident, write, false, !write};
         rset_.Insert(addr / kPage);
       } else {
         excache_.Release(*this, 1);
@@ -319,26 +319,17 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
   {
     std::lock_guard lock(mu_);
     for (uint64_t a = lo; a < hi; a += kPage) {
-      pages_[a / kPage] = Page{State::kResident, false, false, true};
+      pages_[a / kPage] = Page{State::kResident, write, false, !write};
       rset_.Insert(a / kPage);
     }
   }
   Count(&MemStats::zero_filled, n);
   Count(&MemStats::hits);
-  if (write && addr >= lo && addr < hi) {
-    {
-      std::lock_guard lock(mu_);
-      auto& p = pages_[addr / kPage];
-      p.dirty = true;
-      p.wp = false;
-    }
-    Protect(addr, kPage, false);  // un-write-protects and wakes
-  } else {
-    Wake(addr, kPage);
-  }
+  Wake(addr, kPage);
 }
 
-// A page that lives on a memory monitor: fetch it, with the prefetcher's proposals, in one request.
+// A page that lives on a memory monitor: fetch it, with the prefetcher's proposals, in one request. As for
+// zero fill, the fault's kind predicts the window's: after a write fault it goes in writable and dirty.
 void ProcessSession::Fetch(uint64_t addr, bool write) {
   const uint64_t pg = addr / kPage;
   std::vector<uint64_t> vaddrs{addr};
@@ -351,14 +342,9 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
       vaddrs.push_back(p * kPage);
     }
   }
+  if (vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4)) vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
   size_t n = vaddrs.size();
-  if (n > 1 && !excache_.Reserve(*this, n, Millis(0))) {
-    vaddrs.resize(1);  // no room to prefetch now: fetch the one page, waiting for room if need be
-    n = 1;
-    ReserveOrOvercommit(1);
-  } else if (n == 1) {
-    ReserveOrOvercommit(1);
-  }
+  ReserveOrOvercommit(n);
   std::vector<uint8_t> present(n);
   Status st = memory_.Read(space_, vaddrs, present.data(), fetch_buf_.data());
   if (!st.ok()) {
@@ -371,8 +357,7 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   for (size_t i = n; i-- > 0;) {
     const bool fault_page = i == 0;
     const void* src = present[i] ? fetch_buf_.data() + i * kPage : zeros_.data();
-    const bool wp = !(fault_page && write);
-    int64_t rc = Copy(vaddrs[i], src, kPage, wp, fault_page);
+    int64_t rc = Copy(vaddrs[i], src, kPage, !write, fault_page);
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;
     if (fault_page && rc == -EEXIST) Wake(addr, kPage);
@@ -385,8 +370,7 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
       if (!ok[i]) continue;
       auto it = pages_.find(vaddrs[i] / kPage);
       if (it == pages_.end()) continue;  // unmapped meanwhile
-      const bool dirty = i == 0 && write;
-      it->second = Page{State::kResident, dirty, true, !dirty};
+      it->second = Page{State::kResident, write, true, !write};
       rset_.Insert(vaddrs[i] / kPage);
     }
     prefetcher_.Issued(n - 1);
