@@ -147,8 +147,12 @@ bool DaemonAlive(const DaemonRecord& d) {
   std::error_code ec;
   auto exe = fs::read_symlink(fmt::format("/proc/{}/exe", d.pid), ec);
   if (ec) return true;  // cannot tell (permissions): assume it is ours
+  // A binary rebuilt or upgraded while the daemon runs shows as "NAME (deleted)": still ours.
+  std::string name = exe.filename().string();
+  if (const std::string del = " (deleted)"; name.size() > del.size() && name.ends_with(del))
+    name.resize(name.size() - del.size());
   // Between fork and exec the child still runs the lego binary.
-  return exe.filename() == fs::path(d.binary).filename() || exe.filename() == "lego";
+  return name == fs::path(d.binary).filename().string() || name == "lego";
 }
 
 int Up(const UpOptions& o) {

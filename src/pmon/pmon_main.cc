@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "daemon/daemon.h"
@@ -35,8 +36,14 @@ int main(int argc, char** argv) {
     service->InstallHandlers(ctx.messenger);
     Metrics* metrics = &ctx.metrics;
     ctx.messenger.SetStatsProvider([metrics, s = service.get()] {
-      auto v = metrics->Snapshot();
-      for (auto& e : s->ExtraStats()) v.push_back(e);
+      // The registry holds last second's copy of the memory statistics: replace it with the live values.
+      auto live = s->ExtraStats();
+      std::set<std::string> names;
+      for (auto& e : live) names.insert(e.name);
+      std::vector<proto::StatsEntry> v;
+      for (auto& e : metrics->Snapshot())
+        if (!names.count(e.name)) v.push_back(std::move(e));
+      v.insert(v.end(), live.begin(), live.end());
       return v;
     });
     return service->Start();

@@ -258,7 +258,10 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
 }
 
 bool ProcessSession::ReserveOrOvercommit(size_t n) {
-  if (excache_.Reserve(*this, n, kRoomWait)) return true;
+  const uint64_t t0 = NowNs();
+  const bool ok = excache_.Reserve(*this, n, kRoomWait);
+  Count(&MemStats::room_wait_ns, NowNs() - t0);
+  if (ok) return true;
   excache_.Overcommit(*this, n);
   Count(&MemStats::overcommit_pages, n);
   LEGO_LOG_RATELIMITED("excache_overcommit pid={} pages={} (eviction stalled: memory monitors full or slow?)",
@@ -444,6 +447,15 @@ void ProcessSession::Teardown() {
 size_t ProcessSession::EvictBatch(size_t max_pages) {
   std::lock_guard evict(evict_mu_);
   if (!can_evict()) return 0;
+  const uint64_t t0 = NowNs();
+  struct Timer {
+    ProcessSession* s;
+    uint64_t t0;
+    ~Timer() {
+      s->Count(&MemStats::evict_batches);
+      s->Count(&MemStats::evict_ns, NowNs() - t0);
+    }
+  } timer{this, t0};
   const int sock = sock_.load();
   const pid_t pid = pid_.load();
   std::vector<uint64_t> victims, rearm, dirty, dirty_unprotected;
