@@ -63,6 +63,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   mo.kind = defaults.kind;
   mo.metrics = &metrics;
   mo.ucx_transports = config.ucx_transports;
+  if (const char* s = getenv("LEGO_SPIN_US")) mo.spin_us = atoi(s);  // tuning experiments
   auto messenger = msg::Messenger::Create(mo);
   if (!messenger.ok()) return fail(messenger.status());
   msg::Messenger& m = *messenger.value();

@@ -32,6 +32,8 @@ int main(int argc, char** argv) {
     if (!policy.ok()) return policy.status();
     o.session.policy = *policy;
     o.session.prefetch = ctx.config.prefetch;
+    if (const char* s = getenv("LEGO_FAULT_SPIN_US")) o.session.spin_us = static_cast<uint32_t>(atoi(s));
+    if (const char* s = getenv("LEGO_FOLLOW_CPU")) o.session.follow_cpu = atoi(s) != 0;
     service = std::make_unique<pmon::PmonService>(o, ctx.messenger, ctx.metrics);
     service->InstallHandlers(ctx.messenger);
     Metrics* metrics = &ctx.metrics;

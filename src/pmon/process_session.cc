@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -191,6 +192,7 @@ void ProcessSession::FaultLoop() {
 void ProcessSession::HandleMessage(const uffd_msg& m) {
   switch (m.event) {
     case UFFD_EVENT_PAGEFAULT: {
+      if (options_.follow_cpu) FollowCpu(m.arg.pagefault.feat.ptid);
       const uint64_t t0 = NowNs();
       HandleFault(m.arg.pagefault.address & ~(kPage - 1), m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE,
                   m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP);
@@ -212,6 +214,34 @@ void ProcessSession::HandleMessage(const uffd_msg& m) {
     default:
       LEGO_LOG_DEBUG("uffd_event_ignored pid={} event={}", pid_.load(), m.event);
   }
+}
+
+// Runs the fault thread on the CPU of the thread that faults: a fault resolved on the faulting CPU costs
+// a quarter of one resolved across CPUs (decision 005: 8.7 against 35 us here), because both wake-ups stay
+// local. The faulting thread's CPU is read from /proc every 32 faults or when another thread faults.
+void ProcessSession::FollowCpu(uint32_t tid) {
+  if (tid == 0 || (tid == last_tid_ && ++follow_count_ % 32 != 0)) return;
+  last_tid_ = tid;
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%u/stat", tid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return;
+  buf[n] = 0;
+  const char* p = strrchr(buf, ')');
+  if (!p) return;
+  // Field 39 (processor); p points at the end of field 2.
+  int field = 2;
+  for (; *p && field < 39; ++p)
+    if (*p == ' ') ++field;
+  const int cpu = atoi(p);
+  if (cpu == current_cpu_) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) == 0) current_cpu_ = cpu;
 }
 
 void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {

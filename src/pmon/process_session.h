@@ -35,7 +35,8 @@ struct SessionOptions {
   EvictionPolicy policy = EvictionPolicy::kFifo;
   bool prefetch = true;
   uint32_t zero_block_pages = 64;  // first-touch zero fill granularity (256 KiB)
-  uint32_t spin_us = 50;           // keep polling the uffd this long after a fault before sleeping
+  uint32_t spin_us = 0;            // keep polling the uffd this long after a fault before sleeping
+  bool follow_cpu = true;          // run the fault thread on the faulting thread's CPU
 };
 
 struct SessionInfo {
@@ -96,6 +97,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   void FaultLoop();
   void HandleMessage(const uffd_msg& m);
   void HandleFault(uint64_t addr, bool write, bool wp);
+  void FollowCpu(uint32_t tid);
   void ZeroFill(uint64_t addr, bool write);
   void Fetch(uint64_t addr, bool write);
   void HandleUnmap(uint64_t start, uint64_t end);
@@ -129,7 +131,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::atomic<bool> ended_{false};
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> remote_{0};
-  uint64_t attach_deadline_ms_ = 0;  // a fork child that has not said HELLO by then is given up
+  uint64_t attach_deadline_ms_ = 0;
+  uint32_t last_tid_ = 0, follow_count_ = 0;  // fault thread only
+  int current_cpu_ = -1;  // a fork child that has not said HELLO by then is given up
 
   mutable std::mutex mu_;  // pages_, resident set, prefetcher, parked_
   std::unordered_map<uint64_t, Page> pages_;  // by page number (vaddr >> 12)

@@ -34,14 +34,14 @@ static int api(int fd, uint64_t features) {
 
 /* EVENT_FORK needs CAP_SYS_PTRACE: without it, UFFDIO_API fails and the fd is spent, so start over. */
 int lego_uffd_create(uint64_t* features_out) {
-  uint64_t want = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_UNMAP;
+  uint64_t want = UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID;
   int fd = open_uffd();
   if (fd < 0) return fd;
   int err = api(fd, want);
   if (err != 0) {
     lego_log("UFFDIO_API with EVENT_FORK: %s; retrying without (fork() unsupported)", strerror(err));
     close(fd);
-    want = UFFD_FEATURE_EVENT_UNMAP;
+    want = UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_THREAD_ID;
     fd = open_uffd();
     if (fd < 0) return fd;
     err = api(fd, want);
