@@ -288,6 +288,12 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
 }
 
 bool ProcessSession::ReserveOrOvercommit(size_t n) {
+  if (remote_full_.load(std::memory_order_relaxed)) {
+    // Eviction cannot write back: waiting would only stall the program.
+    excache_.Overcommit(*this, n);
+    Count(&MemStats::overcommit_pages, n);
+    return false;
+  }
   const uint64_t t0 = NowNs();
   const bool ok = excache_.Reserve(*this, n, kRoomWait);
   Count(&MemStats::room_wait_ns, NowNs() - t0);
@@ -474,9 +480,29 @@ void ProcessSession::Teardown() {
 
 // ---- eviction (the ExCache's evictor thread) --------------------------------------------------------------
 
+// Remote memory full: the program's new allocations fail from now on (malloc NULL, mmap ENOMEM), while
+// what it has keeps working (past the ExCache budget, counted as overcommit). REQUIRES evict_mu_.
+void ProcessSession::SetRemoteFull(int sock, bool full) {
+  if (full) full_retry_ms_ = MonoMillis() + 1000;
+  if (remote_full_ == full) return;
+  remote_full_ = full;
+  if (full)
+    LEGO_LOG_WARN("remote_memory_full pid={} comm={}: its new allocations fail until memory monitors have room",
+                  pid_.load(), comm_);
+  else
+    LEGO_LOG_INFO("remote_memory_available pid={} comm={}", pid_.load(), comm_);
+  uint8_t buf[sizeof(lego_local_hdr) + sizeof(lego_local_remote_full)];
+  lego_local_hdr h{LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_REMOTE_FULL};
+  lego_local_remote_full f{full ? 1 : 0, 0};
+  std::memcpy(buf, &h, sizeof h);
+  std::memcpy(buf + sizeof h, &f, sizeof f);
+  (void)send(sock, buf, sizeof buf, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 size_t ProcessSession::EvictBatch(size_t max_pages) {
   std::lock_guard evict(evict_mu_);
   if (!can_evict()) return 0;
+  if (remote_full_ && MonoMillis() < full_retry_ms_) return 0;  // memory monitors full: retry once a second
   const uint64_t t0 = NowNs();
   struct Timer {
     ProcessSession* s;
@@ -542,8 +568,10 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
     if (!st.ok()) {
       ok = false;
       LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_.load(), vaddrs.size(), st.ToString());
+      if (st.code() == StatusCode::kOutOfMemory) SetRemoteFull(sock, true);
     } else {
       written = std::move(vaddrs);
+      if (remote_full_) SetRemoteFull(sock, false);
     }
   }
   // 3. Ask the program's helper thread to drop them.

@@ -143,6 +143,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
 
   std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_
   uint64_t drop_seq_ = 0;
+  std::atomic<bool> remote_full_{false};  // told the program that new allocations must fail
+  uint64_t full_retry_ms_ = 0;            // while full, try a write-back again from then
+  void SetRemoteFull(int sock, bool full);
   std::vector<uint8_t> evict_buf_;
   std::vector<uint8_t> fetch_buf_;
   std::vector<uint8_t> zeros_;

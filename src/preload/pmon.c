@@ -201,6 +201,8 @@ static void handle_drop(const char* buf, size_t n) {
   if (send(lego_sock, &ack, sizeof ack, MSG_NOSIGNAL) < 0) lego_log("DROP_ACK: %s", strerror(errno));
 }
 
+volatile int lego_remote_full = 0;
+
 static _Noreturn void lost_pmon(void) {
   lego_say("lost the process monitor; this process's memory is unreachable");
   kill(getpid(), SIGKILL);
@@ -218,9 +220,14 @@ static void* helper(void* arg) {
       lego_log("helper: malformed packet of %zd bytes", n);
       continue;
     }
-    if (h->type == LEGO_LOCAL_DROP)
+    if (h->type == LEGO_LOCAL_DROP) {
       handle_drop(buf, (size_t)n);
-    else
+    } else if (h->type == LEGO_LOCAL_REMOTE_FULL && (size_t)n >= sizeof *h + sizeof(struct lego_local_remote_full)) {
+      struct lego_local_remote_full f;
+      memcpy(&f, buf + sizeof *h, sizeof f);
+      lego_remote_full = f.full != 0;
+      lego_log("remote memory %s", f.full ? "full: new allocations fail" : "has room again");
+    } else
       lego_log("helper: ignoring message type %u", h->type);
   }
   return NULL;

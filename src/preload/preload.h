@@ -30,6 +30,7 @@ extern int lego_uffd;       /* the userfaultfd ranges are registered on, -1 if n
 extern int lego_sock;       /* the connection to the pmon, -1 if none */
 extern bool lego_wp_mode;   /* UFFDIO_REGISTER_MODE_WP accepted */
 extern bool lego_debug;     /* LEGO_PRELOAD_DEBUG=1 */
+extern volatile int lego_remote_full; /* the pmon said remote memory is full: new allocations fail */
 
 /* log.c: diagnostics through write(2), no stdio. */
 void lego_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));   /* only if lego_debug */

@@ -43,6 +43,7 @@ static void* take(uintptr_t off_wanted, size_t size, size_t align) {
 
 static void* h_alloc(extent_hooks_t* h, void* new_addr, size_t size, size_t align, bool* zero, bool* commit,
                      unsigned arena) {
+  if (lego_remote_full) return NULL; /* no room on the memory monitors: malloc returns NULL */
   if (align < LEGO_PAGE) align = LEGO_PAGE;
   uintptr_t want = 0;
   if (new_addr) { /* only an extension at the bump pointer can be honoured */

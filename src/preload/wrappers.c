@@ -27,6 +27,10 @@ static bool capturable(int flags) {
 
 EXPORT void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
   if (!active()) return lego_raw_mmap(addr, len, prot, flags, fd, off);
+  if (lego_remote_full && capturable(flags) && !(flags & MAP_FIXED)) {
+    errno = ENOMEM; /* no room on the memory monitors */
+    return MAP_FAILED;
+  }
   lego_ranges_lock();
   void* p = lego_raw_mmap(addr, len, prot, flags, fd, off);
   if (p != MAP_FAILED) {

@@ -40,6 +40,10 @@ enum lego_local_type {
   /* program -> pmon: a range was registered with the uffd (informational; lets the pmon zero-fill in
    * blocks without crossing a range's end). */
   LEGO_LOCAL_RANGE_ADDED = 5,
+  /* pmon -> program's helper thread: the memory monitors have no room for this process's memory (full = 1),
+   * or have room again (full = 0). While full, new allocations fail: malloc returns NULL and anonymous mmap
+   * ENOMEM, as a program expects when memory runs out. Pages already allocated keep working. */
+  LEGO_LOCAL_REMOTE_FULL = 6,
 };
 
 struct lego_local_hdr {
@@ -87,6 +91,11 @@ struct lego_local_range {
   uint64_t length;
 };
 
+struct lego_local_remote_full {
+  int32_t full;
+  uint32_t reserved;
+};
+
 #ifdef __cplusplus
 static_assert(sizeof(struct lego_local_hdr) == 8, "layout");
 static_assert(sizeof(struct lego_local_hello) == 144, "layout");
@@ -94,6 +103,7 @@ static_assert(sizeof(struct lego_local_hello_ack) == 8, "layout");
 static_assert(sizeof(struct lego_local_drop) == 16, "layout");
 static_assert(sizeof(struct lego_local_drop_ack) == 16, "layout");
 static_assert(sizeof(struct lego_local_range) == 16, "layout");
+static_assert(sizeof(struct lego_local_remote_full) == 8, "layout");
 #else
 _Static_assert(sizeof(struct lego_local_hdr) == 8, "layout");
 _Static_assert(sizeof(struct lego_local_hello) == 144, "layout");
