@@ -6,7 +6,8 @@
 #     ExCache of 1/8 of its region, over shared memory and over TCP; p50/p99 per fault from the program's
 #     side (clock_gettime around each access; accesses > 1 us count as faults). Floors measured in the same
 #     run: bench/uffd_floor (a raw userfaultfd fault resolved by UFFDIO_COPY from a thread of the same process:
-#     p50 per fault, threads unpinned and both pinned to one CPU) and ucx_perftest ucp_am_lat 4096 (one-way,
+#     p50 per fault, threads unpinned and both pinned to one CPU), bench/dontneed_cost (what dropping an
+#     evicted page costs) and ucx_perftest ucp_am_lat 4096 (one-way,
 #     doubled: a raw UCX 4 KB round trip). floor = min(uffd unpinned, uffd same-CPU) + UCX round trip.
 #  2. Sequential scan of a region 4x the ExCache over shared memory: bench/seq_scan, GB/s with prefetch
 #     (also over TCP and all-local, for reference).
@@ -55,7 +56,8 @@ while [[ $# -gt 0 ]]; do
 done
 : "${BUILD:=$REPO/build}"
 LEGO="$BUILD/src/lego"
-for b in "$LEGO" "$BUILD/bench/fault_lat" "$BUILD/bench/seq_scan" "$BUILD/bench/workload" "$BUILD/bench/uffd_floor"; do
+for b in "$LEGO" "$BUILD/bench/fault_lat" "$BUILD/bench/seq_scan" "$BUILD/bench/workload" "$BUILD/bench/uffd_floor" \
+         "$BUILD/bench/dontneed_cost"; do
   if [[ ! -x "$b" ]]; then
     echo "run_memory_bench.sh: $b not found; build it (cmake --build $BUILD) or pass --build-dir" >&2
     exit 2
@@ -67,6 +69,7 @@ done
 
 if [[ $QUICK -eq 1 ]]; then
   : "${REPEAT:=1}"
+  FL_REPEAT=$REPEAT
   FL_MB=64; FL_EXC_MB=8        # section 1: region, ExCache (1/8)
   SC_EXC_MB=16                 # section 2: ExCache; region = 4x
   WS_MB=64; WS_PASSES=2        # section 3: working set; local memory = 25%
@@ -75,6 +78,7 @@ if [[ $QUICK -eq 1 ]]; then
   SWAP_MB=512
 else
   : "${REPEAT:=3}"
+  FL_REPEAT=$((REPEAT < 5 ? 5 : REPEAT))   # the fault latency is bimodal here: more runs for its median
   FL_MB=256; FL_EXC_MB=32
   SC_EXC_MB=64
   WS_MB=256; WS_PASSES=3
@@ -181,6 +185,8 @@ put() {
   local m
   m="$(median "$@")"
   R[$config.$metric]="$m"
+  R[$config.$metric.min]="$(printf '%s\n' "$@" | grep -v '^$' | sort -g | head -1)"
+  R[$config.$metric.max]="$(printf '%s\n' "$@" | grep -v '^$' | sort -g | tail -1)"
   CSV_ROWS+=("$section,$config,$metric,$m,$unit,$#")
 }
 
@@ -250,6 +256,21 @@ for mode in any same; do
   put floor "uffd_$mode" copy_p50_us us "${c[@]}"
   put floor "uffd_$mode" wake_p50_us us "${w[@]}"
 done
+
+# What dropping an evicted page costs the program's helper thread (MADV_DONTNEED), alone, with another thread
+# of the program running on the other CPU (TLB-shootdown IPI), and batched by process_madvise.
+if [[ $(nproc) -ge 2 ]]; then
+  a=(); b=(); c=()
+  for ((i = 0; i < REPEAT; i++)); do
+    local_run dontneed_cost "$WORK/dn" "$BUILD/bench/dontneed_cost" "$UF_MB" || break
+    a+=("$(div "$(kv alone_ns_per_page "$WORK/dn")" 1000 %.2f)")
+    b+=("$(div "$(kv other_cpu_busy_ns_per_page "$WORK/dn")" 1000 %.2f)")
+    c+=("$(div "$(kv process_madvise256_ns_per_page "$WORK/dn")" 1000 %.2f)")
+  done
+  put floor dontneed alone_us us "${a[@]}"
+  put floor dontneed ipi_us us "${b[@]}"
+  put floor dontneed batched_us us "${c[@]}"
+fi
 
 # run_perftest TLS SIZE ITERS: sets P_LAT (one-way latency, us; ucx_perftest's typical value); non-zero on
 # failure. As in run_rpc_bench.sh.
@@ -353,7 +374,7 @@ for transport in shm tcp; do
   cluster_up "$transport" || continue
   # Section 1: fault latency.
   p50=(); p99=(); nf=(); svc=(); room=(); evict=(); wall=()
-  for ((i = 0; i < REPEAT; i++)); do
+  for ((i = 0; i < FL_REPEAT; i++)); do
     lego_run fault_lat "$FL_EXC_MB" "$WORK/fl" "${FL_CMD[@]}" || break
     p50+=("$(div "$(kv fault_p50_ns "$WORK/fl")" 1000 %.2f)")
     p99+=("$(div "$(kv fault_p99_ns "$WORK/fl")" 1000 %.2f)")
@@ -473,14 +494,15 @@ echo "fault_lat ${FL_MB} MB, --excache ${FL_EXC_MB}M; program-side latency of ac
 echo "Floors: raw userfaultfd fault (uffd_floor ${UF_MB} MB, p50; unpinned ${R[uffd_any.fault_p50_us]:--} us, same CPU ${R[uffd_same.fault_p50_us]:--} us; the lower is used)"
 echo "+ raw UCX 4 KB round trip (ucp_am_lat 4096, one-way x 2)."
 echo
-echo "| transport | Lego p50 (us) | Lego p99 (us) | faults | target | uffd floor (us) | UCX 4K RTT (us) | floor (us) | Lego / floor | pmon service p50 (us) | room wait / fault (us) | evict / page (us) |"
-echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+echo "| transport | Lego p50 (us) | p50 range of runs | Lego p99 (us) | faults | target | uffd floor (us) | UCX 4K RTT (us) | floor (us) | Lego / floor | pmon service p50 (us) | room wait / fault (us) | evict / page (us) |"
+echo "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 for transport in shm tcp; do
   target=10; [[ $transport == tcp ]] && target=25
   p="${R[lego_$transport.fault_p50_us]:-}"
   rtt="${R[ucx_$transport.rtt4k_us]:-}"
   floor="$(awk -v a="$UF_FLOOR" -v b="$rtt" 'BEGIN{if (a == "" || b == "") print ""; else printf "%.2f", a + b}')"
-  printf '| %s | %s | %s | %s | <= %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' "$transport" "$(fmtn "$p")" \
+  printf '| %s | %s | %s-%s | %s | %s | <= %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' "$transport" "$(fmtn "$p")" \
+    "$(fmtn "${R[lego_$transport.fault_p50_us.min]:-}")" "$(fmtn "${R[lego_$transport.fault_p50_us.max]:-}")" \
     "$(fmtn "${R[lego_$transport.fault_p99_us]:-}")" "${R[lego_$transport.faults]:--}" "$target" "$(met "$p" "$target" le)" \
     "$(fmtn "$UF_FLOOR" %.2f)" "$(fmtn "$rtt" %.2f)" "$(fmtn "$floor" %.2f)" "$(div "$p" "$floor")" \
     "$(fmtn "${R[lego_$transport.pmon_service_p50_us]:-}")" "$(fmtn "${R[lego_$transport.room_wait_per_fault_us]:-}" %.2f)" \
@@ -490,7 +512,12 @@ done
 echo
 echo "uffd floor breakdown (p50, handler side): UFFDIO_COPY ${R[uffd_any.copy_p50_us]:--} us unpinned / ${R[uffd_same.copy_p50_us]:--} us same CPU;"
 echo "UFFDIO_WAKE ${R[uffd_any.wake_p50_us]:--} us / ${R[uffd_same.wake_p50_us]:--} us."
-echo "pmon service p50 is the pmon's own per-process histogram (power-of-two buckets)."
+echo "Dropping an evicted page (helper thread's MADV_DONTNEED, per page): ${R[dontneed.alone_us]:--} us alone,"
+echo "${R[dontneed.ipi_us]:--} us with a program thread running on the other CPU (TLB-shootdown IPI),"
+echo "${R[dontneed.batched_us]:--} us batched 256 per process_madvise call."
+echo "Runs: $FL_REPEAT per transport (median shown). pmon service p50: the pmon's per-process histogram (power-of-two buckets);"
+echo "room wait / fault: fault time spent waiting for the evictor, averaged over all faults of the run;"
+echo "evict / page: evictor thread time per evicted page (write-protect, writeback, DROP round trip)."
 echo
 
 echo "### 2. Sequential scan, region 4x the ExCache (shared memory)"
