@@ -39,6 +39,8 @@ struct UpOptions {
   int timeout_s = 30;
   std::string log_level = "info";
   std::string transports;
+  std::string eviction = "fifo";  // pmon ExCache eviction policy
+  bool prefetch = true;
 };
 
 std::string DefaultStateDir();

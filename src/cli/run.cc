@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -263,6 +264,9 @@ int RunCommand(const RunOptions& o) {
     struct sigaction dfl{};
     dfl.sa_handler = SIG_DFL;
     for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaction(sig, &dfl, nullptr);
+    // The program lives as long as `lego run`: even a kill -9 of it takes the program along.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) _exit(127);  // lego run already died
     setenv("LD_PRELOAD", ld.c_str(), 1);
     setenv(LEGO_ENV_SOCKET, socket.c_str(), 1);
     setenv(LEGO_ENV_JOB, job.c_str(), 1);

@@ -253,16 +253,17 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
     return;
   }
   if (wp) {
-    // First write to a clean page: it is dirty from now on.
+    // First write to a clean page: it is dirty from now on. The flag and the protection change together
+    // under mu_ (the evictor relies on Page::wp being true to the page table).
     if (it != pages_.end() && it->second.state == State::kResident) {
       it->second.dirty = true;
       it->second.wp = false;
       rset_.Touch(pg);
     }
-    lock.unlock();
-    Count(&MemStats::hits);
     if (int rc = Protect(addr, kPage, false); rc < 0 && rc != -ENOENT)
       LEGO_LOG_RATELIMITED("unprotect_failed pid={} addr={:#x} err={}", pid_.load(), addr, strerror(-rc));
+    lock.unlock();
+    Count(&MemStats::hits);
     return;
   }
   if (it == pages_.end()) {
@@ -480,6 +481,19 @@ void ProcessSession::Teardown() {
 
 // ---- eviction (the ExCache's evictor thread) --------------------------------------------------------------
 
+// Write-protects sorted page numbers or addresses (unit: 1 or kPage), one ioctl per run of neighbours:
+// each ioctl costs a TLB shoot-down in the program.
+void ProcessSession::ProtectRuns(const std::vector<uint64_t>& sorted, uint64_t unit) {
+  size_t i = 0;
+  while (i < sorted.size()) {
+    size_t j = i + 1;
+    while (j < sorted.size() && sorted[j] == sorted[j - 1] + (unit == 1 ? 1 : kPage)) ++j;
+    const uint64_t start = unit == 1 ? sorted[i] * kPage : sorted[i];
+    Protect(start, (j - i) * kPage, true);
+    i = j;
+  }
+}
+
 // Remote memory full: the program's new allocations fail from now on (malloc NULL, mmap ENOMEM), while
 // what it has keeps working (past the ExCache budget, counted as overcommit). REQUIRES evict_mu_.
 void ProcessSession::SetRemoteFull(int sock, bool full) {
@@ -527,18 +541,21 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       if (p.dirty) {
         dirty.push_back(pg * kPage);
         if (!p.wp) dirty_unprotected.push_back(pg * kPage);
+        p.wp = true;
       }
     }
-  }
-  for (uint64_t pg : rearm) {
-    if (Protect(pg * kPage, kPage, true) == 0) {
-      std::lock_guard lock(mu_);
-      if (auto it = pages_.find(pg); it != pages_.end() && it->second.state == State::kResident) it->second.wp = true;
-    }
+    // Protection changes happen under mu_ with their flag, so Page::wp never lies to a racing fault.
+    // Address order: runs of neighbours take one ioctl (one TLB shoot-down in the program).
+    std::sort(rearm.begin(), rearm.end());
+    ProtectRuns(rearm, 1);
+    for (uint64_t pg : rearm) pages_[pg].wp = true;
+    // 1. Stop writes to dirty victims, so that what we read is what stays.
+    std::sort(dirty_unprotected.begin(), dirty_unprotected.end());
+    ProtectRuns(dirty_unprotected, kPage);
   }
   if (victims.empty()) return 0;
-  // 1. Stop writes to dirty victims, so that what we read is what stays.
-  for (uint64_t a : dirty_unprotected) Protect(a, kPage, true);
+  std::sort(victims.begin(), victims.end());  // runs of neighbours: one madvise each in the program
+  std::sort(dirty.begin(), dirty.end());
   // 2. Read them and write them back.
   bool ok = true;
   std::vector<uint64_t> written;

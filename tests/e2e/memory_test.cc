@@ -1,0 +1,285 @@
+// End-to-end tests of disaggregated memory: real programs under `lego run` against a real local cluster
+// (lego-gm, lego-pmon, two lego-mmon, lego-smon over UCX), their memory on the memory monitors through real
+// userfaultfd. Each program's output must be byte-identical to a local run, and the counters must show that
+// its memory went remote, came back, and was freed at exit.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace lego {
+namespace {
+
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::string Programs() { return test::BinDir() + "/../tests/programs"; }
+std::string Examples() { return std::string(LEGO_SOURCE_DIR) + "/examples"; }
+
+// The last JSON array printed on stderr by `lego run --stats-json`.
+json StatsOf(const std::string& err) {
+  auto start = err.rfind("\n[");
+  start = start == std::string::npos ? err.find('[') : start + 1;
+  if (start == std::string::npos) return json::array();
+  try {
+    return json::parse(err.substr(start));
+  } catch (...) {
+    return json::array();
+  }
+}
+
+uint64_t Sum(const json& procs, const char* key) {
+  uint64_t s = 0;
+  for (auto& p : procs) s += p.value(key, uint64_t{0});
+  return s;
+}
+
+class MemoryTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir();
+    auto up = Lego({"up", "--mmon-capacity", "1G", "--excache", "256M"});
+    ASSERT_EQ(up.exit_code, 0) << up.out << up.err;
+  }
+  static void TearDownTestSuite() {
+    Lego({"down", "--timeout", "10"});
+    delete dir_;
+  }
+  static test::RunResult Lego(std::vector<std::string> args, std::chrono::seconds timeout = 300s) {
+    return test::Run(test::BinDir() + "/lego", args, {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, timeout);
+  }
+  // Runs argv locally and under Lego with the given ExCache cap; expects the same stdout and exit 0 from
+  // both. Returns the per-process statistics of the Lego run.
+  static json RunBoth(const std::vector<std::string>& argv, const std::string& excache) {
+    auto local = test::Run(argv[0], {argv.begin() + 1, argv.end()}, {}, 300s);
+    EXPECT_EQ(local.exit_code, 0) << local.err;
+    std::vector<std::string> args{"run", "--excache", excache, "--stats-json", "--"};
+    args.insert(args.end(), argv.begin(), argv.end());
+    auto lego = Lego(args);
+    EXPECT_EQ(lego.exit_code, 0) << lego.err.substr(0, 4000);
+    EXPECT_EQ(lego.out, local.out) << "output under Lego differs from the local run";
+    EXPECT_FALSE(local.out.empty());
+    return StatsOf(lego.err);
+  }
+  static uint64_t MmonUsedBytes() {
+    auto r = Lego({"status", "--json"});
+    uint64_t used = 0;
+    for (auto& c : json::parse(r.out))
+      if (c["kind"] == "mmon") used += c["used_bytes"].get<uint64_t>();
+    return used;
+  }
+  // Remote memory went out and came back, and all of it was freed at exit.
+  static void ExpectRemoteRoundTrip(const json& stats) {
+    ASSERT_FALSE(stats.empty()) << "no statistics";
+    EXPECT_GT(Sum(stats, "writeback_bytes"), 0u) << stats.dump();
+    EXPECT_GT(Sum(stats, "excache_misses"), 0u) << stats.dump();
+    EXPECT_GT(Sum(stats, "remote_freed_pages"), 0u) << stats.dump();
+    // Every mmon is empty again once the job is gone (heartbeats carry used bytes: wait for one).
+    EXPECT_TRUE(test::WaitFor([] { return MmonUsedBytes() == 0; }, 5s)) << MmonUsedBytes() << " bytes left";
+  }
+
+  static test::TempDir* dir_;
+};
+test::TempDir* MemoryTest::dir_ = nullptr;
+
+TEST_F(MemoryTest, PythonScriptSortingObjectsMatchesLocalRun) {
+  // About 90 MB of Python objects through a 24 MB ExCache.
+  auto stats = RunBoth({"/usr/bin/python3", Examples() + "/sort_records.py", "80000"}, "24M");
+  ExpectRemoteRoundTrip(stats);
+}
+
+TEST_F(MemoryTest, GnuSortWithLargeBufferMatchesLocalRun) {
+  // A 40 MB file, sorted with a 200 MB buffer through a 12 MB ExCache.
+  std::string file = dir_->path() + "/numbers.txt";
+  {
+    std::ofstream f(file);
+    uint64_t x = 42;
+    for (int i = 0; i < 2500000; ++i) {
+      x = x * 6364136223846793005ull + 1442695040888963407ull;
+      f << (x >> 24) << "\n";
+    }
+  }
+  ASSERT_GT(fs::file_size(file), 30u << 20);
+  auto stats = RunBoth({"/usr/bin/sort", "-S", "200M", file}, "12M");
+  ExpectRemoteRoundTrip(stats);
+}
+
+TEST_F(MemoryTest, MultiThreadedContainersMatchLocalRun) {
+  auto stats = RunBoth({Programs() + "/mt_containers", "4", "60000"}, "16M");
+  ExpectRemoteRoundTrip(stats);
+}
+
+TEST_F(MemoryTest, ForkedChildrenWriteTheirMemory) {
+  auto stats = RunBoth({Programs() + "/fork_writer", "48", "3"}, "16M");
+  EXPECT_GE(stats.size(), 4u) << "the three children run under Lego too: " << stats.dump();
+  ExpectRemoteRoundTrip(stats);
+}
+
+TEST_F(MemoryTest, SequentialAndRandomWorkingSetsMatchLocalRun) {
+  auto seq = RunBoth({Programs() + "/working_set", "96", "3", "seq"}, "16M");
+  ExpectRemoteRoundTrip(seq);
+  EXPECT_GT(Sum(seq, "prefetch_issued_pages"), 0u) << "a sequential scan should be prefetched";
+  auto rnd = RunBoth({Programs() + "/working_set", "64", "2", "random"}, "16M");
+  ExpectRemoteRoundTrip(rnd);
+  EXPECT_GT(Sum(rnd, "evicted_clean_pages") + Sum(rnd, "evicted_dirty_pages"), 0u);
+}
+
+TEST_F(MemoryTest, ExecPosixSpawnAndSystemChildrenRunUnderLego) {
+  // bash forks and execs; system() and posix_spawn use vfork-style clones: every child must say HELLO.
+  auto r = Lego({"run", "--stats-json", "--", "/bin/bash", "-c",
+                 "x=$(/usr/bin/python3 -c 'import os; print(os.system(\"exit 3\") >> 8)'); echo $x; "
+                 "/usr/bin/env true && echo done"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "3\ndone\n");
+  auto stats = StatsOf(r.err);
+  std::set<std::string> comms;
+  for (auto& p : stats) comms.insert(p["comm"].get<std::string>());
+  EXPECT_TRUE(comms.count("python3")) << stats.dump();
+  EXPECT_TRUE(comms.count("env")) << stats.dump();
+}
+
+TEST_F(MemoryTest, ExitStatusSignalsAndStdio) {
+  EXPECT_EQ(Lego({"run", "--", "/bin/sh", "-c", "exit 7"}).exit_code, 7);
+  auto killed = Lego({"run", "--", "/bin/sh", "-c", "kill -TERM $$"});
+  EXPECT_EQ(killed.exit_code, 128 + SIGTERM);
+  EXPECT_NE(killed.err.find("killed by signal 15"), std::string::npos) << killed.err;
+  auto piped = test::Run("/bin/sh",
+                         {"-c", "printf 'one\\ntwo\\n' | " + test::BinDir() + "/lego run -- /usr/bin/sort -r"},
+                         {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, 60s);
+  EXPECT_EQ(piped.exit_code, 0) << piped.err;
+  EXPECT_EQ(piped.out, "two\none\n");
+  auto err = Lego({"run", "--", "/bin/sh", "-c", "echo to-stderr >&2"});
+  EXPECT_NE(err.err.find("to-stderr"), std::string::npos);
+}
+
+TEST_F(MemoryTest, SignalToLegoRunReachesTheProgram) {
+  test::Process p(test::BinDir() + "/lego", {"--state-dir", dir_->path() + "/state", "run", "--", "/bin/sleep", "30"},
+                  dir_->path() + "/sleep.log");
+  ASSERT_TRUE(test::WaitFor([&] { return Lego({"ps", "--json"}).out.find("sleep") != std::string::npos; }, 10s));
+  p.Signal(SIGINT);
+  int st = p.Wait(10s);
+  ASSERT_NE(st, -1) << "lego run did not end after SIGINT";
+  EXPECT_EQ(WEXITSTATUS(st), 128 + SIGINT);
+}
+
+TEST_F(MemoryTest, PsListsRunningProcessesWithTheirPages) {
+  test::Process p(test::BinDir() + "/lego",
+                  {"--state-dir", dir_->path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
+                   "import time; x = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+                   "time.sleep(30)"},
+                  dir_->path() + "/ps.log");
+  json procs;
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        auto r = Lego({"ps", "--json"});
+        if (r.exit_code != 0) return false;
+        procs = json::parse(r.out);
+        for (auto& q : procs)
+          if (q["comm"] == "python3" && q["remote_pages"].get<uint64_t>() > 4096) return true;
+        return false;
+      },
+      20s))
+      << procs.dump();
+  for (auto& q : procs) {
+    if (q["comm"] != "python3") continue;
+    EXPECT_LE(q["resident_pages"].get<uint64_t>(), (8u << 20) / 4096 + 512);  // the cap (+ a batch)
+  }
+  auto table = Lego({"ps"});
+  EXPECT_NE(table.out.find("python3"), std::string::npos) << table.out;
+  auto top = Lego({"top", "-n", "1"});
+  EXPECT_EQ(top.exit_code, 0);
+  EXPECT_NE(top.out.find("python3"), std::string::npos) << top.out;
+  p.Kill9();  // kill -9 of `lego run` leaves the program; kill the program too
+  auto all = Lego({"ps", "--json"});
+  for (auto& q : json::parse(all.out))
+    if (q["comm"] == "python3") kill(q["pid"].get<int>(), SIGKILL);
+  EXPECT_TRUE(test::WaitFor([] { return MmonUsedBytes() == 0; }, 10s)) << "killed program's memory not freed";
+}
+
+TEST_F(MemoryTest, StaticBinaryIsRefused) {
+  auto r = Lego({"run", "--", Programs() + "/static_hello"});
+  EXPECT_EQ(r.exit_code, 127);
+  EXPECT_NE(r.err.find("statically linked"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "") << "a refused program must not run";
+}
+
+// The program's local memory is really bounded by a memory cgroup: under Lego a 1 GiB working set completes
+// inside a 320 MB limit; without Lego the same program is OOM-killed under the same limit.
+class CgroupTest : public MemoryTest {
+ protected:
+  void SetUp() override {
+    std::ifstream swaps("/proc/swaps");
+    std::string line;
+    int lines = 0;
+    while (std::getline(swaps, line)) ++lines;
+    if (lines > 1) GTEST_SKIP() << "swap is on: the cgroup would swap instead of OOM-killing";
+    if (fs::exists("/sys/fs/cgroup/memory/memory.limit_in_bytes")) {
+      cg_ = "/sys/fs/cgroup/memory/lego-test-" + std::to_string(getpid());
+      limit_file_ = "memory.limit_in_bytes";
+    } else if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
+      std::ifstream c("/sys/fs/cgroup/cgroup.controllers");
+      std::string ctl((std::istreambuf_iterator<char>(c)), {});
+      if (ctl.find("memory") == std::string::npos) GTEST_SKIP() << "no memory controller (cgroup v2 without memory)";
+      cg_ = "/sys/fs/cgroup/lego-test-" + std::to_string(getpid());
+      limit_file_ = "memory.max";
+    } else {
+      GTEST_SKIP() << "no memory cgroup";
+    }
+    ASSERT_TRUE(fs::create_directory(cg_)) << cg_;
+    std::ofstream(cg_ + "/" + limit_file_) << (320 << 20);
+  }
+  void TearDown() override {
+    if (cg_.empty()) return;
+    std::ifstream procs(cg_ + "/cgroup.procs");
+    for (int pid; procs >> pid;) kill(pid, SIGKILL);
+    test::WaitFor([&] { return rmdir(cg_.c_str()) == 0; }, 5s);
+  }
+  test::RunResult InCgroup(const std::string& cmd) {
+    return test::Run("/bin/sh", {"-c", "echo $$ > " + cg_ + "/cgroup.procs && exec " + cmd},
+                     {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, 600s);
+  }
+  std::string cg_, limit_file_;
+};
+
+TEST_F(CgroupTest, OneGiBWorkingSetRunsUnderLegoInA320MBCgroupAndIsOomKilledWithout) {
+  const std::string prog = Programs() + "/working_set 1024 2 seq";
+  auto lego = InCgroup(test::BinDir() + "/lego run --excache 128M --stats-json -- " + prog);
+  EXPECT_EQ(lego.exit_code, 0) << lego.err.substr(0, 2000);
+  EXPECT_NE(lego.out.find("working_set 1024 MB"), std::string::npos) << lego.out;
+  auto stats = StatsOf(lego.err);
+  EXPECT_GE(Sum(stats, "writeback_bytes"), 700ull << 20) << "most of the 1 GiB must have gone remote";
+  auto local = InCgroup(prog);
+  EXPECT_EQ(local.exit_code, 128 + SIGKILL) << "without Lego the 1 GiB program should be OOM-killed: " << local.out;
+}
+
+// A full memory monitor: the program's allocations fail (malloc returns NULL) instead of anything
+// crashing, and the cluster stays healthy.
+TEST(FullMemoryTest, MallocReturnsNullWhenMemoryMonitorsAreFullAndNoDaemonCrashes) {
+  test::TempDir dir;
+  auto lego = [&](std::vector<std::string> args) {
+    return test::Run(test::BinDir() + "/lego", args, {{"LEGO_STATE_DIR", dir.path() + "/state"}}, 300s);
+  };
+  auto up = lego({"up", "--mmons", "1", "--mmon-capacity", "64M", "--excache", "8M"});
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  auto r = lego({"run", "--", Programs() + "/alloc_until_fail", "512"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("malloc returned NULL after"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("all data intact"), std::string::npos) << r.out;
+  auto status = lego({"status"});
+  EXPECT_NE(status.out.find("4 members: 4 alive, 0 dead"), std::string::npos) << status.out;
+  // And the cluster works afterwards: the memory came back.
+  auto again = lego({"run", "--", Programs() + "/working_set", "32", "2"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  lego({"down"});
+}
+
+}  // namespace
+}  // namespace lego
