@@ -213,6 +213,7 @@ local_run() {
   fi
 }
 
+LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "## Lego memory benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r), $(git -C "$REPO" describe --always --dirty 2>/dev/null), repeat $REPEAT$([[ $QUICK -eq 1 ]] && echo ', quick'))"
 echo
 
@@ -550,6 +551,9 @@ for order in random seq; do
 done
 echo
 
+echo "Load average: $LOAD_START at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (2 CPUs: above ~1 the"
+echo "machine was shared with other work and latencies are inflated)."
+echo
 if [[ -n "$CSV_OUT" ]]; then
   { echo "section,config,metric,median,unit,runs"; printf '%s\n' "${CSV_ROWS[@]}"; } >"$CSV_OUT"
 fi
