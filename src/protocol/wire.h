@@ -58,8 +58,8 @@ enum Opcode : uint16_t {
   kFreeRange = 0x0303,
   kDestroySpace = 0x0304,
   kCopySpace = 0x0305,  // copy-on-write fork of an address space
-  // C2P: the CLI asking a process monitor
-  kListProcesses = 0x0401,  // processes running under the pmon, with their memory statistics
+  // C2P (0x07xx): the CLI asking a process monitor
+  kListProcesses = 0x0701,  // processes running under the pmon, with their memory statistics
 };
 
 std::string_view OpcodeName(uint16_t opcode);
