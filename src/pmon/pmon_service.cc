@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "protocol/c2p.h"
 #include "protocol/local.h"
+#include "protocol/local_codec.h"
 #include "protocol/wire.h"
 
 namespace lego::pmon {
@@ -165,31 +166,18 @@ void PmonService::Accept(int conn) {
     }
   }
   auto close_uffd = [&] { if (uffd >= 0) close(uffd); };
-  lego_local_hdr h;
-  lego_local_hello hello;
-  if (n < static_cast<ssize_t>(sizeof h + sizeof hello)) {
+  auto decoded = proto::DecodeLocalHello(std::span(buf, n > 0 ? static_cast<size_t>(n) : 0));
+  if (decoded.error) {
     close_uffd();
-    return refuse(EPROTO, fmt::format("short HELLO ({} bytes)", n));
+    return refuse(decoded.error, decoded.why);
   }
-  std::memcpy(&h, buf, sizeof h);
-  std::memcpy(&hello, buf + sizeof h, sizeof hello);
-  if (h.magic != LEGO_LOCAL_MAGIC || h.type != LEGO_LOCAL_HELLO) {
-    close_uffd();
-    return refuse(EPROTO, "not a Lego HELLO");
-  }
-  if (h.version != LEGO_LOCAL_VERSION) {
-    close_uffd();
-    return refuse(EPROTONOSUPPORT, fmt::format("preload speaks local protocol v{}, pmon v{}", h.version,
-                                               LEGO_LOCAL_VERSION));
-  }
+  lego_local_hello& hello = decoded.body;
   ucred cred{};
   socklen_t len = sizeof cred;
   if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != static_cast<pid_t>(hello.pid)) {
     close_uffd();
     return refuse(EPERM, fmt::format("HELLO claims pid {} but the peer is pid {}", hello.pid, cred.pid));
   }
-  hello.job[sizeof hello.job - 1] = 0;
-  hello.comm[sizeof hello.comm - 1] = 0;
   if (hello.flags & LEGO_HELLO_FORK_CHILD) {
     close_uffd();
     return AttachForkChild(conn, hello);

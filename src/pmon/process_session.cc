@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "pmon/excache.h"
 #include "protocol/local.h"
+#include "protocol/local_codec.h"
 
 namespace lego::pmon {
 namespace {
@@ -622,13 +623,9 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
           drop_err = r == 0 ? EPIPE : errno;
           break;
         }
-        lego_local_hdr ih;
-        lego_local_drop_ack ack;
-        if (static_cast<size_t>(r) < sizeof ih + sizeof ack) continue;
-        std::memcpy(&ih, in, sizeof ih);
-        std::memcpy(&ack, in + sizeof ih, sizeof ack);
-        if (ih.magic != LEGO_LOCAL_MAGIC || ih.type != LEGO_LOCAL_DROP_ACK || ack.seq != d.seq) continue;
-        drop_err = ack.status;
+        int32_t status = 0;
+        if (!proto::DecodeDropAck(std::span(in, static_cast<size_t>(r)), d.seq, &status)) continue;
+        drop_err = status;
         break;
       }
     }

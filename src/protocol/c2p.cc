@@ -19,7 +19,7 @@ Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> pa
   Reader r(payload, "c2p.list_processes reply");
   uint32_t n = 0;
   LEGO_RETURN_IF_ERROR(r.Get(&n, "count"));
-  if (n > kMaxProcesses || n > r.remaining() / (sizeof(ProcessFixed) + 8))
+  if (n > kMaxProcesses || n > r.remaining() / (sizeof(ProcessFixed) + 4))
     return Status(StatusCode::kBadMessage, fmt::format("c2p.list_processes reply: count {} too large", n));
   std::vector<ProcessRecord> out(n);
   for (auto& p : out) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,6 +25,8 @@
 #include "common/util.h"
 #include "protocol/any.h"
 #include "protocol/membership.h"
+#include "protocol/c2p.h"
+#include "protocol/local_codec.h"
 #include "protocol/p2m.h"
 #include "protocol/wire.h"
 
@@ -151,6 +154,25 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   (void)DecodeFixed<AssignRegionReq>(in, "x2g.assign_region");
   (void)DecodeFixed<FreeRangeReq>(in, "p2m.free_range");
   (void)DecodeFixed<DestroySpaceReq>(in, "p2m.destroy_space");
+  (void)DecodeFixed<CopySpaceReq>(in, "p2m.copy_space");
+  (void)DecodeFixed<ForkSpaceReq>(in, "x2g.fork_space");
+
+  auto procs = CheckCodec(in, "c2p.list_processes reply", DecodeProcessList, EncodeProcessList);
+  if (procs.ok()) {
+    if (procs->size() > kMaxProcesses) Fail("c2p.list_processes reply", "more than kMaxProcesses");
+    for (const auto& p : procs.value())
+      if (p.comm.size() > 256 || p.job.size() > 256) Fail("c2p.list_processes reply", "string over 256 accepted");
+  }
+
+  // The local HELLO (program -> pmon): strings always terminated, errors only with a reason.
+  auto hello = DecodeLocalHello(in);
+  if (hello.error == 0 && in.size() < sizeof(lego_local_hdr) + sizeof(lego_local_hello))
+    Fail("local.hello", "short packet accepted");
+  if (hello.error != 0 && hello.why.empty()) Fail("local.hello", "refused without a reason");
+  if (std::strlen(hello.body.job) >= sizeof hello.body.job || std::strlen(hello.body.comm) >= sizeof hello.body.comm)
+    Fail("local.hello", "unterminated string");
+  int32_t ack_status;
+  (void)DecodeDropAck(in, 1, &ack_status);
 
   // The receiver's verdict on an AM header: the first byte picks the header length (so that short and long
   // headers are explored), the next 24 bytes are the header, the rest stands for the payload that arrived.

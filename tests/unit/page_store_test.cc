@@ -70,6 +70,47 @@ TEST(PageStore, FreeRangeHandlesHugeAndOverflowingRanges) {
   EXPECT_EQ(s->used_bytes(), 0u);
 }
 
+TEST(PageStore, ForkSharesFramesCopyOnWrite) {
+  auto s = PageStore::Create(4 * kPageSize).value();
+  auto a = Page(1), b = Page(2), c = Page(3);
+  PageStore::PageRef pages[] = {{0x1000, a}, {0x2000, b}};
+  ASSERT_TRUE(s->Write(1, pages).ok());
+  ASSERT_EQ(s->ForkSpace(1, 2).value(), 2u);
+  EXPECT_EQ(s->used_bytes(), 2 * kPageSize);  // shared, not copied
+  EXPECT_EQ(s->ForkSpace(1, 2).status().code(), StatusCode::kAlreadyExists);
+  // The child writes one page: it gets its own frame; the parent still reads its data.
+  PageStore::PageRef child_write[] = {{0x1000, c}};
+  ASSERT_TRUE(s->Write(2, child_write).ok());
+  EXPECT_EQ(s->used_bytes(), 3 * kPageSize);
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(s->Read(1, 0x1000, out.data()));
+  EXPECT_EQ(out, a);
+  ASSERT_TRUE(s->Read(2, 0x1000, out.data()));
+  EXPECT_EQ(out, c);
+  ASSERT_TRUE(s->Read(2, 0x2000, out.data()));
+  EXPECT_EQ(out, b);
+  // A shared frame survives the parent's exit and is freed with the last space.
+  EXPECT_EQ(s->DestroySpace(1), 2u);
+  EXPECT_EQ(s->used_bytes(), 2 * kPageSize);
+  ASSERT_TRUE(s->Read(2, 0x2000, out.data()));
+  EXPECT_EQ(out, b);
+  EXPECT_EQ(s->DestroySpace(2), 2u);
+  EXPECT_EQ(s->used_bytes(), 0u);
+}
+
+TEST(PageStore, WriteToSharedFrameNeedsRoom) {
+  auto s = PageStore::Create(2 * kPageSize).value();
+  auto a = Page(1), b = Page(2);
+  PageStore::PageRef pages[] = {{0x1000, a}, {0x2000, a}};
+  ASSERT_TRUE(s->Write(1, pages).ok());
+  ASSERT_TRUE(s->ForkSpace(1, 2).ok());
+  PageStore::PageRef w[] = {{0x1000, b}};
+  EXPECT_EQ(s->Write(2, w).code(), StatusCode::kOutOfMemory);  // copy-on-write needs a frame: none left
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(s->Read(2, 0x1000, out.data()));
+  EXPECT_EQ(out, a);  // nothing changed
+}
+
 TEST(PageStore, CapacityValidation) {
   EXPECT_EQ(PageStore::Create(100).status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(PageStore::Create(1ull << 30).ok());  // reserved, not touched
