@@ -259,6 +259,8 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
     if (it != pages_.end() && it->second.state == State::kResident) {
       it->second.dirty = true;
       it->second.wp = false;
+      if (it->second.prefetched) ++pf_written_;
+      it->second.prefetched = false;
       rset_.Touch(pg);
     }
     if (int rc = Protect(addr, kPage, false); rc < 0 && rc != -ENOENT)
@@ -370,12 +372,19 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
 }
 
 // A page that lives on a memory monitor: fetch it, with the prefetcher's proposals, in one request. As for
-// zero fill, the fault's kind predicts the window's: after a write fault it goes in writable and dirty.
+// zero fill, the fault's kind predicts the pages': after a write fault they go in writable and dirty, and so
+// they do after a read fault when most pages fetched on reads were written soon after (read-modify-write
+// patterns), which saves a write-protect fault per page.
 void ProcessSession::Fetch(uint64_t addr, bool write) {
   const uint64_t pg = addr / kPage;
   std::vector<uint64_t> vaddrs{addr};
+  bool writable = write;
   {
     std::lock_guard lock(mu_);
+    // Only write-protected windows show whether their pages get written; while windows go in writable,
+    // one in eight still goes in protected to keep measuring.
+    sample_ = !write && (++windows_ % 8 == 0 || pf_installed_ < 256 || pf_written_ * 2 < pf_installed_);
+    writable = write || !sample_;
     for (uint64_t p : prefetcher_.OnMiss(pg)) {
       if ((p * kPage) >> kRegionShift != addr >> kRegionShift) break;  // one request: one vRegion
       auto it = pages_.find(p);
@@ -392,13 +401,23 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
     excache_.Release(*this, n);
     return Fatal(fmt::format("cannot read page {:#x} from its memory monitor: {}", addr, st.ToString()));
   }
-  // Prefetched pages first, without waking anybody; the faulting page last.
   size_t installed = 0;
   std::vector<bool> ok(n, false);
-  for (size_t i = n; i-- > 0;) {
+  // A forward sequential window is one run of addresses: one UFFDIO_COPY installs it and wakes the fault.
+  bool run = n > 1;
+  for (size_t i = 0; run && i < n; ++i) run = present[i] && vaddrs[i] == addr + i * kPage;
+  if (run) {
+    const int64_t rc = Copy(addr, fetch_buf_.data(), n * kPage, !writable, true);
+    const size_t done = rc > 0 ? static_cast<size_t>(rc) / kPage : 0;
+    for (size_t i = 0; i < done; ++i) ok[i] = true;
+    installed = done;
+    if (done == 0) run = false;  // nothing went in (EEXIST at the fault page?): page by page below
+  }
+  // Otherwise prefetched pages first, without waking anybody; the faulting page last.
+  for (size_t i = n; !run && i-- > 0;) {
     const bool fault_page = i == 0;
     const void* src = present[i] ? fetch_buf_.data() + i * kPage : zeros_.data();
-    int64_t rc = Copy(vaddrs[i], src, kPage, !write, fault_page);
+    int64_t rc = Copy(vaddrs[i], src, kPage, !writable, fault_page);
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;
     if (fault_page && rc == -EEXIST) Wake(addr, kPage);
@@ -411,10 +430,15 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
       if (!ok[i]) continue;
       auto it = pages_.find(vaddrs[i] / kPage);
       if (it == pages_.end()) continue;  // unmapped meanwhile
-      it->second = Page{State::kResident, write, true, !write};
+      it->second = Page{State::kResident, writable, true, !writable, !writable};
       rset_.Insert(vaddrs[i] / kPage);
     }
     prefetcher_.Issued(n - 1);
+    if (sample_) pf_installed_ += n;
+    if (pf_installed_ > 8192) {  // a moving average: recent behaviour counts
+      pf_installed_ /= 2;
+      pf_written_ /= 2;
+    }
     Count(&MemStats::prefetch_used, prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
   }
   remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
@@ -629,11 +653,11 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
         break;
       }
     }
-    if (drop_err) {
-      ok = false;
-      if (drop_err != EPIPE)
-        LEGO_LOG_RATELIMITED("drop_failed pid={} err={}", pid_.load(), strerror(drop_err));
-    }
+    // A DROP that failed or timed out may have been carried out in part: every victim's data is on a memory
+    // monitor (or it was never written), so they are all settled as evicted; a page the program still has
+    // mapped then stays correct, only untracked by the ExCache.
+    if (drop_err && drop_err != EPIPE)
+      LEGO_LOG_RATELIMITED("drop_failed pid={} err={}", pid_.load(), strerror(drop_err));
   }
   // 4. Settle the victims' state and wake the faults parked on them.
   size_t evicted = 0, n_clean = 0, n_dirty = 0;
@@ -648,7 +672,7 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       Page& p = it->second;
       const bool wb = std::binary_search(written_set.begin(), written_set.end(), pg * kPage);
       if (!ok) {
-        // Nothing was dropped (or we cannot tell): the page stays, write-protected; clean if written back.
+        // The write-back failed, so nothing was dropped: the page stays, write-protected.
         p = Page{State::kResident, p.dirty && !wb, p.remote || wb, true};
         rset_.Insert(pg);
         continue;

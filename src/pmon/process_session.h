@@ -92,6 +92,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
     bool dirty;   // written since it was installed (needs a write-back when evicted)
     bool remote;  // the memory monitor holds a copy
     bool wp;      // write-protected now
+    bool prefetched = false;  // fetched write-protected on a read, to see whether it gets written
   };
 
   void FaultLoop();
@@ -140,6 +141,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::unordered_map<uint64_t, Page> pages_;  // by page number (vaddr >> 12)
   ResidentSet rset_;
   Prefetcher prefetcher_;
+  uint64_t pf_installed_ = 0, pf_written_ = 0;  // prefetched pages, and those written soon after (decaying)
+  uint64_t windows_ = 0;                         // fetches (fault thread only)
+  bool sample_ = false;                          // this fetch's window goes in write-protected to measure
   std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
 
   std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_
