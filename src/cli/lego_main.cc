@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors exit 2, like the daemons
   }
   InitLogging("lego", log_level);
   q.state_dir = state_dir;
