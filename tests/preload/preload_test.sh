@@ -24,7 +24,7 @@ start_pmon() { # start_pmon CAP_PAGES
 
 # under_lego CMD...: runs CMD with the preload, talking to the fake monitor.
 under_lego() {
-  LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/pmon.sock LEGO_JOB=test-$name LEGO_EXCACHE=1048576 timeout 60 "$@"
+  LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/pmon.sock LEGO_JOB=test-$name LEGO_EXCACHE=1048576 timeout 150 "$@"
 }
 
 # stat_of PID FIELD: a field of fake_pmon's exit line for PID (0 if absent).
