@@ -90,7 +90,8 @@ static int prot_of(uintptr_t addr) {
 }
 
 /* Moving a registered VMA without UFFD_EVENT_REMAP would drop its registration and turn evicted pages
- * into zeros. So: a new registered mapping, a copy, and the old one unmapped. Caller holds the lock. */
+ * into zeros. So: a new registered mapping, a copy, and the old one unmapped. Caller holds the lock; it is
+ * released during the copy. */
 static void* move_by_copy(void* old, size_t old_len, size_t new_len, int flags, void* new_addr) {
   if ((flags & MREMAP_FIXED) && (uintptr_t)new_addr < (uintptr_t)old + old_len &&
       (uintptr_t)old < (uintptr_t)new_addr + new_len) {
@@ -104,7 +105,12 @@ static void* move_by_copy(void* old, size_t old_len, size_t new_len, int flags, 
   if (dst == MAP_FAILED) return MAP_FAILED;
   lego_ranges_add((uintptr_t)dst, new_len);
   if (!(prot & PROT_READ)) mprotect(old, old_len, PROT_READ);
+  /* The copy faults (pages of either range may be evicted). Never fault while holding the range lock: the
+   * helper thread takes it to carry out a DROP, and the pmon may be waiting for that DROP before it
+   * resolves faults on those pages. */
+  lego_ranges_unlock();
   memcpy(dst, old, old_len < new_len ? old_len : new_len);
+  lego_ranges_lock();
   if (flags & MREMAP_DONTUNMAP) { /* the old range stays mapped, empty */
     lego_raw_mmap(old, old_len, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     lego_ranges_add((uintptr_t)old, old_len);
