@@ -31,14 +31,24 @@ EXPORT void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off
     errno = ENOMEM; /* no room on the memory monitors */
     return MAP_FAILED;
   }
+  if (flags & MAP_FIXED) {
+    /* It replaces whatever was there; unmapping a registered range waits for the pmon to read
+     * UFFD_EVENT_UNMAP, so the table is updated first and the lock is not held across the call (the helper
+     * thread needs it to carry out a DROP the pmon may be waiting for). */
+    lego_ranges_lock();
+    lego_ranges_remove((uintptr_t)addr, len);
+    lego_ranges_unlock();
+    void* p = lego_raw_mmap(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED && capturable(flags)) {
+      lego_ranges_lock();
+      lego_ranges_add((uintptr_t)p, len);
+      lego_ranges_unlock();
+    }
+    return p;
+  }
   lego_ranges_lock();
   void* p = lego_raw_mmap(addr, len, prot, flags, fd, off);
-  if (p != MAP_FAILED) {
-    if (capturable(flags))
-      lego_ranges_add((uintptr_t)p, len);
-    else if (flags & MAP_FIXED) /* replaced whatever was there */
-      lego_ranges_remove((uintptr_t)p, len);
-  }
+  if (p != MAP_FAILED && capturable(flags)) lego_ranges_add((uintptr_t)p, len);
   lego_ranges_unlock();
   return p;
 }
@@ -49,11 +59,12 @@ EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off64_t
 
 EXPORT int munmap(void* addr, size_t len) {
   if (!active()) return lego_raw_munmap(addr, len);
+  /* Forget the range first, then unmap without the lock: munmap of a registered range waits for the pmon
+   * to read UFFD_EVENT_UNMAP, and the pmon may be waiting for a DROP that the helper needs the lock for. */
   lego_ranges_lock();
-  int r = lego_raw_munmap(addr, len);
-  if (r == 0) lego_ranges_remove((uintptr_t)addr, len);
+  lego_ranges_remove((uintptr_t)addr, len);
   lego_ranges_unlock();
-  return r;
+  return lego_raw_munmap(addr, len);
 }
 
 /* ---- mremap ---- */
