@@ -144,15 +144,6 @@ void lego_pmon_hello(const char* path, uint64_t features, bool fork_child) {
   lego_log("pmon acknowledged pid %d%s", (int)getpid(), fork_child ? " (fork child)" : "");
 }
 
-/* RANGE_ADDED is not sent: the pmon does not need it (a zero-fill block that crosses a range's end falls
- * back to one page), and unread messages would only queue up in the socket. */
-void lego_pmon_range_added(uintptr_t start, size_t len) {
-  if (lego_sock < 0 || 1) return;
-  struct { struct lego_local_hdr h; struct lego_local_range r; } m = {
-      header(LEGO_LOCAL_RANGE_ADDED), {.start = start, .length = len}};
-  if (send(lego_sock, &m, sizeof m, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-    lego_log("RANGE_ADDED %#lx+%#lx not sent: %s", (unsigned long)start, (unsigned long)len, strerror(errno));
-}
 
 /* ---- the helper thread ---- */
 

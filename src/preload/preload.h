@@ -66,6 +66,5 @@ void* lego_sbrk(intptr_t inc);     /* old break, or (void*)-1 with ENOMEM */
 /* pmon.c: the connection to the pmon and the helper thread. */
 void lego_pmon_hello(const char* path, uint64_t features, bool fork_child); /* dies on failure */
 void lego_pmon_start_helper(void);
-void lego_pmon_range_added(uintptr_t start, size_t len);  /* informational, best effort */
 
 #endif /* LEGO_PRELOAD_H_ */

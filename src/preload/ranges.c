@@ -77,7 +77,6 @@ static void register_entry(size_t i) {
   int err = lego_uffd_register(r->start, r->end - r->start);
   if (err == 0) {
     r->registered = true;
-    lego_pmon_range_added(r->start, r->end - r->start);
   } else {
     lego_log("cannot register %#lx+%#lx: %s", (unsigned long)r->start,
              (unsigned long)(r->end - r->start), strerror(err));
