@@ -35,10 +35,14 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 16));
   up_cmd->add_option("--excache", excache, "ExCache budget of the pmon")->capture_default_str();
   up_cmd->add_option("--smon-capacity", smon_cap, "disk quota of the smon")->capture_default_str();
-  up_cmd->add_option("--eviction", up.eviction, "the pmon's ExCache eviction policy: fifo, or clock (LRU approximation)")
+  up_cmd
+      ->add_option("--eviction", up.eviction,
+                   "the pmon's ExCache eviction policy: fifo, or clock (LRU approximation)")
       ->capture_default_str()
       ->check(CLI::IsMember({"fifo", "clock"}));
-  up_cmd->add_option("--prefetch", up.prefetch, "the pmon prefetches sequential and strided misses (true|false)")
+  up_cmd
+      ->add_option("--prefetch", up.prefetch,
+                   "the pmon prefetches sequential and strided misses (true|false)")
       ->capture_default_str();
   up_cmd->add_option("--heartbeat-interval-ms", up.heartbeat_interval_ms, "member heartbeat interval")
       ->capture_default_str()
@@ -128,7 +132,8 @@ int main(int argc, char** argv) {
     if (!run_excache.empty()) {
       auto v = ParseSize(run_excache);
       if (!v.ok() || v.value() < (256u << 10)) {
-        fmt::print(stderr, "lego run: --excache: {}\n", v.ok() ? "must be at least 256K" : v.status().message());
+        fmt::print(stderr, "lego run: --excache: {}\n",
+                   v.ok() ? "must be at least 256K" : v.status().message());
         return 2;
       }
       run.excache = v.value();

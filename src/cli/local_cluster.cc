@@ -238,8 +238,9 @@ int Up(const UpOptions& o) {
   fmt::print("  gm      listening on {}\n", gm_addr);
 
   std::vector<std::pair<std::string, std::vector<std::string>>> monitors;
-  monitors.push_back({"pmon-0", {"--excache", std::to_string(o.excache), "--eviction", o.eviction, "--prefetch",
-                                 o.prefetch ? "true" : "false"}});
+  monitors.push_back({"pmon-0",
+                      {"--excache", std::to_string(o.excache), "--eviction", o.eviction, "--prefetch",
+                       o.prefetch ? "true" : "false"}});
   for (int i = 0; i < o.mmons; ++i)
     monitors.push_back({fmt::format("mmon-{}", i), {"--capacity", std::to_string(o.mmon_capacity)}});
   monitors.push_back({"smon-0", {"--capacity", std::to_string(o.smon_capacity)}});

@@ -140,24 +140,25 @@ json ToJson(const proto::ProcessRecord& p) {
 }
 
 void PrintOne(const std::string& who, const proto::ProcessFixed& f, bool latency) {
-  fmt::print(stderr,
-             "lego: {}: {} faults: {} ExCache misses (fetched from memory monitors), {} resolved locally "
-             "({} pages zero-filled on first touch){}\n"
-             "lego:   fetched {} ({} prefetched, {} of it used); evicted {} clean + {} dirty pages, wrote back {}; "
-             "freed {} on memory monitors at exit\n",
-             who, f.faults, f.misses, f.hits, f.zero_filled,
-             latency ? fmt::format("; fault service p50 {:.1f} us, p99 {:.1f} us", f.fault_p50_ns / 1000.0,
-                                   f.fault_p99_ns / 1000.0)
-                     : "",
-             Pages(f.fetched_pages), Pages(f.prefetch_issued), Pages(f.prefetch_used), f.evicted_clean,
-             f.evicted_dirty, Pages(f.writeback_pages), Pages(f.freed_remote_pages));
+  fmt::print(
+      stderr,
+      "lego: {}: {} faults: {} ExCache misses (fetched from memory monitors), {} resolved locally "
+      "({} pages zero-filled on first touch){}\n"
+      "lego:   fetched {} ({} prefetched, {} of it used); evicted {} clean + {} dirty pages, wrote back {}; "
+      "freed {} on memory monitors at exit\n",
+      who, f.faults, f.misses, f.hits, f.zero_filled,
+      latency ? fmt::format("; fault service p50 {:.1f} us, p99 {:.1f} us", f.fault_p50_ns / 1000.0,
+                            f.fault_p99_ns / 1000.0)
+              : "",
+      Pages(f.fetched_pages), Pages(f.prefetch_issued), Pages(f.prefetch_used), f.evicted_clean,
+      f.evicted_dirty, Pages(f.writeback_pages), Pages(f.freed_remote_pages));
 }
 
 // One line for the job, then its busiest processes (a shell script can fork hundreds).
 void PrintJobStats(std::vector<proto::ProcessRecord> procs) {
   std::sort(procs.begin(), procs.end(), [](auto& a, auto& b) { return a.fixed.faults > b.fixed.faults; });
-  if (procs.size() == 1) return PrintOne(fmt::format("pid {} ({})", procs[0].fixed.pid, procs[0].comm),
-                                         procs[0].fixed, true);
+  if (procs.size() == 1)
+    return PrintOne(fmt::format("pid {} ({})", procs[0].fixed.pid, procs[0].comm), procs[0].fixed, true);
   proto::ProcessFixed t{};
   for (auto& p : procs) {
     const auto& f = p.fixed;
@@ -191,9 +192,8 @@ Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const
   if (!gm.ok()) return gm.status();
   auto members = ListMembers(m, *gm, o.timeout_ms);
   if (!members.ok())
-    return Status(members.status().code(),
-                  fmt::format("cannot reach the global manager at {}: {}", gm->ToString(),
-                              members.status().ToString()));
+    return Status(members.status().code(), fmt::format("cannot reach the global manager at {}: {}",
+                                                       gm->ToString(), members.status().ToString()));
   std::vector<proto::ProcessRecord> out;
   for (const auto& mem : *members) {
     if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
@@ -227,14 +227,17 @@ int RunCommand(const RunOptions& o) {
   if (socket.empty()) {
     auto state = ReadState(o.state_dir);
     if (!state.ok()) {
-      fmt::print(stderr, "lego run: no cluster is up (state dir {}). Start one with `lego up`, or pass --pmon-socket\n",
-                 o.state_dir);
+      fmt::print(
+          stderr,
+          "lego run: no cluster is up (state dir {}). Start one with `lego up`, or pass --pmon-socket\n",
+          o.state_dir);
       return 1;
     }
     socket = fmt::format("{}/data/pmon-0/pmon.sock", o.state_dir);
   }
   if (access(socket.c_str(), F_OK) != 0) {
-    fmt::print(stderr, "lego run: the process monitor's socket {} does not exist: is lego-pmon running?\n", socket);
+    fmt::print(stderr, "lego run: the process monitor's socket {} does not exist: is lego-pmon running?\n",
+               socket);
     return 1;
   }
   const std::string preload = PreloadPath();
@@ -246,7 +249,7 @@ int RunCommand(const RunOptions& o) {
   std::string ld = preload;
   if (const char* old = getenv("LD_PRELOAD"); old && *old) ld += std::string(":") + old;
 
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_sigaction = Forward;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&sa.sa_mask);
@@ -261,7 +264,7 @@ int RunCommand(const RunOptions& o) {
     return 1;
   }
   if (child == 0) {
-    struct sigaction dfl{};
+    struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
     for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2}) sigaction(sig, &dfl, nullptr);
     // The program lives as long as `lego run`: even a kill -9 of it takes the program along.
@@ -344,10 +347,10 @@ int PsCommand(const QueryOptions& o, bool all) {
              "EXCACHE", "REMOTE", "FAULTS", "MISSES", "EVICTED", "P50(us)");
   for (auto& p : *procs) {
     const auto& f = p.fixed;
-    fmt::print("{:>8} {:<16} {:<13} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.1f}{}\n", f.pid, p.comm.substr(0, 16),
-               p.job, fmt::format("{} pages", f.resident_pages), fmt::format("{} pages", f.remote_pages), f.faults,
-               f.misses, f.evicted_clean + f.evicted_dirty, f.fault_p50_ns / 1000.0,
-               (f.flags & proto::kProcessEnded) ? " (ended)" : "");
+    fmt::print("{:>8} {:<16} {:<13} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.1f}{}\n", f.pid,
+               p.comm.substr(0, 16), p.job, fmt::format("{} pages", f.resident_pages),
+               fmt::format("{} pages", f.remote_pages), f.faults, f.misses, f.evicted_clean + f.evicted_dirty,
+               f.fault_p50_ns / 1000.0, (f.flags & proto::kProcessEnded) ? " (ended)" : "");
   }
   if (procs->empty()) fmt::print("(no processes are running under Lego)\n");
   return 0;
@@ -370,8 +373,8 @@ int TopCommand(const QueryOptions& o, int interval_ms, int iterations) {
     if (tty) fmt::print("\033[H\033[2J");
     const double secs = interval_ms / 1000.0;
     fmt::print("lego top - {} processes, every {:.1f}s (Ctrl-C quits)\n", procs->size(), secs);
-    fmt::print("{:>8} {:<16} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n", "PID", "COMMAND", "EXCACHE",
-               "REMOTE", "FAULTS/s", "MISSES/s", "FETCH/s", "WBACK/s", "P50(us)", "P99(us)");
+    fmt::print("{:>8} {:<16} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n", "PID", "COMMAND",
+               "EXCACHE", "REMOTE", "FAULTS/s", "MISSES/s", "FETCH/s", "WBACK/s", "P50(us)", "P99(us)");
     std::map<std::pair<uint32_t, uint64_t>, proto::ProcessFixed> now;
     for (auto& p : *procs) {
       const auto& f = p.fixed;
@@ -380,8 +383,8 @@ int TopCommand(const QueryOptions& o, int interval_ms, int iterations) {
       if (auto i = last.find(key); i != last.end()) prev = i->second;
       auto rate = [&](uint64_t a, uint64_t b) { return static_cast<double>(a - std::min(a, b)) / secs; };
       fmt::print("{:>8} {:<16} {:>11} {:>11} {:>10.0f} {:>10.0f} {:>10} {:>10} {:>9.1f} {:>9.1f}\n", f.pid,
-                 p.comm.substr(0, 16), Pages(f.resident_pages), Pages(f.remote_pages), rate(f.faults, prev.faults),
-                 rate(f.misses, prev.misses),
+                 p.comm.substr(0, 16), Pages(f.resident_pages), Pages(f.remote_pages),
+                 rate(f.faults, prev.faults), rate(f.misses, prev.misses),
                  FormatBytes(static_cast<uint64_t>(rate(f.fetched_pages, prev.fetched_pages) * 4096)),
                  FormatBytes(static_cast<uint64_t>(rate(f.writeback_pages, prev.writeback_pages) * 4096)),
                  f.fault_p50_ns / 1000.0, f.fault_p99_ns / 1000.0);
@@ -389,7 +392,8 @@ int TopCommand(const QueryOptions& o, int interval_ms, int iterations) {
     }
     last = std::move(now);
     std::fflush(stdout);
-    if (iterations <= 0 || it + 1 < iterations) std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
+    if (iterations <= 0 || it + 1 < iterations)
+      std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms));
   }
   return 0;
 }

@@ -124,7 +124,8 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
         ->check(CLI::IsMember({"most-free", "round-robin"}));
   }
   if (d.kind == proto::ComponentKind::kPmon) {
-    app.add_option("--eviction", c->eviction, "ExCache eviction policy: fifo, or clock (an LRU approximation)")
+    app.add_option("--eviction", c->eviction,
+                   "ExCache eviction policy: fifo, or clock (an LRU approximation)")
         ->capture_default_str()
         ->check(CLI::IsMember({"fifo", "clock"}));
     app.add_option("--prefetch", c->prefetch, "prefetch sequential and strided misses (true|false)")

@@ -146,7 +146,8 @@ uint64_t PageStore::DestroySpace(uint64_t space) {
 
 Result<uint64_t> PageStore::ForkSpace(uint64_t parent, uint64_t child) {
   MutexLock lk(mu_);
-  if (spaces_.count(child)) return Status(StatusCode::kAlreadyExists, fmt::format("space {:#x} exists", child));
+  if (spaces_.count(child))
+    return Status(StatusCode::kAlreadyExists, fmt::format("space {:#x} exists", child));
   auto p = spaces_.find(parent);
   if (p == spaces_.end()) return uint64_t{0};
   auto copy = p->second;  // copy first: spaces_[child] may rehash and move the parent's map

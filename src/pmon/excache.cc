@@ -11,7 +11,9 @@ ExCache::ExCache(uint64_t budget_bytes) : budget_(std::max<uint64_t>(budget_byte
 
 ExCache::~ExCache() { Stop(); }
 
-void ExCache::Start() { evictor_ = std::thread([this] { EvictorLoop(); }); }
+void ExCache::Start() {
+  evictor_ = std::thread([this] { EvictorLoop(); });
+}
 
 void ExCache::Stop() {
   {
@@ -52,7 +54,8 @@ bool ExCache::Reserve(ProcessSession& s, size_t n, Millis wait) {
   }
   total_.fetch_add(n, std::memory_order_relaxed);
   s.AddResident(n);
-  if (total_.load(std::memory_order_relaxed) > HighMark(budget_) || s.resident_pages() > HighMark(s.cap_pages()))
+  if (total_.load(std::memory_order_relaxed) > HighMark(budget_) ||
+      s.resident_pages() > HighMark(s.cap_pages()))
     evictor_cv_.notify_one();
   return true;
 }
@@ -67,7 +70,8 @@ void ExCache::Overcommit(ProcessSession& s, size_t n) {
 void ExCache::Release(ProcessSession& s, size_t n) {
   {
     std::lock_guard lock(mu_);
-    total_.fetch_sub(std::min<uint64_t>(n, total_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
+    total_.fetch_sub(std::min<uint64_t>(n, total_.load(std::memory_order_relaxed)),
+                     std::memory_order_relaxed);
     s.SubResident(n);
   }
   room_cv_.notify_all();

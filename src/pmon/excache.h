@@ -46,7 +46,7 @@ class ExCache {
 
  private:
   static uint64_t HighMark(uint64_t cap);
-  bool Fits(ProcessSession& s, size_t n) const;  // REQUIRES mu_
+  bool Fits(ProcessSession& s, size_t n) const;         // REQUIRES mu_
   std::shared_ptr<ProcessSession> PickVictimProcess();  // REQUIRES mu_
   void EvictorLoop();
 

@@ -21,7 +21,8 @@ std::shared_ptr<msg::Channel> MemoryClient::KnownOwner(uint64_t space, uint64_t 
 
 Result<std::shared_ptr<msg::Channel>> MemoryClient::Owner(uint64_t space, uint64_t region) {
   if (auto ch = KnownOwner(space, region)) return ch;
-  auto r = gm_->Call(proto::kAssignRegion, proto::EncodeFixed(proto::AssignRegionReq{space, region}), timeout_);
+  auto r =
+      gm_->Call(proto::kAssignRegion, proto::EncodeFixed(proto::AssignRegionReq{space, region}), timeout_);
   if (!r.ok()) return r.status();
   auto resp = proto::DecodeAssignRegionResp(*r);
   if (!resp.ok()) return resp.status();
@@ -62,7 +63,8 @@ Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, con
     // One request per run of pages in the same vRegion, at most kMaxPagesPerRequest pages.
     const uint64_t region = vaddrs[i] >> kRegionShift;
     size_t j = i + 1;
-    while (j < vaddrs.size() && j - i < proto::kMaxPagesPerRequest && (vaddrs[j] >> kRegionShift) == region) ++j;
+    while (j < vaddrs.size() && j - i < proto::kMaxPagesPerRequest && (vaddrs[j] >> kRegionShift) == region)
+      ++j;
     auto ch = Owner(space, region);
     if (!ch.ok()) return ch.status();
     auto r = (*ch)->Call(proto::kWritePages,
@@ -82,7 +84,8 @@ Status MemoryClient::FreeRange(uint64_t space, uint64_t start, uint64_t len, uin
     if (!ch) continue;  // never assigned: nothing was written there
     const uint64_t lo = std::max(start, region << kRegionShift);
     const uint64_t hi = std::min(end, (region + 1) << kRegionShift);
-    auto r = ch->Call(proto::kFreeRange, proto::EncodeFixed(proto::FreeRangeReq{space, lo, hi - lo}), timeout_);
+    auto r =
+        ch->Call(proto::kFreeRange, proto::EncodeFixed(proto::FreeRangeReq{space, lo, hi - lo}), timeout_);
     if (!r.ok()) return r.status();
     auto resp = proto::DecodeFixed<proto::FreedResp>(*r, "p2m.freed");
     if (resp.ok() && freed) *freed += resp->pages_freed;

@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
       std::unique_lock lock(mu);
       while (!stop) {
         lock.unlock();
-        for (auto& e : service->ExtraStats()) metrics->Gauge(e.name, "see docs/architecture.md, pmon statistics").Set(e.value);
+        for (auto& e : service->ExtraStats())
+          metrics->Gauge(e.name, "see docs/architecture.md, pmon statistics").Set(e.value);
         lock.lock();
         cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop; });
       }

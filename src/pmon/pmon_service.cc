@@ -59,7 +59,8 @@ uint64_t NewSpaceId() {
   static std::mutex mu;
   std::lock_guard lock(mu);
   uint64_t id;
-  do id = rng(); while (id == 0);
+  do id = rng();
+  while (id == 0);
   return id;
 }
 
@@ -90,7 +91,8 @@ Status PmonService::Start() {
   excache_.Start();
   listener_ = std::thread([this] { ListenLoop(); });
   LEGO_LOG_INFO("pmon_serving socket={} excache_bytes={} eviction={} prefetch={}", options_.socket_path,
-                options_.excache_bytes, EvictionPolicyName(options_.session.policy), options_.session.prefetch);
+                options_.excache_bytes, EvictionPolicyName(options_.session.policy),
+                options_.session.prefetch);
   return Status::Ok();
 }
 
@@ -162,10 +164,15 @@ void PmonService::Accept(int conn) {
     for (size_t i = 0; i < nfd; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-      if (uffd < 0) uffd = fd; else close(fd);  // exactly one fd is expected; close extras
+      if (uffd < 0)
+        uffd = fd;
+      else
+        close(fd);  // exactly one fd is expected; close extras
     }
   }
-  auto close_uffd = [&] { if (uffd >= 0) close(uffd); };
+  auto close_uffd = [&] {
+    if (uffd >= 0) close(uffd);
+  };
   auto decoded = proto::DecodeLocalHello(std::span(buf, n > 0 ? static_cast<size_t>(n) : 0));
   if (decoded.error) {
     close_uffd();
@@ -174,7 +181,8 @@ void PmonService::Accept(int conn) {
   lego_local_hello& hello = decoded.body;
   ucred cred{};
   socklen_t len = sizeof cred;
-  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.pid != static_cast<pid_t>(hello.pid)) {
+  if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
+      cred.pid != static_cast<pid_t>(hello.pid)) {
     close_uffd();
     return refuse(EPERM, fmt::format("HELLO claims pid {} but the peer is pid {}", hello.pid, cred.pid));
   }
@@ -190,10 +198,11 @@ void PmonService::Accept(int conn) {
   const uint64_t budget = excache_.budget_pages();
   uint64_t cap = hello.excache_cap ? std::min<uint64_t>(hello.excache_cap / kPage, budget) : budget;
   cap = std::max<uint64_t>(cap, 64);
-  auto s = std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), NewSpaceId(), hello.comm,
-                                            hello.job, cap, options_.session, excache_, memory_, totals_);
-  LEGO_LOG_INFO("process_started pid={} comm={} job={} cap_bytes={} uffd_features={:#x}", hello.pid, hello.comm,
-                hello.job, cap * kPage, hello.uffd_features);
+  auto s =
+      std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), NewSpaceId(), hello.comm,
+                                       hello.job, cap, options_.session, excache_, memory_, totals_);
+  LEGO_LOG_INFO("process_started pid={} comm={} job={} cap_bytes={} uffd_features={:#x}", hello.pid,
+                hello.comm, hello.job, cap * kPage, hello.uffd_features);
   StartSession(s);
   SendAck(conn, 0);
 }
@@ -218,10 +227,11 @@ void PmonService::OnFork(ProcessSession* parent, int child_uffd) {
   uint64_t pages = 0;
   Status st = memory_.ForkSpace(parent->space(), child_space, &pages);
   if (!st.ok())
-    LEGO_LOG_ERROR("fork_copy_failed parent_pid={} err={}; the child will be refused", parent->pid(), st.ToString());
+    LEGO_LOG_ERROR("fork_copy_failed parent_pid={} err={}; the child will be refused", parent->pid(),
+                   st.ToString());
   auto child = parent->ForkChild(child_uffd, child_space);
-  LEGO_LOG_INFO("process_forked parent_pid={} comm={} child_space={:#x} remote_pages_shared={}", parent->pid(),
-                parent->comm(), child_space, pages);
+  LEGO_LOG_INFO("process_forked parent_pid={} comm={} child_space={:#x} remote_pages_shared={}",
+                parent->pid(), parent->comm(), child_space, pages);
   {
     std::lock_guard lock(mu_);
     pending_children_.push_back({parent, child, !st.ok()});
@@ -270,7 +280,8 @@ void PmonService::SessionEnded(ProcessSession* s) {
   excache_.Remove(s);
   processes_ended_++;
   std::lock_guard lock(mu_);
-  std::erase_if(pending_children_, [s](const PendingChild& p) { return p.child.get() == s || p.parent == s; });
+  std::erase_if(pending_children_,
+                [s](const PendingChild& p) { return p.child.get() == s || p.parent == s; });
   auto it = sessions_.find(s);
   if (it == sessions_.end()) return;
   recent_.push_back(Record(*s, true));

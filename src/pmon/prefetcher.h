@@ -26,7 +26,10 @@ class Prefetcher {
   // nearest first (may be empty). The caller fetches those it can (not resident, same vRegion).
   std::vector<uint64_t> OnMiss(uint64_t page);
   // The caller issued `n` of the pages OnMiss proposed (the rest were resident or out of range).
-  void Issued(uint64_t n) { issued_ += n; window_pages_ = n; }
+  void Issued(uint64_t n) {
+    issued_ += n;
+    window_pages_ = n;
+  }
 
   uint64_t issued() const { return issued_; }
   uint64_t used() const { return used_; }

@@ -25,7 +25,8 @@ namespace lego::pmon {
 namespace {
 
 uint64_t NowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -34,9 +35,9 @@ constexpr int kDropAckTimeoutMs = 10000;  // the program's helper thread answers
 
 }  // namespace
 
-ProcessSession::ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, std::string comm, std::string job,
-                               uint64_t cap_pages, const SessionOptions& options, ExCache& excache,
-                               MemoryClient& memory, MemStats& pmon_totals)
+ProcessSession::ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, std::string comm,
+                               std::string job, uint64_t cap_pages, const SessionOptions& options,
+                               ExCache& excache, MemoryClient& memory, MemStats& pmon_totals)
     : uffd_(uffd),
       sock_(sock),
       pid_(pid),
@@ -128,8 +129,8 @@ void ProcessSession::Wake(uint64_t start, uint64_t len) {
 // ---- fault thread --------------------------------------------------------------------------------------
 
 std::shared_ptr<ProcessSession> ProcessSession::ForkChild(int child_uffd, uint64_t child_space) {
-  auto child = std::make_shared<ProcessSession>(child_uffd, -1, 0, child_space, comm_, job_, cap_pages_, options_,
-                                                excache_, memory_, totals_);
+  auto child = std::make_shared<ProcessSession>(child_uffd, -1, 0, child_space, comm_, job_, cap_pages_,
+                                                options_, excache_, memory_, totals_);
   child->attach_deadline_ms_ = MonoMillis() + 10000;
   uint64_t resident = 0;
   {
@@ -137,7 +138,8 @@ std::shared_ptr<ProcessSession> ProcessSession::ForkChild(int child_uffd, uint64
     std::lock_guard clock(child->mu_);
     for (auto& [pg, p] : pages_) {
       Page cp = p;
-      if (cp.state == State::kEvicting) cp = Page{State::kResident, true, p.remote, false};  // still mapped there
+      if (cp.state == State::kEvicting)
+        cp = Page{State::kResident, true, p.remote, false};  // still mapped there
       child->pages_[pg] = cp;
       if (cp.state == State::kResident) {
         child->rset_.Insert(pg);
@@ -162,7 +164,8 @@ void ProcessSession::FaultLoop() {
   uint64_t spin_until = 0;
   bool stopping = false;
   while (!stopping) {
-    pollfd fds[4] = {{uffd_, POLLIN, 0}, {sock_.load(), POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    pollfd fds[4] = {
+        {uffd_, POLLIN, 0}, {sock_.load(), POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     ssize_t n = read(uffd_, msgs, sizeof msgs);
     if (n > 0) {
       for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) HandleMessage(msgs[i]);
@@ -356,7 +359,8 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
   if (rc < 0) {
     excache_.Release(*this, n);
     if (rc == -EEXIST) return Wake(addr, kPage);  // a racing fault installed it
-    LEGO_LOG_RATELIMITED("zero_fill_failed pid={} addr={:#x} err={}", pid_.load(), addr, strerror(static_cast<int>(-rc)));
+    LEGO_LOG_RATELIMITED("zero_fill_failed pid={} addr={:#x} err={}", pid_.load(), addr,
+                         strerror(static_cast<int>(-rc)));
     return Wake(addr, kPage);
   }
   {
@@ -439,7 +443,8 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
       pf_installed_ /= 2;
       pf_written_ /= 2;
     }
-    Count(&MemStats::prefetch_used, prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
+    Count(&MemStats::prefetch_used,
+          prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
   }
   remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
   Count(&MemStats::misses);
@@ -474,7 +479,8 @@ void ProcessSession::HandleUnmap(uint64_t start, uint64_t end) {
   if (had_remote) {
     uint64_t freed = 0;
     Status st = memory_.FreeRange(space_, start, end - start, &freed);
-    if (!st.ok()) LEGO_LOG_WARN("free_range_failed pid={} start={:#x} err={}", pid_.load(), start, st.ToString());
+    if (!st.ok())
+      LEGO_LOG_WARN("free_range_failed pid={} start={:#x} err={}", pid_.load(), start, st.ToString());
     Count(&MemStats::freed_remote_pages, freed);
   }
 }
@@ -496,11 +502,12 @@ void ProcessSession::Teardown() {
   excache_.Release(*this, resident);
   uint64_t freed = 0;
   Status st = memory_.DestroySpace(space_, &freed);
-  if (!st.ok()) LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={}", pid_.load(), space_, st.ToString());
+  if (!st.ok())
+    LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={}", pid_.load(), space_, st.ToString());
   Count(&MemStats::freed_remote_pages, freed);
   remote_.store(0);
-  LEGO_LOG_INFO("process_ended pid={} comm={} space={:#x} faults={} misses={} remote_pages_freed={}", pid_.load(), comm_,
-                space_, stats_.faults.load(), stats_.misses.load(), freed);
+  LEGO_LOG_INFO("process_ended pid={} comm={} space={:#x} faults={} misses={} remote_pages_freed={}",
+                pid_.load(), comm_, space_, stats_.faults.load(), stats_.misses.load(), freed);
   if (on_end_) on_end_(this);
 }
 
@@ -526,8 +533,9 @@ void ProcessSession::SetRemoteFull(int sock, bool full) {
   if (remote_full_ == full) return;
   remote_full_ = full;
   if (full)
-    LEGO_LOG_WARN("remote_memory_full pid={} comm={}: its new allocations fail until memory monitors have room",
-                  pid_.load(), comm_);
+    LEGO_LOG_WARN(
+        "remote_memory_full pid={} comm={}: its new allocations fail until memory monitors have room",
+        pid_.load(), comm_);
   else
     LEGO_LOG_INFO("remote_memory_available pid={} comm={}", pid_.load(), comm_);
   uint8_t buf[sizeof(lego_local_hdr) + sizeof(lego_local_remote_full)];
@@ -609,7 +617,8 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
     Status st = memory_.Write(space_, vaddrs, evict_buf_.data());
     if (!st.ok()) {
       ok = false;
-      LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_.load(), vaddrs.size(), st.ToString());
+      LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_.load(), vaddrs.size(),
+                           st.ToString());
       if (st.code() == StatusCode::kOutOfMemory) SetRemoteFull(sock, true);
     } else {
       written = std::move(vaddrs);

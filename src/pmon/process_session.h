@@ -65,7 +65,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   uint64_t resident_pages() const { return resident_.load(std::memory_order_relaxed); }
   uint64_t cap_pages() const { return cap_pages_; }
   void AddResident(uint64_t n) { resident_.fetch_add(n, std::memory_order_relaxed); }
-  void SubResident(uint64_t n) { resident_.fetch_sub(std::min(n, resident_pages()), std::memory_order_relaxed); }
+  void SubResident(uint64_t n) {
+    resident_.fetch_sub(std::min(n, resident_pages()), std::memory_order_relaxed);
+  }
   bool ended() const { return ended_.load(std::memory_order_acquire); }
 
   SessionInfo Info() const;
@@ -89,9 +91,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   enum class State : uint8_t { kResident, kEvicting, kRemote };
   struct Page {
     State state;
-    bool dirty;   // written since it was installed (needs a write-back when evicted)
-    bool remote;  // the memory monitor holds a copy
-    bool wp;      // write-protected now
+    bool dirty;               // written since it was installed (needs a write-back when evicted)
+    bool remote;              // the memory monitor holds a copy
+    bool wp;                  // write-protected now
     bool prefetched = false;  // fetched write-protected on a read, to see whether it gets written
   };
 
@@ -135,15 +137,15 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::atomic<uint64_t> remote_{0};
   uint64_t attach_deadline_ms_ = 0;
   uint32_t last_tid_ = 0, follow_count_ = 0;  // fault thread only
-  int current_cpu_ = -1;  // a fork child that has not said HELLO by then is given up
+  int current_cpu_ = -1;                      // a fork child that has not said HELLO by then is given up
 
-  mutable std::mutex mu_;  // pages_, resident set, prefetcher, parked_
+  mutable std::mutex mu_;                     // pages_, resident set, prefetcher, parked_
   std::unordered_map<uint64_t, Page> pages_;  // by page number (vaddr >> 12)
   ResidentSet rset_;
   Prefetcher prefetcher_;
   uint64_t pf_installed_ = 0, pf_written_ = 0;  // prefetched pages, and those written soon after (decaying)
-  uint64_t windows_ = 0;                         // fetches (fault thread only)
-  bool sample_ = false;                          // this fetch's window goes in write-protected to measure
+  uint64_t windows_ = 0;                        // fetches (fault thread only)
+  bool sample_ = false;                         // this fetch's window goes in write-protected to measure
   std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
 
   std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_

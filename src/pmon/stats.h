@@ -14,7 +14,8 @@ class LatencyHistogram {
  public:
   static constexpr int kBuckets = 128;
   void Record(uint64_t ns) {
-    const int b = ns <= 1 ? 0 : std::min(kBuckets - 1, static_cast<int>(std::log2(static_cast<double>(ns)) * 4));
+    const int b =
+        ns <= 1 ? 0 : std::min(kBuckets - 1, static_cast<int>(std::log2(static_cast<double>(ns)) * 4));
     buckets_[b].fetch_add(1, std::memory_order_relaxed);
   }
   // The upper bound of the bucket holding quantile q (0 < q <= 1), in ns; 0 if empty.

@@ -26,15 +26,15 @@ enum lego_state {
 
 /* preload.c: global state. */
 extern volatile int lego_state;
-extern int lego_uffd;       /* the userfaultfd ranges are registered on, -1 if none */
-extern int lego_sock;       /* the connection to the pmon, -1 if none */
-extern bool lego_wp_mode;   /* UFFDIO_REGISTER_MODE_WP accepted */
-extern bool lego_debug;     /* LEGO_PRELOAD_DEBUG=1 */
+extern int lego_uffd;                 /* the userfaultfd ranges are registered on, -1 if none */
+extern int lego_sock;                 /* the connection to the pmon, -1 if none */
+extern bool lego_wp_mode;             /* UFFDIO_REGISTER_MODE_WP accepted */
+extern bool lego_debug;               /* LEGO_PRELOAD_DEBUG=1 */
 extern volatile int lego_remote_full; /* the pmon said remote memory is full: new allocations fail */
 
 /* log.c: diagnostics through write(2), no stdio. */
-void lego_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));   /* only if lego_debug */
-void lego_say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));   /* always */
+void lego_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));           /* only if lego_debug */
+void lego_say(const char* fmt, ...) __attribute__((format(printf, 1, 2)));           /* always */
 _Noreturn void lego_die(const char* fmt, ...) __attribute__((format(printf, 1, 2))); /* say + _exit(127) */
 
 /* raw.c: the kernel's calls, bypassing the wrappers. */
@@ -45,23 +45,23 @@ void* lego_raw_mremap(void* old, size_t old_len, size_t new_len, int flags, void
 /* ranges.c: the table of anonymous ranges (registered, or recorded for registration later). */
 void lego_ranges_lock(void);
 void lego_ranges_unlock(void);
-void lego_ranges_add(uintptr_t start, size_t len);     /* registers now if LIVE, else records */
-void lego_ranges_remove(uintptr_t start, size_t len);  /* forget [start, start+len) */
+void lego_ranges_add(uintptr_t start, size_t len);      /* registers now if LIVE, else records */
+void lego_ranges_remove(uintptr_t start, size_t len);   /* forget [start, start+len) */
 bool lego_ranges_contains(uintptr_t start, size_t len); /* is the range inside one tracked range? */
 size_t lego_ranges_count(void);
-int lego_ranges_register_pending(void);                 /* register every recorded range; caller locks */
+int lego_ranges_register_pending(void); /* register every recorded range; caller locks */
 
 /* uffd.c */
 int lego_uffd_create(uint64_t* features_out); /* fd (O_CLOEXEC|O_NONBLOCK) with the API done, or -errno */
 int lego_uffd_register(uintptr_t start, size_t len); /* 0 or errno */
-bool lego_uffd_probe_wp(void);                      /* may ranges carry MODE_WP? (uses lego_uffd) */
+bool lego_uffd_probe_wp(void);                       /* may ranges carry MODE_WP? (uses lego_uffd) */
 
 /* region.c: the reserved region, jemalloc's extent hooks, the emulated brk. */
-int lego_region_reserve(void);      /* 0 or errno */
+int lego_region_reserve(void); /* 0 or errno */
 uintptr_t lego_region_start(void);
 void lego_region_install_hooks(void);
-void* lego_brk_set(void* addr);     /* new break, or the current one on failure (like the kernel) */
-void* lego_sbrk(intptr_t inc);     /* old break, or (void*)-1 with ENOMEM */
+void* lego_brk_set(void* addr); /* new break, or the current one on failure (like the kernel) */
+void* lego_sbrk(intptr_t inc);  /* old break, or (void*)-1 with ENOMEM */
 
 /* pmon.c: the connection to the pmon and the helper thread. */
 void lego_pmon_hello(const char* path, uint64_t features, bool fork_child); /* dies on failure */

@@ -13,12 +13,12 @@ namespace lego::proto {
 // One process in a kListProcesses reply. Counters are totals since the process started.
 struct ProcessFixed {
   uint32_t pid;
-  uint32_t flags;             // kProcessEnded: the process is gone (kept a while so `lego run` can report)
-  uint64_t space;             // its address space id on the memory monitors
-  uint64_t started_ms;        // wall clock, ms since the epoch
-  uint64_t resident_pages;    // in the ExCache now
-  uint64_t remote_pages;      // only on memory monitors now
-  uint64_t cap_pages;         // per-process ExCache cap (the pmon budget if none was given)
+  uint32_t flags;           // kProcessEnded: the process is gone (kept a while so `lego run` can report)
+  uint64_t space;           // its address space id on the memory monitors
+  uint64_t started_ms;      // wall clock, ms since the epoch
+  uint64_t resident_pages;  // in the ExCache now
+  uint64_t remote_pages;    // only on memory monitors now
+  uint64_t cap_pages;       // per-process ExCache cap (the pmon budget if none was given)
   uint64_t faults;
   uint64_t misses;
   uint64_t hits;

@@ -16,9 +16,9 @@
 #define LEGO_LOCAL_VERSION 1U
 
 /* Environment the program (and its children) inherits from `lego run`. */
-#define LEGO_ENV_SOCKET "LEGO_PMON_SOCKET" /* path of the pmon's local socket */
-#define LEGO_ENV_EXCACHE "LEGO_EXCACHE"    /* optional per-process ExCache cap in bytes (decimal) */
-#define LEGO_ENV_JOB "LEGO_JOB"            /* job id chosen by `lego run`, shared by the job's processes */
+#define LEGO_ENV_SOCKET "LEGO_PMON_SOCKET"  /* path of the pmon's local socket */
+#define LEGO_ENV_EXCACHE "LEGO_EXCACHE"     /* optional per-process ExCache cap in bytes (decimal) */
+#define LEGO_ENV_JOB "LEGO_JOB"             /* job id chosen by `lego run`, shared by the job's processes */
 #define LEGO_ENV_DEBUG "LEGO_PRELOAD_DEBUG" /* "1": the preload writes diagnostics to stderr */
 
 /* Largest number of pages in one kLegoDrop message (one packet stays below 4 KiB + header). */
@@ -56,17 +56,18 @@ struct lego_local_hdr {
 struct lego_local_hello {
   uint32_t pid;
   uint32_t ppid;
-  uint64_t uffd_features;  /* the features the program got from UFFDIO_API */
-  uint64_t excache_cap;    /* per-process ExCache cap in bytes, 0 = only the pmon-wide budget */
-  uint64_t region_start;   /* the preload's reserved heap region (jemalloc + brk) */
+  uint64_t uffd_features; /* the features the program got from UFFDIO_API */
+  uint64_t excache_cap;   /* per-process ExCache cap in bytes, 0 = only the pmon-wide budget */
+  uint64_t region_start;  /* the preload's reserved heap region (jemalloc + brk) */
   uint64_t region_length;
-  uint32_t flags;          /* LEGO_HELLO_* */
+  uint32_t flags; /* LEGO_HELLO_* */
   uint32_t reserved;
-  char job[32];            /* NUL-terminated LEGO_JOB, or empty */
-  char comm[64];           /* NUL-terminated argv[0] basename, for `lego ps` */
+  char job[32];  /* NUL-terminated LEGO_JOB, or empty */
+  char comm[64]; /* NUL-terminated argv[0] basename, for `lego ps` */
 };
-#define LEGO_HELLO_FORK_CHILD 1U /* sent by a fork child: its uffd came to the pmon in UFFD_EVENT_FORK,
-                                    so this HELLO carries no fd */
+#define LEGO_HELLO_FORK_CHILD                                               \
+  1U /* sent by a fork child: its uffd came to the pmon in UFFD_EVENT_FORK, \
+        so this HELLO carries no fd */
 
 struct lego_local_hello_ack {
   int32_t status; /* 0 or a positive errno */

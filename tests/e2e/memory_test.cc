@@ -151,9 +151,9 @@ TEST_F(MemoryTest, ExitStatusSignalsAndStdio) {
   auto killed = Lego({"run", "--", "/bin/sh", "-c", "kill -TERM $$"});
   EXPECT_EQ(killed.exit_code, 128 + SIGTERM);
   EXPECT_NE(killed.err.find("killed by signal 15"), std::string::npos) << killed.err;
-  auto piped = test::Run("/bin/sh",
-                         {"-c", "printf 'one\\ntwo\\n' | " + test::BinDir() + "/lego run -- /usr/bin/sort -r"},
-                         {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, 60s);
+  auto piped = test::Run(
+      "/bin/sh", {"-c", "printf 'one\\ntwo\\n' | " + test::BinDir() + "/lego run -- /usr/bin/sort -r"},
+      {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, 60s);
   EXPECT_EQ(piped.exit_code, 0) << piped.err;
   EXPECT_EQ(piped.out, "two\none\n");
   auto err = Lego({"run", "--", "/bin/sh", "-c", "echo to-stderr >&2"});
@@ -161,9 +161,14 @@ TEST_F(MemoryTest, ExitStatusSignalsAndStdio) {
 }
 
 TEST_F(MemoryTest, SignalToLegoRunReachesTheProgram) {
-  test::Process p(test::BinDir() + "/lego", {"--state-dir", dir_->path() + "/state", "run", "--", "/bin/sleep", "30"},
+  test::Process p(test::BinDir() + "/lego",
+                  {"--state-dir", dir_->path() + "/state", "run", "--", "/bin/sleep", "30"},
                   dir_->path() + "/sleep.log");
-  ASSERT_TRUE(test::WaitFor([&] { return Lego({"ps", "--json"}).out.find("sleep") != std::string::npos; }, 10s));
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        return Lego({"ps", "--json"}).out.find("sleep") != std::string::npos;
+      },
+      10s));
   p.Signal(SIGINT);
   int st = p.Wait(10s);
   ASSERT_NE(st, -1) << "lego run did not end after SIGINT";
@@ -171,11 +176,12 @@ TEST_F(MemoryTest, SignalToLegoRunReachesTheProgram) {
 }
 
 TEST_F(MemoryTest, PsListsRunningProcessesWithTheirPages) {
-  test::Process p(test::BinDir() + "/lego",
-                  {"--state-dir", dir_->path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
-                   "import time; x = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
-                   "time.sleep(30)"},
-                  dir_->path() + "/ps.log");
+  test::Process p(
+      test::BinDir() + "/lego",
+      {"--state-dir", dir_->path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
+       "import time; x = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+       "time.sleep(30)"},
+      dir_->path() + "/ps.log");
   json procs;
   ASSERT_TRUE(test::WaitFor(
       [&] {
@@ -227,7 +233,8 @@ class CgroupTest : public MemoryTest {
     } else if (fs::exists("/sys/fs/cgroup/cgroup.controllers")) {
       std::ifstream c("/sys/fs/cgroup/cgroup.controllers");
       std::string ctl((std::istreambuf_iterator<char>(c)), {});
-      if (ctl.find("memory") == std::string::npos) GTEST_SKIP() << "no memory controller (cgroup v2 without memory)";
+      if (ctl.find("memory") == std::string::npos)
+        GTEST_SKIP() << "no memory controller (cgroup v2 without memory)";
       cg_ = "/sys/fs/cgroup/lego-test-" + std::to_string(getpid());
       limit_file_ = "memory.max";
     } else {
@@ -257,7 +264,8 @@ TEST_F(CgroupTest, OneGiBWorkingSetRunsUnderLegoInA320MBCgroupAndIsOomKilledWith
   auto stats = StatsOf(lego.err);
   EXPECT_GE(Sum(stats, "writeback_bytes"), 700ull << 20) << "most of the 1 GiB must have gone remote";
   auto local = InCgroup(prog);
-  EXPECT_EQ(local.exit_code, 128 + SIGKILL) << "without Lego the 1 GiB program should be OOM-killed: " << local.out;
+  EXPECT_EQ(local.exit_code, 128 + SIGKILL)
+      << "without Lego the 1 GiB program should be OOM-killed: " << local.out;
 }
 
 // A full memory monitor: the program's allocations fail (malloc returns NULL) instead of anything

@@ -24,9 +24,9 @@
 #include "common/status.h"
 #include "common/util.h"
 #include "protocol/any.h"
-#include "protocol/membership.h"
 #include "protocol/c2p.h"
 #include "protocol/local_codec.h"
+#include "protocol/membership.h"
 #include "protocol/p2m.h"
 #include "protocol/wire.h"
 
@@ -161,7 +161,8 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   if (procs.ok()) {
     if (procs->size() > kMaxProcesses) Fail("c2p.list_processes reply", "more than kMaxProcesses");
     for (const auto& p : procs.value())
-      if (p.comm.size() > 256 || p.job.size() > 256) Fail("c2p.list_processes reply", "string over 256 accepted");
+      if (p.comm.size() > 256 || p.job.size() > 256)
+        Fail("c2p.list_processes reply", "string over 256 accepted");
   }
 
   // The local HELLO (program -> pmon): strings always terminated, errors only with a reason.
@@ -169,7 +170,8 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   if (hello.error == 0 && in.size() < sizeof(lego_local_hdr) + sizeof(lego_local_hello))
     Fail("local.hello", "short packet accepted");
   if (hello.error != 0 && hello.why.empty()) Fail("local.hello", "refused without a reason");
-  if (std::strlen(hello.body.job) >= sizeof hello.body.job || std::strlen(hello.body.comm) >= sizeof hello.body.comm)
+  if (std::strlen(hello.body.job) >= sizeof hello.body.job ||
+      std::strlen(hello.body.comm) >= sizeof hello.body.comm)
     Fail("local.hello", "unterminated string");
   int32_t ack_status;
   (void)DecodeDropAck(in, 1, &ack_status);

@@ -53,9 +53,11 @@ TEST(LocalCodecTest, HelloIsCheckedAndItsStringsTerminated) {
   auto ok = DecodeLocalHello(Hello(LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_HELLO, full));
   EXPECT_EQ(ok.error, 0) << ok.why;
   EXPECT_EQ(std::strlen(ok.body.comm), sizeof ok.body.comm - 1);
-  EXPECT_EQ(DecodeLocalHello(Hello(LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_HELLO, full - 1)).error, EPROTO);
+  EXPECT_EQ(DecodeLocalHello(Hello(LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_HELLO, full - 1)).error,
+            EPROTO);
   EXPECT_EQ(DecodeLocalHello(Hello(0x12345678, LEGO_LOCAL_VERSION, LEGO_LOCAL_HELLO, full)).error, EPROTO);
-  EXPECT_EQ(DecodeLocalHello(Hello(LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_DROP, full)).error, EPROTO);
+  EXPECT_EQ(DecodeLocalHello(Hello(LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_DROP, full)).error,
+            EPROTO);
   auto v2 = DecodeLocalHello(Hello(LEGO_LOCAL_MAGIC, 2, LEGO_LOCAL_HELLO, full));
   EXPECT_EQ(v2.error, EPROTONOSUPPORT);
   EXPECT_NE(v2.why.find("v2"), std::string::npos);
