@@ -21,6 +21,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev
   # tools used by tests (process inspection, curl for the metrics endpoint)
   procps curl iproute2 python3
+  # storage tests and benchmarks (vNode mounts: tar, sqlite3, fio)
+  tar sqlite3 fio
 )
 
 missing=()

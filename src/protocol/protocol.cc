@@ -42,6 +42,28 @@ std::string_view OpcodeName(uint16_t opcode) {
       return "p2m.destroy_space";
     case kListProcesses:
       return "c2p.list_processes";
+    case kVnodeCreate:
+      return "c2g.vnode_create";
+    case kVnodeList:
+      return "c2g.vnode_list";
+    case kVnodeRemove:
+      return "c2g.vnode_remove";
+    case kVnodeLookup:
+      return "c2g.vnode_lookup";
+    case kSmonVnodeCreate:
+      return "g2s.vnode_create";
+    case kSmonVnodeRemove:
+      return "g2s.vnode_remove";
+    case kAssignRegion:
+      return "x2g.assign_region";
+    case kReleaseSpace:
+      return "x2g.release_space";
+  }
+  if (opcode >= kFsGetattr && opcode < kFsGetattr + 12) {
+    static constexpr std::string_view kFsNames[] = {"fs.getattr", "fs.create",  "fs.read",  "fs.write",
+                                                    "fs.setattr", "fs.readdir", "fs.mkdir", "fs.rmdir",
+                                                    "fs.unlink",  "fs.rename",  "fs.fsync", "fs.statfs"};
+    return kFsNames[opcode - kFsGetattr];
   }
   return "unknown";
 }

@@ -6,9 +6,10 @@
 //   0x01  X2G  any monitor to the global manager (membership)
 //   0x02  C2G  the CLI (or any client) to the global manager (queries)
 //   0x03  P2M  process monitor to memory monitor      (page store: read, write, free, destroy)
-//   0x04  P2S  process monitor to storage monitor     (reserved: disaggregated storage)
-//   0x05  M2S  memory monitor to storage monitor      (reserved: buffer cache)
-//   0x06  G2X  global manager to a monitor            (reserved: recovery, placement)
+//   0x04  FS   file requests on a vNode (protocol/fs.h): pmon to the vNode's buffer-cache mmon (P2M leg),
+//              which forwards them unchanged to the vNode's smon (M2S leg)
+//   0x05  M2S  memory monitor to storage monitor      (reserved)
+//   0x06  G2X  global manager to a monitor            (vNode namespaces on smons; later recovery)
 // All integers are little-endian. Layouts are fixed and pinned below with static_assert.
 #pragma once
 
@@ -52,12 +53,32 @@ enum Opcode : uint16_t {
   kForkSpace = 0x0106,     // pmon: a forked child's space starts with its parent's vRegion owners
   // C2G
   kListMembers = 0x0201,
+  kVnodeCreate = 0x0202,  // create a vNode (name, smon) and place its storage (GSM)
+  kVnodeList = 0x0203,    // every vNode with its placement
+  kVnodeRemove = 0x0204,  // forget a vNode and delete its files on the smon
+  kVnodeLookup = 0x0205,  // one vNode by name or id, with its smon's and cache mmon's addresses
   // P2M
   kWritePages = 0x0301,
   kReadPages = 0x0302,
   kFreeRange = 0x0303,
   kDestroySpace = 0x0304,
   kCopySpace = 0x0305,  // copy-on-write fork of an address space
+  // FS (0x04xx): one opcode per protocol/fs.h FsOp, kFsGetattr + (op - 1)
+  kFsGetattr = 0x0401,
+  kFsCreate = 0x0402,
+  kFsRead = 0x0403,
+  kFsWrite = 0x0404,
+  kFsSetattr = 0x0405,
+  kFsReaddir = 0x0406,
+  kFsMkdir = 0x0407,
+  kFsRmdir = 0x0408,
+  kFsUnlink = 0x0409,
+  kFsRename = 0x040A,
+  kFsFsync = 0x040B,
+  kFsStatfs = 0x040C,
+  // G2X (0x06xx)
+  kSmonVnodeCreate = 0x0601,  // gm to smon: make the vNode's (empty) namespace
+  kSmonVnodeRemove = 0x0602,  // gm to smon: delete the vNode's namespace and every file in it
   // C2P (0x07xx): the CLI asking a process monitor
   kListProcesses = 0x0701,  // processes running under the pmon, with their memory statistics
 };
