@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/local_cluster.h"
 #include "cli/run.h"
+#include "cli/vnode.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -35,6 +36,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 16));
   up_cmd->add_option("--excache", excache, "ExCache budget of the pmon")->capture_default_str();
   up_cmd->add_option("--smon-capacity", smon_cap, "disk quota of the smon")->capture_default_str();
+  std::string buffer_cache = "64M";
+  up_cmd->add_option("--buffer-cache", buffer_cache, "storage buffer cache of each mmon (0: off)")
+      ->capture_default_str();
   up_cmd
       ->add_option("--eviction", up.eviction,
                    "the pmon's ExCache eviction policy: fifo, or clock (LRU approximation)")
@@ -89,6 +93,12 @@ int main(int argc, char** argv) {
                       "the process monitor's local socket (default: the local cluster's pmon-0)");
   run_cmd->add_flag("--stats", run.stats, "print the program's memory statistics to stderr when it ends");
   run_cmd->add_flag("--stats-json", run.stats_json, "like --stats, as JSON");
+  run_cmd->add_option("--vnode", run.vnode,
+                      "the vNode to run in: the program starts in its storage mount (also in "
+                      "$LEGO_VNODE_ROOT); default: the vNode 'default', created on first use");
+  run_cmd->add_flag("--keep-cwd", run.keep_cwd,
+                    "start the program in the current directory rather than the vNode's mount");
+  run_cmd->add_option("--gm", run.gm, "the cluster's gm (HOST:PORT); default: the local cluster's");
   run_cmd->add_option("program", run.argv, "the program and its arguments")->required();
   run_cmd->prefix_command(false);
 
@@ -105,6 +115,25 @@ int main(int argc, char** argv) {
   top_cmd->add_option("-n,--iterations", top_iterations, "stop after N refreshes (0: until Ctrl-C)")
       ->capture_default_str();
   top_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+
+  auto* vnode_cmd = app.add_subcommand(
+      "vnode", "manage vNodes: a user's virtual node, with its own storage (files kept by a storage monitor)");
+  vnode_cmd->require_subcommand(1);
+  std::string vnode_name;
+  uint32_t vnode_smon = 0;
+  bool vnode_force = false;
+  auto* vcreate = vnode_cmd->add_subcommand("create", "create a vNode and place its storage on a storage monitor");
+  vcreate->add_option("name", vnode_name, "letters, digits, '.', '_', '-'; at most 64")->required();
+  vcreate->add_option("--smon", vnode_smon, "the storage monitor's member id (see `lego status`); default: "
+                                            "the alive smon with the fewest vNodes");
+  vcreate->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+  auto* vls = vnode_cmd->add_subcommand("ls", "list vNodes with their storage placement and processes");
+  vls->add_flag("--json", q.json, "print JSON");
+  vls->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+  auto* vrm = vnode_cmd->add_subcommand("rm", "remove a vNode and delete its files");
+  vrm->add_option("name", vnode_name, "the vNode")->required();
+  vrm->add_flag("--force", vnode_force, "remove it even while processes run in it");
+  vrm->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
 
   try {
     app.parse(argc, argv);
@@ -126,6 +155,12 @@ int main(int argc, char** argv) {
       }
       *out = v.value();
     }
+    auto bc = ParseSize(buffer_cache);
+    if (!bc.ok()) {
+      fmt::print(stderr, "lego up: --buffer-cache: {}\n", bc.status().message());
+      return 2;
+    }
+    up.buffer_cache = bc.value();
     return cli::Up(up);
   }
   if (*run_cmd) {
@@ -142,6 +177,9 @@ int main(int argc, char** argv) {
     run.stats = run.stats || run.stats_json;
     return cli::RunCommand(run);
   }
+  if (*vcreate) return cli::VnodeCreateCommand(q, vnode_name, vnode_smon);
+  if (*vls) return cli::VnodeListCommand(q);
+  if (*vrm) return cli::VnodeRemoveCommand(q, vnode_name, vnode_force);
   if (*ps_cmd) return cli::PsCommand(q, ps_all);
   if (*top_cmd) return cli::TopCommand(q, top_interval_ms, top_iterations);
   if (*status_cmd) return cli::StatusCommand(q);

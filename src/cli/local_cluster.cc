@@ -2,11 +2,14 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -20,6 +23,8 @@
 #include "cli/commands.h"
 
 namespace lego::cli {
+
+static std::error_code RemoveStateDir(const std::string& dir);
 namespace fs = std::filesystem;
 
 std::string DefaultStateDir() {
@@ -169,8 +174,7 @@ int Up(const UpOptions& o) {
     }
     fmt::print(stderr, "lego up: found a stale cluster in {} (all its daemons have exited); cleaning it up\n",
                dir);
-    std::error_code ec;
-    fs::remove_all(dir, ec);
+    (void)RemoveStateDir(dir);
   } else if (existing.status().code() != StatusCode::kNotFound) {
     fmt::print(stderr, "lego up: {}; remove {} or run `lego down`\n", existing.status().message(), dir);
     return 1;
@@ -193,8 +197,7 @@ int Up(const UpOptions& o) {
     fmt::print(stderr, "lego up: {}\n", why);
     if (!log_of.empty()) fmt::print(stderr, "  last lines of {}:\n{}", log_of, TailFile(log_of, 15));
     StopAll(dir, state, 5, /*quiet=*/true);
-    std::error_code e2;
-    fs::remove_all(dir, e2);
+    (void)RemoveStateDir(dir);
     return 1;
   };
 
@@ -242,7 +245,9 @@ int Up(const UpOptions& o) {
                       {"--excache", std::to_string(o.excache), "--eviction", o.eviction, "--prefetch",
                        o.prefetch ? "true" : "false"}});
   for (int i = 0; i < o.mmons; ++i)
-    monitors.push_back({fmt::format("mmon-{}", i), {"--capacity", std::to_string(o.mmon_capacity)}});
+    monitors.push_back({fmt::format("mmon-{}", i),
+                        {"--capacity", std::to_string(o.mmon_capacity), "--buffer-cache",
+                         std::to_string(o.buffer_cache)}});
   monitors.push_back({"smon-0", {"--capacity", std::to_string(o.smon_capacity)}});
   for (auto& [name, args] : monitors) {
     std::string kind = name.substr(0, name.find('-'));
@@ -355,6 +360,56 @@ int StopAll(const std::string& state_dir, const ClusterState& s, int timeout_s, 
 
 }  // namespace
 
+// Detaches every mount below `dir` (vNode FUSE mounts a killed pmon left behind), then removes `dir`.
+// Never recurses into a mount: a live vNode mount holds the user's files, which live on the smon.
+static std::error_code RemoveStateDir(const std::string& dir) {
+  std::error_code ec;
+  std::string root = fs::weakly_canonical(dir, ec).string();
+  if (ec) root = dir;
+  std::vector<std::string> below;
+  if (FILE* f = std::fopen("/proc/self/mounts", "re")) {
+    char line[4096];
+    while (std::fgets(line, sizeof line, f)) {
+      char src[1024], mnt[2048];
+      if (std::sscanf(line, "%1023s %2047s", src, mnt) != 2) continue;
+      std::string m;  // undo /proc/mounts' octal escapes (\040 for a space ...)
+      for (size_t i = 0; mnt[i]; ++i) {
+        if (mnt[i] == '\\' && mnt[i + 1] && mnt[i + 2] && mnt[i + 3]) {
+          m.push_back(static_cast<char>((mnt[i + 1] - '0') * 64 + (mnt[i + 2] - '0') * 8 + (mnt[i + 3] - '0')));
+          i += 3;
+        } else {
+          m.push_back(mnt[i]);
+        }
+      }
+      if (m.rfind(root + "/", 0) == 0) below.push_back(m);
+    }
+    std::fclose(f);
+  }
+  std::sort(below.rbegin(), below.rend());  // deepest first
+  for (const auto& m : below) {
+    if (umount2(m.c_str(), MNT_DETACH) != 0) {
+      // Not root: fusermount3 can detach FUSE mounts of the same user.
+      pid_t pid = fork();
+      if (pid == 0) {
+        execlp("fusermount3", "fusermount3", "-u", "-z", m.c_str(), static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      int st = 0;
+      if (pid > 0) waitpid(pid, &st, 0);
+    }
+    fmt::print(stderr, "lego: detached the leftover mount {}\n", m);
+  }
+  // If a mount could not be detached, refuse to recurse into it.
+  for (const auto& m : below) {
+    struct stat a {}, b {};
+    std::string parent = fs::path(m).parent_path().string();
+    if (stat(m.c_str(), &a) == 0 && stat(parent.c_str(), &b) == 0 && a.st_dev != b.st_dev)
+      return std::make_error_code(std::errc::device_or_resource_busy);
+  }
+  fs::remove_all(dir, ec);
+  return ec;
+}
+
 int Down(const std::string& dir, int timeout_s) {
   auto s = ReadState(dir);
   if (!s.ok()) {
@@ -367,8 +422,7 @@ int Down(const std::string& dir, int timeout_s) {
   }
   fmt::print("lego down: stopping {} daemons\n", s->daemons.size());
   StopAll(dir, s.value(), timeout_s, /*quiet=*/false);
-  std::error_code ec;
-  fs::remove_all(dir, ec);
+  std::error_code ec = RemoveStateDir(dir);
   if (ec) {
     fmt::print(stderr, "lego down: cannot remove {}: {}\n", dir, ec.message());
     return 1;

@@ -41,6 +41,7 @@ struct UpOptions {
   std::string transports;
   std::string eviction = "fifo";  // pmon ExCache eviction policy
   bool prefetch = true;
+  uint64_t buffer_cache = 64ull << 20;  // each mmon's storage buffer cache; 0: off
 };
 
 std::string DefaultStateDir();

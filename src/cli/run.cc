@@ -1,5 +1,7 @@
 #include "cli/run.h"
 
+#include "cli/vnode.h"
+
 #include <elf.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -246,6 +248,24 @@ int RunCommand(const RunOptions& o) {
     return 1;
   }
   const std::string job = NewJobId();
+  // The vNode: the pmon mounts its storage and from now on counts this job's processes as the vNode's.
+  std::string mountpoint, vnode_name;
+  {
+    QueryOptions q;
+    q.state_dir = o.state_dir;
+    q.gm = o.gm;
+    auto m = MakeCliMessenger();
+    auto a = m.ok() ? AttachVnode(**m, q, job, o.vnode) : Result<proto::AttachVnodeResp>(m.status());
+    if (!a.ok()) {
+      fmt::print(stderr, "lego run: cannot attach vNode '{}': {}\n", o.vnode.empty() ? "default" : o.vnode,
+                 a.status().message());
+      return 1;
+    }
+    mountpoint = a->mountpoint;
+    vnode_name = a->name;
+  }
+  std::error_code abs_ec;
+  const std::string program = std::filesystem::absolute(*path, abs_ec).string();
   std::string ld = preload;
   if (const char* old = getenv("LD_PRELOAD"); old && *old) ld += std::string(":") + old;
 
@@ -274,8 +294,14 @@ int RunCommand(const RunOptions& o) {
     setenv(LEGO_ENV_SOCKET, socket.c_str(), 1);
     setenv(LEGO_ENV_JOB, job.c_str(), 1);
     if (o.excache) setenv(LEGO_ENV_EXCACHE, std::to_string(o.excache).c_str(), 1);
-    execv(path->c_str(), argv.data());
-    fmt::print(stderr, "lego run: cannot execute {}: {}\n", *path, strerror(errno));
+    setenv("LEGO_VNODE", vnode_name.c_str(), 1);
+    setenv("LEGO_VNODE_ROOT", mountpoint.c_str(), 1);
+    if (!o.keep_cwd && chdir(mountpoint.c_str()) != 0) {
+      fmt::print(stderr, "lego run: cannot enter the vNode's mount {}: {}\n", mountpoint, strerror(errno));
+      _exit(127);
+    }
+    execv(program.c_str(), argv.data());
+    fmt::print(stderr, "lego run: cannot execute {}: {}\n", program, strerror(errno));
     _exit(127);
   }
   g_child = child;

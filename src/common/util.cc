@@ -8,6 +8,9 @@
 #include <cstdio>
 #include <fstream>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 namespace lego {
@@ -105,12 +108,35 @@ Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero) {
 
 Status WriteFileAtomic(const std::string& path, std::string_view content) {
   std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    if (!out) return IoError(fmt::format("cannot write {}", tmp));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoError("open " + tmp, errno);
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd, content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : EIO;
+      ::close(fd);
+      return ErrnoError("write " + tmp, e);
+    }
+    done += static_cast<size_t>(n);
   }
+  // Durable: the content reaches the disk before the rename makes it visible, and the rename itself
+  // reaches the disk before we return (fsync of the directory).
+  if (::fsync(fd) != 0) {
+    int e = errno;
+    ::close(fd);
+    return ErrnoError("fsync " + tmp, e);
+  }
+  ::close(fd);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename " + path, errno);
+  std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+  if (dir.empty()) dir = "/";
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
   return Status::Ok();
 }
 

@@ -22,7 +22,8 @@ struct HostPort {
 // "127.0.0.1:4000" or "[::1]:4000" or "localhost:4000"; port 0 allowed only if allow_zero.
 Result<HostPort> ParseHostPort(std::string_view text, bool allow_zero = false);
 
-// Replaces path with content atomically (write PATH.tmp, then rename), so readers never see half a file.
+// Replaces path with content atomically and durably (write and fsync PATH.tmp, rename, fsync the directory),
+// so readers never see half a file and a crash leaves the old or the new content.
 Status WriteFileAtomic(const std::string& path, std::string_view content);
 
 // Milliseconds since the Unix epoch (wall clock; for display) and a monotonic clock (for deadlines).

@@ -57,6 +57,12 @@ Status ApplyFile(const std::string& path, const std::string& section, DaemonConf
           c->eviction = v.as_string().str;
         } else if (key == "prefetch") {
           c->prefetch = v.as_boolean();
+        } else if (key == "buffer_cache") {
+          c->buffer_cache = v.is_integer() ? std::to_string(v.as_integer()) : v.as_string().str;
+        } else if (key == "flush_interval_ms") {
+          c->flush_interval_ms = static_cast<uint32_t>(v.as_integer());
+        } else if (key == "storage_timeout_ms") {
+          c->storage_timeout_ms = static_cast<uint32_t>(v.as_integer());
         } else if (key == "name") {
           c->name = v.as_string().str;
         } else if (!v.is_table()) {
@@ -131,6 +137,21 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
     app.add_option("--prefetch", c->prefetch, "prefetch sequential and strided misses (true|false)")
         ->capture_default_str();
   }
+  if (d.kind == proto::ComponentKind::kMmon) {
+    app.add_option("--buffer-cache", c->buffer_cache,
+                   "storage buffer cache for the vNodes this mmon serves (e.g. 64M); 0 turns it off")
+        ->capture_default_str();
+    app.add_option("--flush-interval-ms", c->flush_interval_ms,
+                   "how often dirty buffer-cache data is written to the smons")
+        ->capture_default_str()
+        ->check(CLI::Range(10u, 3600000u));
+  }
+  if (d.kind == proto::ComponentKind::kMmon || d.kind == proto::ComponentKind::kPmon) {
+    app.add_option("--storage-timeout-ms", c->storage_timeout_ms,
+                   "a file request whose storage monitor stays silent this long fails with EIO")
+        ->capture_default_str()
+        ->check(CLI::Range(100u, 600000u));
+  }
   app.add_option("--log-level", c->log_level, "trace|debug|info|warn|error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -166,6 +187,8 @@ Status ParseDaemonConfig(const KindDefaults& d, int argc, char** argv, DaemonCon
     if (!cap.ok()) return InvalidArgument(fmt::format("{}: {}", d.capacity_flag, cap.status().message()));
     c->capacity = cap.value();
   }
+  if (auto bc = ParseSize(c->buffer_cache); !bc.ok())
+    return InvalidArgument("--buffer-cache: " + bc.status().message());
   if (c->metrics_listen != "off") {
     auto m = ParseHostPort(c->metrics_listen, true);
     if (!m.ok()) return InvalidArgument("--metrics: " + m.status().message());

@@ -31,6 +31,10 @@ struct DaemonConfig {
   std::string placement = "most-free";  // gm: vRegion placement policy (most-free | round-robin)
   std::string eviction = "fifo";        // pmon: ExCache eviction policy (fifo | clock)
   bool prefetch = true;                 // pmon: prefetch sequential/strided misses
+  std::string buffer_cache = "64M";     // mmon: storage buffer cache size; "0" turns it off
+  uint32_t flush_interval_ms = 5000;    // mmon: dirty buffer-cache data reaches the smon this often
+  uint32_t storage_timeout_ms = 5000;   // mmon: an smon silent this long fails the request with EIO;
+                                        // pmon: waits this plus 2 s for the mmon
 };
 
 struct KindDefaults {

@@ -1,4 +1,5 @@
-// lego-gm: the global manager (LegoOS's GPM, GMM and GSM). Today: membership and failure detection.
+// lego-gm: the global manager (LegoOS's GPM, GMM and GSM): membership and failure detection, vRegion
+// placement on mmons, and the durable vNode table with each vNode's smon and buffer-cache mmon.
 #include "daemon/daemon.h"
 #include "gm/gm_service.h"
 
@@ -16,9 +17,12 @@ int main(int argc, char** argv) {
     gm::PlacementPolicy placement;
     if (!gm::ParsePlacementPolicy(ctx.config.placement, &placement))
       return InvalidArgument("unknown placement policy '" + ctx.config.placement + "'");
+    auto vnodes = gm::VnodeTable::Open(ctx.config.data_dir + "/vnodes.json");
+    if (!vnodes.ok()) return vnodes.status();
     service = std::make_unique<gm::GmService>(
         ctx.messenger, ctx.metrics, mo,
-        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()}, placement);
+        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()}, placement,
+        std::move(vnodes.value()));
     service->InstallHandlers();
     return Status::Ok();
   };

@@ -9,7 +9,7 @@
 namespace lego::gm {
 
 GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self,
-                     PlacementPolicy placement)
+                     PlacementPolicy placement, std::unique_ptr<VnodeTable> vnodes)
     : messenger_(messenger),
       table_(options),
       regions_(placement),
@@ -21,7 +21,8 @@ GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOpti
       c_registrations_(metrics.Counter("lego_gm_registrations_total", "Registrations, including rejoins")),
       c_regions_assigned_(metrics.Counter("lego_gm_region_lookups_total", "vRegion owner lookups (GMM)")),
       c_region_refusals_(
-          metrics.Counter("lego_gm_region_refusals_total", "vRegions refused: every mmon full")) {}
+          metrics.Counter("lego_gm_region_refusals_total", "vRegions refused: every mmon full")),
+      vnodes_(std::move(vnodes)) {}
 
 GmService::~GmService() { Stop(); }
 
@@ -72,6 +73,7 @@ void GmService::InstallHandlers() {
     r.Reply(proto::EncodeMemberList(list));
   });
   InstallMemoryHandlers();
+  if (vnodes_) InstallVnodeHandlers();
 }
 
 void GmService::InstallMemoryHandlers() {
@@ -112,6 +114,7 @@ void GmService::InstallMemoryHandlers() {
 
 void GmService::Start() {
   checker_ = std::thread([this] { CheckerLoop(); });
+  ops_thread_ = std::thread([this] { OpsLoop(); });
 }
 
 void GmService::Stop() {
@@ -121,6 +124,7 @@ void GmService::Stop() {
   }
   cv_.notify_all();
   if (checker_.joinable()) checker_.join();
+  if (ops_thread_.joinable()) ops_thread_.join();
 }
 
 void GmService::CheckerLoop() {

@@ -6,12 +6,18 @@
 #pragma once
 
 #include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 
 #include "common/metrics.h"
 #include "gm/membership.h"
 #include "gm/region_map.h"
+#include "gm/vnode_table.h"
+#include "protocol/vnode.h"
 #include "messaging/messenger.h"
 
 namespace lego::gm {
@@ -21,10 +27,14 @@ struct GmSelf {
   uint16_t metrics_port = 0;
 };
 
+// How long the gm waits for an smon to make or delete a vNode's namespace.
+inline constexpr std::chrono::milliseconds kSmonCallTimeout{10000};
+
 class GmService {
  public:
   GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOptions options, GmSelf self,
-            PlacementPolicy placement = PlacementPolicy::kMostFree);
+            PlacementPolicy placement = PlacementPolicy::kMostFree,
+            std::unique_ptr<VnodeTable> vnodes = nullptr);
   ~GmService();
   // REQUIRES: before messenger.Start().
   void InstallHandlers();
@@ -35,6 +45,18 @@ class GmService {
  private:
   void CheckerLoop();
   void InstallMemoryHandlers();  // GMM: vRegion placement
+  void InstallVnodeHandlers();   // GSM: vNodes and their storage placement
+
+  // vNode operations call smons, so they run on the ops thread, one at a time (which also orders them).
+  void RunOnOpsThread(std::function<void()> fn);
+  void OpsLoop();
+  Result<proto::VnodeRecord> CreateVnode(const proto::VnodeCreateReq& req);
+  Status RemoveVnode(const std::string& name);
+  Result<proto::VnodeRecord> LookupVnode(const proto::VnodeLookupReq& req);
+  proto::VnodeRecord ToRecord(const VnodeEntry& e, const std::vector<proto::MemberRecord>& members) const;
+  // The alive mmon with the most free memory, or nullptr.
+  static const proto::MemberRecord* PickCacheMmon(const std::vector<proto::MemberRecord>& members);
+  Status CallSmon(const proto::MemberRecord& smon, uint16_t opcode, uint32_t vnode);
 
   msg::Messenger& messenger_;
   MembershipTable table_;
@@ -46,10 +68,14 @@ class GmService {
   prometheus::Counter& c_registrations_;
   prometheus::Counter& c_regions_assigned_;
   prometheus::Counter& c_region_refusals_;
+  std::unique_ptr<VnodeTable> vnodes_;  // null: vNodes are not served (tests of membership only)
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread checker_;
+  std::deque<std::function<void()>> ops_;  // guarded by mu_
+  std::thread ops_thread_;
+  std::map<std::string, std::shared_ptr<msg::Channel>> smon_channels_;  // ops thread only; by address
 };
 
 }  // namespace lego::gm

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
     o.socket_path = (std::filesystem::path(ctx.config.data_dir) / "pmon.sock").string();
     o.excache_bytes = ctx.config.capacity;
     o.gm = ctx.config.gm;
+    o.vnode_root = (std::filesystem::path(ctx.config.data_dir) / "vnodes").string();
+    o.storage_timeout = msg::Millis(ctx.config.storage_timeout_ms + 2000);
     auto policy = pmon::ParseEvictionPolicy(ctx.config.eviction);
     if (!policy.ok()) return policy.status();
     o.session.policy = *policy;

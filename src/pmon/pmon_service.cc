@@ -8,6 +8,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -70,7 +72,9 @@ PmonService::PmonService(const PmonOptions& options, msg::Messenger& messenger, 
     : options_(options),
       metrics_(metrics),
       excache_(options.excache_bytes),
-      memory_(messenger, options.gm, options.rpc_timeout) {}
+      memory_(messenger, options.gm, options.rpc_timeout),
+      vnodes_(std::make_unique<VnodeManager>(messenger, options.gm, options.vnode_root, options.storage_timeout,
+                                             [this](pid_t pid) { return VnodeOfProcess(pid); })) {}
 
 PmonService::~PmonService() { Stop(); }
 
@@ -101,8 +105,10 @@ void PmonService::Stop() {
   uint64_t one = 1;
   (void)!write(stop_fd_, &one, sizeof one);
   if (listener_.joinable()) listener_.join();
+  attach_queue_.Stop();
   for (auto& s : Sessions()) s->Stop();  // each frees its remote memory on the way out
   excache_.Stop();
+  vnodes_->UnmountAll();
   {
     std::lock_guard lock(mu_);
     sessions_.clear();
@@ -284,7 +290,7 @@ void PmonService::SessionEnded(ProcessSession* s) {
                 [s](const PendingChild& p) { return p.child.get() == s || p.parent == s; });
   auto it = sessions_.find(s);
   if (it == sessions_.end()) return;
-  recent_.push_back(Record(*s, true));
+  recent_.push_back(Record(*s, true, VnodeOfJobLocked(s->Info().job)));
   if (recent_.size() > kRecentEnded) recent_.pop_front();
   ended_.push_back(std::move(it->second));  // destroyed on the listener thread, not on its own
   sessions_.erase(it);
@@ -293,16 +299,81 @@ void PmonService::SessionEnded(ProcessSession* s) {
 void PmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kListProcesses, [this](const msg::Incoming&, msg::Responder r) {
     std::vector<proto::ProcessRecord> out;
-    for (auto& s : Sessions()) out.push_back(Record(*s, false));
+    for (auto& s : Sessions()) {
+      uint32_t vnode;
+      {
+        std::lock_guard lock(mu_);
+        vnode = VnodeOfJobLocked(s->Info().job);
+      }
+      out.push_back(Record(*s, false, vnode));
+    }
     {
       std::lock_guard lock(mu_);
       out.insert(out.end(), recent_.begin(), recent_.end());
     }
     r.Reply(proto::EncodeProcessList(out));
   });
+  messenger.Handle(proto::kAttachVnode, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeAttachVnodeReq(in.payload);
+    if (!req.ok()) return r.Error(req.status());
+    attach_queue_.Submit([this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
+      auto a = vnodes_->Attach(req.vnode);
+      if (!a.ok()) {
+        LEGO_LOG_WARN("vnode_attach_failed job={} vnode={} why=\"{}\"", req.job, req.vnode, a.status().ToString());
+        return r->Error(a.status());
+      }
+      {
+        std::lock_guard lock(mu_);
+        job_vnodes_[req.job] = a->vnode;
+        // Forget roots whose `lego run` has exited, then record this one.
+        std::erase_if(job_roots_, [](const auto& kv) { return ProcStartTime(kv.first) != kv.second.starttime; });
+        if (uint64_t st = ProcStartTime(static_cast<pid_t>(req.pid)); req.pid > 1 && st != 0)
+          job_roots_[static_cast<pid_t>(req.pid)] = {a->vnode, st};
+      }
+      r->Reply(proto::EncodeAttachVnodeResp(a.value()));
+    });
+  });
 }
 
-proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended) {
+uint32_t PmonService::VnodeOfProcess(pid_t pid) const {
+  std::lock_guard lock(mu_);
+  for (const auto& [k, s] : sessions_) {
+    if (s->pid() == pid) return VnodeOfJobLocked(s->Info().job);
+  }
+  if (auto it = job_roots_.find(pid); it != job_roots_.end() && ProcStartTime(pid) == it->second.starttime)
+    return it->second.vnode;
+  return 0;
+}
+
+uint64_t PmonService::ProcStartTime(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return 0;
+  char buf[1024];
+  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  // Fields after the command (which may hold spaces and parentheses) start after the last ')'.
+  char* p = std::strrchr(buf, ')');
+  if (!p) return 0;
+  // Field 3 (state) follows ") "; starttime is field 22.
+  int field = 2;
+  for (char* t = p + 1; *t; ++t) {
+    if (*t == ' ') {
+      ++field;
+      if (field == 22) return std::strtoull(t + 1, nullptr, 10);
+    }
+  }
+  return 0;
+}
+
+uint32_t PmonService::VnodeOfJobLocked(const std::string& job) const {
+  auto it = job_vnodes_.find(job);
+  return it == job_vnodes_.end() ? 0 : it->second;
+}
+
+proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended, uint32_t vnode) {
   SessionInfo i = s.Info();
   const MemStats& st = s.stats();
   proto::ProcessRecord rec;
@@ -329,6 +400,7 @@ proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended) {
   f.fault_p99_ns = st.fault_latency.Quantile(0.99);
   rec.comm = i.comm;
   rec.job = i.job;
+  f.vnode = vnode;
   return rec;
 }
 
@@ -340,7 +412,7 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
     std::lock_guard lock(mu_);
     running = sessions_.size();
   }
-  return {
+  std::vector<proto::StatsEntry> v = {
       {"lego_pmon_processes_running", static_cast<double>(running)},
       {"lego_pmon_processes_started_total", u(processes_started_)},
       {"lego_pmon_processes_ended_total", u(processes_ended_)},
@@ -365,6 +437,9 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
       {"lego_pmon_fault_latency_p50_ns", static_cast<double>(t.fault_latency.Quantile(0.5))},
       {"lego_pmon_fault_latency_p99_ns", static_cast<double>(t.fault_latency.Quantile(0.99))},
   };
+  auto fs = vnodes_->Stats();
+  v.insert(v.end(), fs.begin(), fs.end());
+  return v;
 }
 
 }  // namespace lego::pmon

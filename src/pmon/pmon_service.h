@@ -14,11 +14,13 @@
 #include <thread>
 
 #include "common/metrics.h"
+#include "common/work_queue.h"
 #include "messaging/messenger.h"
 #include "pmon/excache.h"
 #include "pmon/memory_client.h"
 #include "pmon/process_session.h"
 #include "pmon/stats.h"
+#include "pmon/vnode_manager.h"
 #include "protocol/c2p.h"
 #include "protocol/local.h"
 
@@ -30,6 +32,8 @@ struct PmonOptions {
   SessionOptions session;
   HostPort gm;
   Millis rpc_timeout{5000};
+  std::string vnode_root;         // vNode mounts go under it (DATA_DIR/vnodes)
+  Millis storage_timeout{7000};   // an FS request whose mmon stays silent this long fails with EIO
 };
 
 class PmonService {
@@ -52,7 +56,11 @@ class PmonService {
   void AttachForkChild(int conn, const lego_local_hello& hello);
   void StartSession(const std::shared_ptr<ProcessSession>& s);
   std::vector<std::shared_ptr<ProcessSession>> Sessions() const;
-  static proto::ProcessRecord Record(const ProcessSession& s, bool ended);
+  static proto::ProcessRecord Record(const ProcessSession& s, bool ended, uint32_t vnode);
+  uint32_t VnodeOfJobLocked(const std::string& job) const;  // REQUIRES: mu_ held
+  static uint64_t ProcStartTime(pid_t pid);                 // 0 if the process is gone
+  // The vNode of the running Lego process `pid` (0: not one of ours).
+  uint32_t VnodeOfProcess(pid_t pid) const;
   static constexpr size_t kRecentEnded = 256;
 
   PmonOptions options_;
@@ -75,6 +83,14 @@ class PmonService {
   std::vector<PendingChild> pending_children_;  // fork children waiting for their HELLO
   std::condition_variable pending_cv_;
   std::atomic<uint64_t> processes_started_{0}, processes_ended_{0}, hellos_refused_{0};
+  std::map<std::string, uint32_t> job_vnodes_;  // `lego run` job -> vNode id; guarded by mu_
+  struct JobRoot {
+    uint32_t vnode;
+    uint64_t starttime;  // /proc/PID/stat field 22: tells a reused pid apart
+  };
+  std::map<pid_t, JobRoot> job_roots_;  // `lego run` pid -> its vNode; guarded by mu_
+  std::unique_ptr<VnodeManager> vnodes_;
+  WorkQueue attach_queue_{1};  // c2p.attach_vnode blocks (gm lookup, FUSE mount)
 };
 
 }  // namespace lego::pmon

@@ -31,4 +31,48 @@ Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> pa
   return out;
 }
 
+Bytes EncodeAttachVnodeReq(const AttachVnodeReq& m) {
+  Writer w;
+  w.Put(m.pid);
+  w.Put(uint32_t{0});
+  w.PutString(m.job);
+  w.PutString(m.vnode);
+  return w.Take();
+}
+
+Result<AttachVnodeReq> DecodeAttachVnodeReq(std::span<const uint8_t> payload) {
+  Reader r(payload, "c2p.attach_vnode");
+  AttachVnodeReq m;
+  uint32_t reserved = 0;
+  LEGO_RETURN_IF_ERROR(r.Get(&m.pid, "pid"));
+  LEGO_RETURN_IF_ERROR(r.Get(&reserved, "reserved"));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.job, "job", 31));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.vnode, "vnode", 64));
+  LEGO_RETURN_IF_ERROR(r.Finish());
+  if (m.job.empty()) return BadMessage("c2p.attach_vnode: empty job");
+  return m;
+}
+
+Bytes EncodeAttachVnodeResp(const AttachVnodeResp& m) {
+  Writer w;
+  w.Put(AttachVnodeFixed{m.vnode, 0});
+  w.PutString(m.name);
+  w.PutString(m.mountpoint);
+  return w.Take();
+}
+
+Result<AttachVnodeResp> DecodeAttachVnodeResp(std::span<const uint8_t> payload) {
+  Reader r(payload, "c2p.attach_vnode reply");
+  AttachVnodeFixed f{};
+  AttachVnodeResp m;
+  LEGO_RETURN_IF_ERROR(r.Get(&f, "fixed"));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.name, "name", 64));
+  LEGO_RETURN_IF_ERROR(r.GetString(&m.mountpoint, "mountpoint"));
+  LEGO_RETURN_IF_ERROR(r.Finish());
+  if (f.vnode == 0 || m.mountpoint.empty() || m.mountpoint.front() != '/')
+    return BadMessage("c2p.attach_vnode reply: no vnode or mountpoint");
+  m.vnode = f.vnode;
+  return m;
+}
+
 }  // namespace lego::proto

@@ -1,4 +1,4 @@
-// C2P (0x04xx) messages: the CLI asking a process monitor about the processes it runs. See
+// C2P (0x07xx) messages: the CLI asking a process monitor about the processes it runs. See
 // docs/protocol.md, "C2P".
 #pragma once
 
@@ -32,8 +32,10 @@ struct ProcessFixed {
   uint64_t freed_remote_pages;
   uint64_t fault_p50_ns;
   uint64_t fault_p99_ns;
+  uint32_t vnode;  // id of the vNode the process runs in (0: none)
+  uint32_t reserved;
 };
-static_assert(sizeof(ProcessFixed) == 152);
+static_assert(sizeof(ProcessFixed) == 160);
 
 struct ProcessRecord {
   ProcessFixed fixed{};
@@ -47,5 +49,30 @@ inline constexpr uint32_t kMaxProcesses = 65536;
 // Reply: u32 count, then per process: ProcessFixed, string comm, string job. Empty request.
 Bytes EncodeProcessList(const std::vector<ProcessRecord>& procs);
 Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> payload);
+
+// kAttachVnode request: u32 pid of `lego run` (on the pmon's host: it and its descendants count as the
+// vNode's from now on, before the program has even said HELLO), u32 reserved, string job (the `lego run`
+// job id), string vnode name (empty: the default vNode, created on first use). The pmon looks the vNode up at the gm, mounts its storage (FUSE) if it is not
+// mounted yet, and from then on counts the job's processes as the vNode's. Reply: AttachVnodeFixed, string
+// name, string mountpoint. kNotFound (no such vNode), kPeerUnreachable (no smon or mmon alive), kIoError.
+struct AttachVnodeFixed {
+  uint32_t vnode;
+  uint32_t reserved;
+};
+static_assert(sizeof(AttachVnodeFixed) == 8);
+struct AttachVnodeReq {
+  uint32_t pid = 0;
+  std::string job;
+  std::string vnode;
+};
+struct AttachVnodeResp {
+  uint32_t vnode = 0;
+  std::string name;
+  std::string mountpoint;
+};
+Bytes EncodeAttachVnodeReq(const AttachVnodeReq& m);
+Result<AttachVnodeReq> DecodeAttachVnodeReq(std::span<const uint8_t> payload);
+Bytes EncodeAttachVnodeResp(const AttachVnodeResp& m);
+Result<AttachVnodeResp> DecodeAttachVnodeResp(std::span<const uint8_t> payload);
 
 }  // namespace lego::proto

@@ -42,6 +42,8 @@ std::string_view OpcodeName(uint16_t opcode) {
       return "p2m.destroy_space";
     case kListProcesses:
       return "c2p.list_processes";
+    case kAttachVnode:
+      return "c2p.attach_vnode";
     case kVnodeCreate:
       return "c2g.vnode_create";
     case kVnodeList:

@@ -81,6 +81,7 @@ enum Opcode : uint16_t {
   kSmonVnodeRemove = 0x0602,  // gm to smon: delete the vNode's namespace and every file in it
   // C2P (0x07xx): the CLI asking a process monitor
   kListProcesses = 0x0701,  // processes running under the pmon, with their memory statistics
+  kAttachVnode = 0x0702,    // `lego run`: mount a vNode for a job and say where
 };
 
 std::string_view OpcodeName(uint16_t opcode);

@@ -1,6 +1,15 @@
-// lego-smon: a storage monitor (LegoOS's sComponent). Today: joins the cluster and reports its quota;
-// vNode file storage arrives with the disaggregated-storage work (docs/architecture.md).
+// lego-smon: a storage monitor (LegoOS's sComponent). Keeps each vNode's files under DATA_DIR/vnodes/ID
+// (src/smon/file_store.h) and answers stateless FS requests (protocol/fs.h) from the vNodes' buffer-cache
+// mmons; lego-gm asks it to make and delete vNode namespaces (G2S).
+#include <memory>
+
+#include "common/log.h"
+#include "common/work_queue.h"
 #include "daemon/daemon.h"
+#include "messaging/remote_fs.h"
+#include "protocol/any.h"
+#include "protocol/vnode.h"
+#include "smon/file_store.h"
 
 int main(int argc, char** argv) {
   using namespace lego;
@@ -9,5 +18,36 @@ int main(int argc, char** argv) {
       "lego-smon: a Lego storage monitor. Stores vNode files durably under its data dir and "
       "registers with lego-gm.",
       "--capacity", "disk quota for stored files (e.g. 10G)", "10G"};
-  return daemon::RunDaemon(d, argc, argv, daemon::Component{});
+  std::unique_ptr<smon::FileStore> store;
+  std::unique_ptr<WorkQueue> queue;
+  daemon::Component c;
+  c.setup = [&](daemon::DaemonContext& ctx) -> Status {
+    auto s = smon::FileStore::Open(ctx.config.data_dir, ctx.config.capacity);
+    if (!s.ok()) return s.status();
+    store = std::move(s.value());
+    // Two threads: one request may wait for fsync while another is served.
+    queue = std::make_unique<WorkQueue>(2);
+    msg::ServeFs(ctx.messenger, *queue, *store);
+    auto vnode_op = [&](uint16_t opcode, const char* what) {
+      ctx.messenger.Handle(opcode, [&, opcode, what](const msg::Incoming& in, msg::Responder r) {
+        auto req = proto::DecodeFixed<proto::SmonVnodeReq>(in.payload, what);
+        if (!req.ok()) return r.Error(req.status());
+        if (req->vnode == 0) return r.Error(InvalidArgument(fmt::format("{}: vnode 0", what)));
+        queue->Submit([&, opcode, vnode = req->vnode, r = std::make_shared<msg::Responder>(std::move(r))] {
+          Status st = opcode == proto::kSmonVnodeCreate ? store->CreateVnode(vnode) : store->RemoveVnode(vnode);
+          LEGO_LOG_INFO("{} vnode={} status=\"{}\"", what, vnode, st.ToString());
+          if (!st.ok()) return r->Error(st);
+          r->Reply();
+        });
+      });
+    };
+    vnode_op(proto::kSmonVnodeCreate, "g2s.vnode_create");
+    vnode_op(proto::kSmonVnodeRemove, "g2s.vnode_remove");
+    return Status::Ok();
+  };
+  c.stop = [&] {
+    if (queue) queue->Stop();
+  };
+  c.used_bytes = [&]() -> uint64_t { return store ? store->used_bytes() : 0; };
+  return daemon::RunDaemon(d, argc, argv, c);
 }

@@ -1,0 +1,19 @@
+// `lego vnode create|ls|rm` (the vNodes kept by lego-gm) and the pmon side of `lego run --vnode`.
+#pragma once
+
+#include <string>
+
+#include "cli/commands.h"
+#include "protocol/c2p.h"
+
+namespace lego::cli {
+
+int VnodeCreateCommand(const QueryOptions& o, const std::string& name, uint32_t smon_id);
+int VnodeListCommand(const QueryOptions& o);
+int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool force);
+
+// Asks the cluster's process monitor to mount `vnode` (empty: the default vNode) for `job`.
+Result<proto::AttachVnodeResp> AttachVnode(msg::Messenger& m, const QueryOptions& o, const std::string& job,
+                                           const std::string& vnode);
+
+}  // namespace lego::cli

@@ -1,0 +1,91 @@
+#include "messaging/remote_fs.h"
+
+#include <cerrno>
+
+#include "common/log.h"
+
+namespace lego::msg {
+
+RemoteFs::RemoteFs(Messenger& messenger, HostPort gm, RemoteFsOptions options)
+    : messenger_(messenger), options_(options), gm_(messenger.ChannelTo(gm, Millis(2000))) {}
+
+Result<proto::VnodeRecord> RemoteFs::Lookup(const proto::VnodeLookupReq& req) {
+  // Long enough for the gm to create the default vNode on its smon (gm::kSmonCallTimeout).
+  auto reply = gm_->Call(proto::kVnodeLookup, proto::EncodeVnodeLookupReq(req), Millis(15000));
+  if (!reply.ok()) {
+    if (reply.status().code() == StatusCode::kTimeout) gm_->Reset();
+    return reply.status();
+  }
+  return proto::DecodeVnodeRecord(reply.value());
+}
+
+Result<std::shared_ptr<Channel>> RemoteFs::ChannelFor(uint32_t vnode) {
+  {
+    std::lock_guard lk(mu_);
+    if (auto it = routes_.find(vnode); it != routes_.end()) return it->second;
+  }
+  auto v = Lookup({vnode, 0, ""});
+  if (!v.ok()) return v.status();
+  const bool smon = options_.target == RemoteFsOptions::Target::kSmon;
+  const std::string& addr_text = smon ? v->smon_addr : v->mmon_addr;
+  if (addr_text.empty() || (smon ? !v->fixed.smon_alive : !v->fixed.mmon_alive))
+    return Status(StatusCode::kPeerUnreachable,
+                  fmt::format("vNode {} ({}): its {} is not alive", vnode, v->name, smon ? "smon" : "cache mmon"));
+  auto addr = ParseHostPort(addr_text);
+  if (!addr.ok()) return addr.status();
+  std::lock_guard lk(mu_);
+  auto& ch = by_addr_[addr_text];
+  if (!ch) ch = messenger_.ChannelTo(addr.value(), options_.timeout);
+  routes_[vnode] = ch;
+  return ch;
+}
+
+void RemoteFs::Forget(uint32_t vnode) {
+  std::lock_guard lk(mu_);
+  routes_.erase(vnode);
+}
+
+proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
+  auto fail = [&](const Status& st) {
+    transport_errors_.fetch_add(1);
+    LEGO_LOG_RATELIMITED("fs_request_failed op={} vnode={} path=\"{}\" why=\"{}\"", proto::FsOpName(req.op),
+                         req.f.vnode, req.path, st.ToString());
+    return proto::FsReply::Errno(EIO);
+  };
+  auto ch = ChannelFor(req.f.vnode);
+  if (!ch.ok()) return fail(ch.status());
+  auto reply = ch.value()->Call(proto::FsOpcode(req.op), proto::EncodeFsRequest(req), options_.timeout);
+  if (!reply.ok()) {
+    StatusCode c = reply.status().code();
+    if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
+      ch.value()->Reset();
+    Forget(req.f.vnode);
+    return fail(reply.status());
+  }
+  auto decoded = proto::DecodeFsReply(req.op, reply.value());
+  if (!decoded.ok()) return fail(decoded.status());
+  return std::move(decoded.value());
+}
+
+void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service) {
+  for (uint16_t i = 1; i <= proto::kFsOpCount; ++i) {
+    const uint16_t opcode = proto::FsOpcode(static_cast<proto::FsOp>(i));
+    messenger.Handle(opcode, [&queue, &service, opcode](const Incoming& in, Responder r) {
+      if (auto check = proto::DecodeFsRequest(opcode, in.payload); !check.ok()) {
+        LEGO_LOG_RATELIMITED("bad_fs_request conn={} why=\"{}\"", in.conn_id, check.status().message());
+        return r.Error(check.status());
+      }
+      // The payload lives only during this call: the job decodes its own copy.
+      auto job = [&service, opcode, payload = Bytes(in.payload.begin(), in.payload.end()),
+                  r = std::make_shared<Responder>(std::move(r))] {
+        auto req = proto::DecodeFsRequest(opcode, payload);
+        if (!req.ok()) return r->Error(req.status());
+        proto::FsReply reply = service.Execute(req.value());
+        r->Reply(proto::EncodeFsReply(req->op, reply));
+      };
+      if (!queue.Submit(std::move(job))) LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
+    });
+  }
+}
+
+}  // namespace lego::msg

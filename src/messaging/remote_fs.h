@@ -1,0 +1,58 @@
+// The FS protocol (protocol/fs.h) over the messenger: a client that sends a vNode's file requests to the
+// component serving them, and the server side that answers them from any FsService.
+//
+// RemoteFs (client): the pmon's FUSE mount uses it towards the vNode's buffer-cache mmon, the mmon towards
+// the vNode's smon. It asks lego-gm where a vNode lives (c2g.vnode_lookup) on first use and after any
+// transport failure. A request that gets no answer (timeout, dead peer, bad reply) fails with EIO and is not
+// retried: FS requests such as exclusive create or rename are not idempotent. The next request looks the
+// vNode up again, so a restarted smon or a moved buffer-cache home is found without help.
+//
+// ServeFs (server): installs handlers for every FS opcode that decode the request (rejecting malformed ones
+// with kBadMessage) and run it on a WorkQueue, since file systems and downstream calls block.
+//
+// Thread safety: RemoteFs::Execute may be called from any number of threads at once.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "common/work_queue.h"
+#include "messaging/messenger.h"
+#include "protocol/fs.h"
+#include "protocol/vnode.h"
+
+namespace lego::msg {
+
+struct RemoteFsOptions {
+  enum class Target { kSmon, kCacheMmon } target = Target::kSmon;
+  Millis timeout{5000};  // per request; then EIO
+};
+
+class RemoteFs : public proto::FsService {
+ public:
+  RemoteFs(Messenger& messenger, HostPort gm, RemoteFsOptions options);
+  proto::FsReply Execute(const proto::FsRequest& req) override;
+
+  // The vNode as lego-gm describes it now (by id, or by name with req.id == 0).
+  Result<proto::VnodeRecord> Lookup(const proto::VnodeLookupReq& req);
+  uint64_t transport_errors() const { return transport_errors_.load(); }
+
+ private:
+  Result<std::shared_ptr<Channel>> ChannelFor(uint32_t vnode);
+  void Forget(uint32_t vnode);
+
+  Messenger& messenger_;
+  const RemoteFsOptions options_;
+  std::shared_ptr<Channel> gm_;
+  std::mutex mu_;
+  std::map<uint32_t, std::shared_ptr<Channel>> routes_;     // vnode -> channel; guarded by mu_
+  std::map<std::string, std::shared_ptr<Channel>> by_addr_;  // one channel per peer; guarded by mu_
+  std::atomic<uint64_t> transport_errors_{0};
+};
+
+// Installs handlers for the FS opcodes; requests run on `queue` against `service`.
+// REQUIRES: before messenger.Start(); queue and service outlive the messenger's serving.
+void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service);
+
+}  // namespace lego::msg
