@@ -91,6 +91,9 @@ int main(int argc, char** argv) {
                       "default: only the pmon's budget");
   run_cmd->add_option("--pmon-socket", run.pmon_socket,
                       "the process monitor's local socket (default: the local cluster's pmon-0)");
+  run_cmd->add_option("--pmon", run.pmon,
+                      "member name of that process monitor (see `lego status`), which mounts the vNode; "
+                      "default: the first alive pmon");
   run_cmd->add_flag("--stats", run.stats, "print the program's memory statistics to stderr when it ends");
   run_cmd->add_flag("--stats-json", run.stats_json, "like --stats, as JSON");
   run_cmd->add_option("--vnode", run.vnode,

@@ -255,7 +255,7 @@ int RunCommand(const RunOptions& o) {
     q.state_dir = o.state_dir;
     q.gm = o.gm;
     auto m = MakeCliMessenger();
-    auto a = m.ok() ? AttachVnode(**m, q, job, o.vnode) : Result<proto::AttachVnodeResp>(m.status());
+    auto a = m.ok() ? AttachVnode(**m, q, job, o.vnode, o.pmon) : Result<proto::AttachVnodeResp>(m.status());
     if (!a.ok()) {
       fmt::print(stderr, "lego run: cannot attach vNode '{}': {}\n", o.vnode.empty() ? "default" : o.vnode,
                  a.status().message());

@@ -134,7 +134,7 @@ int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool forc
 }
 
 Result<proto::AttachVnodeResp> AttachVnode(msg::Messenger& m, const QueryOptions& o, const std::string& job,
-                                           const std::string& vnode) {
+                                           const std::string& vnode, const std::string& pmon) {
   auto gm = ResolveGm(o, "run", nullptr);
   if (!gm.ok()) return gm.status();
   auto members = ListMembers(m, *gm, o.timeout_ms);
@@ -143,7 +143,7 @@ Result<proto::AttachVnodeResp> AttachVnode(msg::Messenger& m, const QueryOptions
                                                        gm->ToString(), members.status().ToString()));
   for (const auto& mem : *members) {
     if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
-        mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive))
+        mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive) || (!pmon.empty() && mem.name != pmon))
       continue;
     auto hp = ParseHostPort(mem.listen_addr);
     if (!hp.ok()) continue;
@@ -153,7 +153,8 @@ Result<proto::AttachVnodeResp> AttachVnode(msg::Messenger& m, const QueryOptions
     if (!r.ok()) return r.status();
     return proto::DecodeAttachVnodeResp(*r);
   }
-  return NotFound("no process monitor is alive");
+  return NotFound(pmon.empty() ? std::string("no process monitor is alive")
+                              : fmt::format("no alive process monitor named '{}'", pmon));
 }
 
 }  // namespace lego::cli

@@ -12,8 +12,9 @@ int VnodeCreateCommand(const QueryOptions& o, const std::string& name, uint32_t 
 int VnodeListCommand(const QueryOptions& o);
 int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool force);
 
-// Asks the cluster's process monitor to mount `vnode` (empty: the default vNode) for `job`.
+// Asks the process monitor named `pmon` (empty: the first alive one) to mount `vnode` (empty: the default
+// vNode) for `job`, whose processes descend from this process.
 Result<proto::AttachVnodeResp> AttachVnode(msg::Messenger& m, const QueryOptions& o, const std::string& job,
-                                           const std::string& vnode);
+                                           const std::string& vnode, const std::string& pmon);
 
 }  // namespace lego::cli

@@ -4,11 +4,13 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -31,7 +33,19 @@ TempDir::TempDir() {
   path_ = p;
 }
 
+void DetachMountsBelow(const std::string& dir) {
+  std::vector<std::string> below;
+  std::ifstream mounts("/proc/self/mounts");
+  std::string src, mnt, rest;
+  while (mounts >> src >> mnt && std::getline(mounts, rest))
+    if (mnt.rfind(dir + "/", 0) == 0) below.push_back(mnt);
+  std::sort(below.rbegin(), below.rend());
+  for (const auto& m : below) umount2(m.c_str(), MNT_DETACH);
+}
+
 TempDir::~TempDir() {
+  // A test that failed half-way may leave a vNode mount below: never recurse into it.
+  DetachMountsBelow(path_);
   std::error_code ec;
   fs::remove_all(path_, ec);
 }

@@ -17,7 +17,11 @@ namespace lego::test {
 // Directory of the built daemons and CLI (set by CMake as LEGO_BIN_DIR).
 std::string BinDir();
 
-// A fresh directory under /tmp, removed with everything in it on destruction.
+// Lazily detaches every mount below dir (vNode FUSE mounts a killed pmon left behind).
+void DetachMountsBelow(const std::string& dir);
+
+// A fresh directory under /tmp, removed with everything in it on destruction (mounts below it are
+// detached first, never recursed into).
 class TempDir {
  public:
   TempDir();
