@@ -46,6 +46,7 @@ Result<AttachVnodeReq> DecodeAttachVnodeReq(std::span<const uint8_t> payload) {
   uint32_t reserved = 0;
   LEGO_RETURN_IF_ERROR(r.Get(&m.pid, "pid"));
   LEGO_RETURN_IF_ERROR(r.Get(&reserved, "reserved"));
+  if (reserved != 0) return BadMessage("c2p.attach_vnode: reserved is not 0");
   LEGO_RETURN_IF_ERROR(r.GetString(&m.job, "job", 31));
   LEGO_RETURN_IF_ERROR(r.GetString(&m.vnode, "vnode", 64));
   LEGO_RETURN_IF_ERROR(r.Finish());
@@ -69,6 +70,7 @@ Result<AttachVnodeResp> DecodeAttachVnodeResp(std::span<const uint8_t> payload) 
   LEGO_RETURN_IF_ERROR(r.GetString(&m.name, "name", 64));
   LEGO_RETURN_IF_ERROR(r.GetString(&m.mountpoint, "mountpoint"));
   LEGO_RETURN_IF_ERROR(r.Finish());
+  if (f.reserved != 0) return BadMessage("c2p.attach_vnode reply: reserved is not 0");
   if (f.vnode == 0 || m.mountpoint.empty() || m.mountpoint.front() != '/')
     return BadMessage("c2p.attach_vnode reply: no vnode or mountpoint");
   m.vnode = f.vnode;

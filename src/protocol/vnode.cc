@@ -65,6 +65,7 @@ Result<VnodeCreateReq> DecodeVnodeCreateReq(std::span<const uint8_t> payload) {
   uint32_t reserved = 0;
   LEGO_RETURN_IF_ERROR(r.Get(&m.smon_id, "smon_id"));
   LEGO_RETURN_IF_ERROR(r.Get(&reserved, "reserved"));
+  if (reserved != 0) return BadMessage("c2g.vnode_create: reserved is not 0");
   LEGO_RETURN_IF_ERROR(r.GetString(&m.name, "name", kMaxVnodeName));
   LEGO_RETURN_IF_ERROR(r.Finish());
   return m;

@@ -25,9 +25,11 @@
 #include "common/util.h"
 #include "protocol/any.h"
 #include "protocol/c2p.h"
+#include "protocol/fs.h"
 #include "protocol/local_codec.h"
 #include "protocol/membership.h"
 #include "protocol/p2m.h"
+#include "protocol/vnode.h"
 #include "protocol/wire.h"
 
 namespace lego::proto {
@@ -164,6 +166,38 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
       if (p.comm.size() > 256 || p.job.size() > 256)
         Fail("c2p.list_processes reply", "string over 256 accepted");
   }
+
+  // FS requests and replies, under every FS opcode: what decodes must be canonical and its paths valid.
+  for (uint16_t i = 1; i <= kFsOpCount; ++i) {
+    const auto op = static_cast<FsOp>(i);
+    const uint16_t opcode = FsOpcode(op);
+    auto req = CheckCodec(
+        in, "fs request", [&](std::span<const uint8_t> b) { return DecodeFsRequest(opcode, b); },
+        [](const FsRequest& m) { return EncodeFsRequest(m); });
+    if (req.ok()) {
+      if (!ValidateFsPath(req->path).ok() || !ValidateFsPath(req->path2).ok())
+        Fail("fs request", "invalid path accepted:", req->path);
+      if (req->f.vnode == 0) Fail("fs request", "vnode 0 accepted");
+      if (req->data.size() > kFsMaxIo || (op != FsOp::kWrite && !req->data.empty()))
+        Fail("fs request", "bad data accepted");
+    }
+    auto rep = CheckCodec(
+        in, "fs reply", [&](std::span<const uint8_t> b) { return DecodeFsReply(op, b); },
+        [&](const FsReply& m) { return EncodeFsReply(op, m); });
+    if (rep.ok() && (rep->f.err < 0 || rep->f.err > static_cast<int32_t>(kFsMaxErrno)))
+      Fail("fs reply", "errno out of range accepted");
+  }
+  (void)FsOpFromOpcode(in.size() >= 2 ? static_cast<uint16_t>(in[0] | in[1] << 8) : 0);
+
+  // vNode messages (C2G, C2P).
+  auto vrec = CheckCodec(in, "vnode record", DecodeVnodeRecord, EncodeVnodeRecord);
+  if (vrec.ok() && !ValidateVnodeName(vrec->name).ok()) Fail("vnode record", "bad name accepted");
+  (void)CheckCodec(in, "c2g.vnode_list reply", DecodeVnodeList, EncodeVnodeList);
+  (void)CheckCodec(in, "c2g.vnode_create", DecodeVnodeCreateReq, EncodeVnodeCreateReq);
+  (void)CheckCodec(in, "c2g.vnode_lookup", DecodeVnodeLookupReq, EncodeVnodeLookupReq);
+  (void)CheckCodec(in, "c2p.attach_vnode", DecodeAttachVnodeReq, EncodeAttachVnodeReq);
+  (void)CheckCodec(in, "c2p.attach_vnode reply", DecodeAttachVnodeResp, EncodeAttachVnodeResp);
+  (void)DecodeFixed<SmonVnodeReq>(in, "g2s.vnode_create");
 
   // The local HELLO (program -> pmon): strings always terminated, errors only with a reason.
   auto hello = DecodeLocalHello(in);
