@@ -463,7 +463,7 @@ void Messenger::ProgressLoop() {
       last_active = now;
       active = false;
     }
-    if (now - last_active < spin) continue;
+    if (now - last_active < spin && !last_no_spin_.load(std::memory_order_relaxed)) continue;
     ucs_status_t st;
     {
       std::lock_guard wl(worker_mu_);
@@ -495,8 +495,9 @@ void Messenger::LockWorker() {
 
 void Messenger::WaitCall(PendingCall* call) {
   using Clock = std::chrono::steady_clock;
-  // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off.
-  const auto spin_until = Clock::now() + std::chrono::microseconds(options_.spin_us);
+  // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off (not for FS calls: NoSpin).
+  const auto spin_until =
+      Clock::now() + std::chrono::microseconds(NoSpin(call->opcode_) ? 0 : options_.spin_us);
   spinning_callers_.fetch_add(1, std::memory_order_relaxed);
   for (unsigned i = 0; !call->done(); ++i) {
     if ((i & 15) == 0 && Clock::now() >= spin_until) break;  // reading the clock costs as much as a poll
@@ -856,6 +857,7 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
 }
 
 void Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload) {
+  last_no_spin_.store(NoSpin(hdr.opcode), std::memory_order_relaxed);
   if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kReply)) return Dispatch(hdr, conn_id, payload);
   Status st;
   if (hdr.status != 0)  // an error reply carries its message as the payload

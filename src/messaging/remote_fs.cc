@@ -45,6 +45,24 @@ void RemoteFs::Forget(uint32_t vnode) {
   routes_.erase(vnode);
 }
 
+namespace {
+// Requests that give the same result when run twice: safe to send again after a connection failure.
+bool Idempotent(proto::FsOp op) {
+  switch (op) {
+    case proto::FsOp::kGetattr:
+    case proto::FsOp::kRead:
+    case proto::FsOp::kWrite:
+    case proto::FsOp::kSetattr:
+    case proto::FsOp::kReaddir:
+    case proto::FsOp::kFsync:
+    case proto::FsOp::kStatfs:
+      return true;
+    default:
+      return false;  // create (exclusive), mkdir, rmdir, unlink, rename: a second run answers differently
+  }
+}
+}  // namespace
+
 proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
   auto fail = [&](const Status& st) {
     transport_errors_.fetch_add(1);
@@ -52,28 +70,42 @@ proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
                          req.f.vnode, req.path, st.ToString());
     return proto::FsReply::Errno(EIO);
   };
-  auto ch = ChannelFor(req.f.vnode);
-  if (!ch.ok()) return fail(ch.status());
-  auto reply = ch.value()->Call(proto::FsOpcode(req.op), proto::EncodeFsRequest(req), options_.timeout);
-  if (!reply.ok()) {
-    StatusCode c = reply.status().code();
-    if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
-      ch.value()->Reset();
-    Forget(req.f.vnode);
-    return fail(reply.status());
+  const Bytes payload = proto::EncodeFsRequest(req);
+  // One more attempt, for an idempotent request whose peer was found gone (restarted, perhaps on another
+  // port: the route is looked up again). Never after a timeout: the program must get EIO within it.
+  for (int attempt = 0;; ++attempt) {
+    auto ch = ChannelFor(req.f.vnode);
+    if (!ch.ok()) return fail(ch.status());
+    auto reply = ch.value()->Call(proto::FsOpcode(req.op), payload, options_.timeout);
+    if (!reply.ok()) {
+      StatusCode c = reply.status().code();
+      if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
+        ch.value()->Reset();
+      Forget(req.f.vnode);
+      if (attempt == 0 && c == StatusCode::kPeerUnreachable && Idempotent(req.op)) continue;
+      return fail(reply.status());
+    }
+    auto decoded = proto::DecodeFsReply(req.op, reply.value());
+    if (!decoded.ok()) return fail(decoded.status());
+    return std::move(decoded.value());
   }
-  auto decoded = proto::DecodeFsReply(req.op, reply.value());
-  if (!decoded.ok()) return fail(decoded.status());
-  return std::move(decoded.value());
 }
 
-void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service) {
+void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
+             std::function<bool(proto::FsOp)> run_inline) {
   for (uint16_t i = 1; i <= proto::kFsOpCount; ++i) {
-    const uint16_t opcode = proto::FsOpcode(static_cast<proto::FsOp>(i));
-    messenger.Handle(opcode, [&queue, &service, opcode](const Incoming& in, Responder r) {
-      if (auto check = proto::DecodeFsRequest(opcode, in.payload); !check.ok()) {
+    const auto op = static_cast<proto::FsOp>(i);
+    const uint16_t opcode = proto::FsOpcode(op);
+    const bool inline_op = run_inline && run_inline(op);
+    messenger.Handle(opcode, [&queue, &service, opcode, inline_op](const Incoming& in, Responder r) {
+      auto check = proto::DecodeFsRequest(opcode, in.payload);
+      if (!check.ok()) {
         LEGO_LOG_RATELIMITED("bad_fs_request conn={} why=\"{}\"", in.conn_id, check.status().message());
         return r.Error(check.status());
+      }
+      if (inline_op) {
+        proto::FsReply reply = service.Execute(check.value());
+        return r.Reply(proto::EncodeFsReply(check->op, reply));
       }
       // The payload lives only during this call: the job decodes its own copy.
       auto job = [&service, opcode, payload = Bytes(in.payload.begin(), in.payload.end()),

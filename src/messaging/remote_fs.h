@@ -3,9 +3,11 @@
 //
 // RemoteFs (client): the pmon's FUSE mount uses it towards the vNode's buffer-cache mmon, the mmon towards
 // the vNode's smon. It asks lego-gm where a vNode lives (c2g.vnode_lookup) on first use and after any
-// transport failure. A request that gets no answer (timeout, dead peer, bad reply) fails with EIO and is not
-// retried: FS requests such as exclusive create or rename are not idempotent. The next request looks the
-// vNode up again, so a restarted smon or a moved buffer-cache home is found without help.
+// transport failure. A request that gets no answer fails with EIO: after a timeout always (the program gets
+// its error within the timeout); after a dead connection, an idempotent request (getattr, read, write,
+// setattr, readdir, fsync, statfs) is first sent once more along a fresh route, since a restarted smon or
+// mmon may be up again on another port. Exclusive create, mkdir, rmdir, unlink and rename are never
+// repeated (a second run would answer EEXIST or ENOENT for work the first did).
 //
 // ServeFs (server): installs handlers for every FS opcode that decode the request (rejecting malformed ones
 // with kBadMessage) and run it on a WorkQueue, since file systems and downstream calls block.
@@ -13,6 +15,7 @@
 // Thread safety: RemoteFs::Execute may be called from any number of threads at once.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,8 +54,11 @@ class RemoteFs : public proto::FsService {
   std::atomic<uint64_t> transport_errors_{0};
 };
 
-// Installs handlers for the FS opcodes; requests run on `queue` against `service`.
+// Installs handlers for the FS opcodes; requests run on `queue` against `service`, except those for which
+// `run_inline` says true: they run on the messenger's progress thread, saving two thread wake-ups (use it
+// only for requests that never wait for another daemon, e.g. the smon's local file calls other than fsync).
 // REQUIRES: before messenger.Start(); queue and service outlive the messenger's serving.
-void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service);
+void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
+             std::function<bool(proto::FsOp)> run_inline = nullptr);
 
 }  // namespace lego::msg

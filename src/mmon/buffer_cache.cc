@@ -49,7 +49,7 @@ BufferCache::BufferCache(const BufferCacheOptions& opts, proto::FsService* downs
           max_blocks_ == 0 ? 0
                            : std::clamp<uint64_t>(static_cast<uint64_t>(opts.max_dirty * double(max_blocks_)),
                                                   1, max_blocks_)),
-      readaround_blocks_(std::clamp<uint64_t>(max_blocks_ / 2, 1, kMinReadAround / kBs)),
+      readaround_blocks_(std::clamp<uint64_t>(max_blocks_ / 2, 1, kMaxReadAround / kBs)),
       flush_interval_(opts.flush_interval) {}
 
 BufferCache::~BufferCache() { Stop(); }
@@ -200,6 +200,9 @@ FsReply BufferCache::Read(const FsRequest& req) {
   const uint64_t end = std::min(off + req.f.length, f->size);
   const uint64_t first = off / kBs, last = (end - 1) / kBs;
   const uint64_t file_last = (f->size - 1) / kBs;
+  const bool sequential = off == 0 || off == f->read_end;
+  const uint64_t around = sequential ? readaround_blocks_ : 1;
+  f->read_end = end;
   r.data.resize(end - off);
   // Copies the part of block `idx` (whose bytes are `src`) that the request covers.
   auto copy_out = [&](uint64_t idx, const uint8_t* src) {
@@ -220,7 +223,7 @@ FsReply BufferCache::Read(const FsRequest& req) {
     uint64_t j = idx;
     while (j < last && j + 1 - idx < kMaxFetchBlocks && Lookup(f, j + 1) == nullptr) ++j;
     uint64_t win_end = j;
-    uint64_t want = std::min(std::max(idx + readaround_blocks_ - 1, j), idx + kMaxFetchBlocks - 1);
+    uint64_t want = std::min(std::max(idx + around - 1, j), idx + kMaxFetchBlocks - 1);
     want = std::min(want, file_last);
     while (win_end < want && Lookup(f, win_end + 1) == nullptr) ++win_end;
     const uint64_t n = win_end - idx + 1;

@@ -85,8 +85,10 @@ struct BufferCacheStats {
 
 class BufferCache : public proto::FsService {
  public:
-  static constexpr uint64_t kMinReadAround = 32 * 1024;
-  static constexpr uint64_t kMaxReadAround = 128 * 1024;
+  // A READ that continues the file's previous READ (or starts at 0) is sequential: a miss then fetches up to
+  // kMaxReadAround (clipped to half the cache). Any other READ fetches just the blocks it needs: read-around
+  // on random access only reads data nobody asked for (a 4 KB random read would cost a 32 KB one).
+  static constexpr uint64_t kMaxReadAround = proto::kFsMaxIo;
 
   // downstream must outlive the cache. The flusher runs only between Start and Stop.
   BufferCache(const BufferCacheOptions& opts, proto::FsService* downstream);
@@ -123,6 +125,7 @@ class BufferCache : public proto::FsService {
     uint64_t size = 0;  // authoritative while cached (downstream's plus unflushed writes)
     proto::FsAttr attr{};
     int64_t last_write_ns = 0;
+    uint64_t read_end = 0;  // where the last READ ended: the next one is sequential if it starts here
     std::map<uint64_t, std::unique_ptr<Block>> blocks;
     uint64_t dirty_count = 0;
   };
@@ -166,7 +169,7 @@ class BufferCache : public proto::FsService {
   proto::FsService* const downstream_;
   const uint64_t max_blocks_;
   const uint64_t max_dirty_blocks_;
-  const uint64_t readaround_blocks_;  // least blocks a READ miss fetches: 32 KiB, clipped to half the cache
+  const uint64_t readaround_blocks_;  // blocks a sequential READ miss fetches: kMaxReadAround, clipped to half the cache
   const std::chrono::milliseconds flush_interval_;
 
   Mutex mu_;

@@ -150,17 +150,25 @@ struct FuseOps {
     cfg->attr_timeout = self->opts_.attr_timeout_s;
     cfg->entry_timeout = self->opts_.entry_timeout_s;
     cfg->negative_timeout = 0;
-    cfg->kernel_cache = 0;  // drop the page cache at open (close-to-open)
-    cfg->auto_cache = 0;
+    cfg->kernel_cache = 0;  // drop the page cache at open (close-to-open). Not auto_cache: it keeps the cache
+    cfg->auto_cache = 0;    // when size and mtime look unchanged, and a coarse mtime can hide a same-size write
     cfg->direct_io = 0;    // page cache used between opens, so that mmap works
     cfg->hard_remove = 1;  // stateless: no ".fuse_hidden" renames of open files
     cfg->nullpath_ok = 0;
     cfg->set_mode = cfg->set_uid = cfg->set_gid = 0;
     cfg->remember = 0;
     cfg->intr = 0;
-    conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
+    conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
+    // Writes land in the kernel's page cache and reach the mmon in large batches: on fsync, on close (the
+    // kernel writes a file's dirty pages back before FLUSH, so close-to-open holds across pmons), under
+    // memory pressure and by periodic writeback. Off: every write() waits for a round trip.
+    if (self->opts_.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+      conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    else
+      conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
     conn->max_write = proto::kFsMaxIo;
     conn->max_read = proto::kFsMaxIo;
+    conn->max_readahead = proto::kFsMaxIo;
     return self;
   }
 

@@ -17,10 +17,12 @@
 //   it, fuse_get_context()->pid); false fails the request with EACCES. This keeps vNode A's processes out
 //   of vNode B's mount. Mode bits are checked by the kernel (default_permissions); when the pmon runs as
 //   root the mount is allow_other, so programs of other users can use it.
-// - Caching: attributes and names are cached by the kernel for attr/entry_timeout seconds; there is no
-//   writeback cache (a write() reaches the backend before it returns) and the page cache of a file is
-//   dropped at each open, so data written by another pmon is seen after a reopen, as with NFS's
-//   close-to-open consistency (a size changed elsewhere may be seen up to attr_timeout late).
+// - Caching: attributes and names are cached by the kernel for attr/entry_timeout seconds. With the
+//   writeback cache (MountOptions::writeback_cache) write() lands in the page cache and the
+//   kernel sends the dirty pages on fsync, on close (before FLUSH), under memory pressure and periodically;
+//   off (the default: see decision 007), every write() reaches the backend before it returns. The page
+//   cache of a file is dropped at each open, so data written by another pmon is seen after a reopen, as
+//   with NFS's close-to-open consistency (a size changed elsewhere may be seen up to attr_timeout late).
 // - Unlink of an open file removes it at once (no ".fuse_hidden" files): a later read through a still-open
 //   descriptor fails with ENOENT, as a stateless NFS client gives ESTALE.
 // - Lego supports regular files and directories only: symlink, link, readlink and mknod of anything other
@@ -59,6 +61,7 @@ struct MountOptions {
   std::string subtype = "lego";  // /proc/mounts type is "fuse.<subtype>"
   unsigned max_threads = 8;      // libfuse worker threads at most
   unsigned max_idle_threads = 4;
+  bool writeback_cache = false;  // the kernel caches writes and sends them back in batches (decision 007)
 };
 
 class VnodeMount {

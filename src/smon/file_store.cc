@@ -510,8 +510,11 @@ FsReply FileStore::Execute(const FsRequest& req) {
     switch (req.op) {
       case FsOp::kGetattr:
         return Getattr(t);
-      case FsOp::kCreate:
-        return Create(t, req);
+      case FsOp::kCreate: {
+        FsReply r = Create(t, req);
+        if (r.err() == 0) DirChanged(t.dir);
+        return r;
+      }
       case FsOp::kRead:
         return Read(t, req);
       case FsOp::kWrite:
@@ -521,11 +524,12 @@ FsReply FileStore::Execute(const FsRequest& req) {
       case FsOp::kReaddir:
         return Readdir(t, req);
       case FsOp::kMkdir:
-        return Mkdir(t, req);
       case FsOp::kRmdir:
-        return Rmdir(t);
-      case FsOp::kUnlink:
-        return Unlink(t);
+      case FsOp::kUnlink: {
+        FsReply r = req.op == FsOp::kMkdir ? Mkdir(t, req) : req.op == FsOp::kRmdir ? Rmdir(t) : Unlink(t);
+        if (r.err() == 0) DirChanged(t.dir);
+        return r;
+      }
       case FsOp::kRename:
         return Rename(*v, t, req);
       case FsOp::kFsync:
@@ -800,6 +804,8 @@ FsReply FileStore::Rename(const Vnode& v, const Target& from, const FsRequest& r
     freed = Allocated(dst);
   if (syscall(SYS_renameat2, from.dir, from.leaf(), to.dir, to.leaf(), flags) != 0)
     return FsReply::Errno(Errno());
+  DirChanged(from.dir);
+  DirChanged(to.dir);
   Release(freed);
   return FsReply{};
 }
@@ -822,15 +828,42 @@ FsReply FileStore::Fsync(const Target& t, const FsRequest& req) {
     LEGO_LOG_RATELIMITED("fs_fsync_failed error=\"{}\"", std::strerror(err));
     return FsReply::Errno(err);
   }
-  if (!t.is_root()) {  // the directory entry too
+  std::pair<uint64_t, uint64_t> key;
+  uint64_t gen = 0;
+  if (!t.is_root() && DirNeedsSync(t.dir, &key, &gen)) {  // the directory entry too, if it changed
     Fd dir(openat(t.dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!dir.ok() || fsync(dir.get()) != 0) {
       int err = Errno();
       LEGO_LOG_RATELIMITED("fs_fsync_failed what=parent_dir error=\"{}\"", std::strerror(err));
       return FsReply::Errno(err);
     }
+    DirSynced(key, gen);
   }
   return FsReply{};
+}
+
+void FileStore::DirChanged(int dirfd) {
+  struct stat st;
+  if (fstat(dirfd, &st) != 0) return;  // unknown directories count as changed anyway
+  MutexLock lk(dirs_mu_);
+  if (dirs_.size() > 65536) dirs_.clear();  // forgetting is safe: a forgotten directory is synced again
+  dirs_[{st.st_dev, st.st_ino}].gen++;
+}
+
+bool FileStore::DirNeedsSync(int dirfd, std::pair<uint64_t, uint64_t>* key, uint64_t* gen) {
+  struct stat st;
+  if (fstat(dirfd, &st) != 0) return true;
+  *key = {st.st_dev, st.st_ino};
+  MutexLock lk(dirs_mu_);
+  DirGen& d = dirs_[*key];
+  *gen = d.gen;
+  return d.synced != d.gen;
+}
+
+void FileStore::DirSynced(std::pair<uint64_t, uint64_t> key, uint64_t gen) {
+  MutexLock lk(dirs_mu_);
+  DirGen& d = dirs_[key];
+  d.synced = std::max(d.synced, gen);
 }
 
 FsReply FileStore::Statfs(const Vnode& v) {

@@ -102,6 +102,14 @@ class FileStore : public proto::FsService {
   proto::FsReply Fsync(const Target& t, const proto::FsRequest& req);
   proto::FsReply Statfs(const Vnode& v);
 
+  // Directory durability without an fsync of the directory on every file fsync: each directory carries a
+  // generation, bumped AFTER every change of its entries (create, mkdir, rmdir, unlink, rename); FSYNC
+  // reads the generation BEFORE it syncs the directory and records it as synced afterwards, and skips the
+  // directory when nothing changed since. A directory never seen (e.g. since a restart) counts as changed.
+  void DirChanged(int dirfd);
+  bool DirNeedsSync(int dirfd, std::pair<uint64_t, uint64_t>* key, uint64_t* gen);
+  void DirSynced(std::pair<uint64_t, uint64_t> key, uint64_t gen);
+
   const std::string root_dir_;
   const uint64_t capacity_;
   const Options options_;
@@ -117,6 +125,13 @@ class FileStore : public proto::FsService {
   // Serializes the size-changing requests on one inode (WRITE, SETATTR size, UNLINK) so that their
   // before/after st_blocks deltas do not overlap. Striped by inode number.
   mutable std::array<Mutex, 64> inode_locks_;
+
+  struct DirGen {
+    uint64_t gen = 1;     // bumped on every change of the directory's entries
+    uint64_t synced = 0;  // the generation the last directory fsync covered
+  };
+  Mutex dirs_mu_;
+  std::map<std::pair<uint64_t, uint64_t>, DirGen> dirs_ GUARDED_BY(dirs_mu_);  // by (dev, ino)
 };
 
 }  // namespace lego::smon

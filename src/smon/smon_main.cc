@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
     store = std::move(s.value());
     // Two threads: one request may wait for fsync while another is served.
     queue = std::make_unique<WorkQueue>(2);
-    msg::ServeFs(ctx.messenger, *queue, *store);
+    // Local file calls run on the progress thread (no wake-ups); fsync waits for the disk, so it queues.
+    msg::ServeFs(ctx.messenger, *queue, *store, [](proto::FsOp op) { return op != proto::FsOp::kFsync; });
     auto vnode_op = [&](uint16_t opcode, const char* what) {
       ctx.messenger.Handle(opcode, [&, opcode, what](const msg::Incoming& in, msg::Responder r) {
         auto req = proto::DecodeFixed<proto::SmonVnodeReq>(in.payload, what);
