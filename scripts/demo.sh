@@ -2,8 +2,8 @@
 # The main job (README, first command): installs dependencies, builds, brings up the embedded local cluster
 # (1 gm, 1 pmon, 2 mmon, 1 smon on loopback), runs a real program (examples/sort_records.py, a Python data
 # job of ~75 MB) with its memory on the memory monitors through a 24 MB ExCache, checks its output against
-# a local run and prints what happened to its memory; then kills one memory monitor to show failure
-# detection, and takes the cluster down, leaving nothing behind.
+# a local run and prints what happened to its memory; then writes a file into a vNode (the storage path),
+# kills one memory monitor to show failure detection, and takes the cluster down, leaving nothing behind.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -38,6 +38,13 @@ fi
 pmon_id=$("$lego" status --json | python3 -c 'import json,sys; print([c["id"] for c in json.load(sys.stdin) if c["kind"]=="pmon"][0])')
 echo "== lego stats --id $pmon_id (the process monitor's counters)"
 "$lego" stats --id "$pmon_id" | grep -E "pmon_(faults|excache|zero|fetched|prefetch|evicted|writeback|remote_freed|fault_latency|processes)"
+echo "== files in a vNode: a job writes its result into vNode 'demo' (FUSE on the pmon -> the buffer cache on"
+echo "   an mmon -> the smon's disk); sync makes it durable on the smon"
+"$lego" vnode create demo
+"$lego" run --vnode demo -- /bin/sh -c "/usr/bin/python3 $root/examples/sort_records.py 2000 > sorted.txt && sync sorted.txt && sha256sum sorted.txt && ls -l"
+"$lego" vnode ls
+echo "== the same file, as the smon keeps it on its disk"
+sha256sum "$LEGO_STATE_DIR"/data/smon-0/vnodes/*/sorted.txt
 victim=$("$lego" status --json | python3 -c 'import json,sys; print([c["pid"] for c in json.load(sys.stdin) if c["name"]=="mmon-1"][0])')
 echo "== kill -9 mmon-1 (pid $victim); the gm notices missed heartbeats"
 kill -9 "$victim"

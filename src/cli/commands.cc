@@ -52,6 +52,22 @@ Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState*
   return hp.value();
 }
 
+Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const QueryOptions& o,
+                                                      proto::ComponentKind kind, const char* cmd) {
+  auto gm = ResolveGm(o, cmd, nullptr);
+  if (!gm.ok()) return gm.status();
+  auto members = ListMembers(m, *gm, o.timeout_ms);
+  if (!members.ok())
+    return Status(members.status().code(), fmt::format("cannot reach the global manager at {}: {}",
+                                                       gm->ToString(), members.status().ToString()));
+  std::vector<proto::MemberRecord> out;
+  for (auto& mem : *members)
+    if (mem.fixed.kind == static_cast<uint8_t>(kind) &&
+        mem.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive))
+      out.push_back(std::move(mem));
+  return out;
+}
+
 namespace {
 
 std::string Unreachable(const ClusterState& s, const HostPort& gm, const Status& st) {

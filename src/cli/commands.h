@@ -24,6 +24,11 @@ struct ClusterState;
 // Finds the gm address (--gm, else the local cluster's state dir) and explains failures in the user's terms.
 Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState* state_out);
 
+// The alive members of one kind, as the gm (--gm, else the local cluster's) lists them; errors in the user's
+// terms ("cannot reach the global manager at ...").
+Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const QueryOptions& o,
+                                                      proto::ComponentKind kind, const char* cmd);
+
 int StatusCommand(const QueryOptions& options);
 int StatsCommand(const QueryOptions& options, int member_id);
 

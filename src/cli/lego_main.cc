@@ -120,15 +120,18 @@ int main(int argc, char** argv) {
   top_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
 
   auto* vnode_cmd = app.add_subcommand(
-      "vnode", "manage vNodes: a user's virtual node, with its own storage (files kept by a storage monitor)");
+      "vnode",
+      "manage vNodes: a user's virtual node, with its own storage (files kept by a storage monitor)");
   vnode_cmd->require_subcommand(1);
   std::string vnode_name;
   uint32_t vnode_smon = 0;
   bool vnode_force = false;
-  auto* vcreate = vnode_cmd->add_subcommand("create", "create a vNode and place its storage on a storage monitor");
+  auto* vcreate =
+      vnode_cmd->add_subcommand("create", "create a vNode and place its storage on a storage monitor");
   vcreate->add_option("name", vnode_name, "letters, digits, '.', '_', '-'; at most 64")->required();
-  vcreate->add_option("--smon", vnode_smon, "the storage monitor's member id (see `lego status`); default: "
-                                            "the alive smon with the fewest vNodes");
+  vcreate->add_option("--smon", vnode_smon,
+                      "the storage monitor's member id (see `lego status`); default: "
+                      "the alive smon with the fewest vNodes");
   vcreate->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
   auto* vls = vnode_cmd->add_subcommand("ls", "list vNodes with their storage placement and processes");
   vls->add_flag("--json", q.json, "print JSON");

@@ -245,9 +245,9 @@ int Up(const UpOptions& o) {
                       {"--excache", std::to_string(o.excache), "--eviction", o.eviction, "--prefetch",
                        o.prefetch ? "true" : "false"}});
   for (int i = 0; i < o.mmons; ++i)
-    monitors.push_back({fmt::format("mmon-{}", i),
-                        {"--capacity", std::to_string(o.mmon_capacity), "--buffer-cache",
-                         std::to_string(o.buffer_cache)}});
+    monitors.push_back(
+        {fmt::format("mmon-{}", i),
+         {"--capacity", std::to_string(o.mmon_capacity), "--buffer-cache", std::to_string(o.buffer_cache)}});
   monitors.push_back({"smon-0", {"--capacity", std::to_string(o.smon_capacity)}});
   for (auto& [name, args] : monitors) {
     std::string kind = name.substr(0, name.find('-'));
@@ -375,7 +375,8 @@ static std::error_code RemoveStateDir(const std::string& dir) {
       std::string m;  // undo /proc/mounts' octal escapes (\040 for a space ...)
       for (size_t i = 0; mnt[i]; ++i) {
         if (mnt[i] == '\\' && mnt[i + 1] && mnt[i + 2] && mnt[i + 3]) {
-          m.push_back(static_cast<char>((mnt[i + 1] - '0') * 64 + (mnt[i + 2] - '0') * 8 + (mnt[i + 3] - '0')));
+          m.push_back(
+              static_cast<char>((mnt[i + 1] - '0') * 64 + (mnt[i + 2] - '0') * 8 + (mnt[i + 3] - '0')));
           i += 3;
         } else {
           m.push_back(mnt[i]);
@@ -401,7 +402,8 @@ static std::error_code RemoveStateDir(const std::string& dir) {
   }
   // If a mount could not be detached, refuse to recurse into it.
   for (const auto& m : below) {
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     std::string parent = fs::path(m).parent_path().string();
     if (stat(m.c_str(), &a) == 0 && stat(parent.c_str(), &b) == 0 && a.st_dev != b.st_dev)
       return std::make_error_code(std::errc::device_or_resource_busy);

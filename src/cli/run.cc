@@ -190,17 +190,10 @@ Result<std::string> CheckCapturable(const std::string& program) {
 }
 
 Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all) {
-  auto gm = ResolveGm(o, "ps", nullptr);
-  if (!gm.ok()) return gm.status();
-  auto members = ListMembers(m, *gm, o.timeout_ms);
-  if (!members.ok())
-    return Status(members.status().code(), fmt::format("cannot reach the global manager at {}: {}",
-                                                       gm->ToString(), members.status().ToString()));
+  auto pmons = AliveMembers(m, o, proto::ComponentKind::kPmon, "ps");
+  if (!pmons.ok()) return pmons.status();
   std::vector<proto::ProcessRecord> out;
-  for (const auto& mem : *members) {
-    if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
-        mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive))
-      continue;
+  for (const auto& mem : *pmons) {
     auto hp = ParseHostPort(mem.listen_addr);
     if (!hp.ok()) continue;
     auto ch = m.Connect(*hp, msg::Millis(o.timeout_ms));

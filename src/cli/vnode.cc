@@ -123,11 +123,14 @@ int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool forc
       return 1;
     }
   }
-  auto r = gm->Call(proto::kVnodeRemove, [&] {
-    proto::Writer w;
-    w.PutString(name);
-    return w.Take();
-  }(), kVnodeOpTimeout);
+  auto r = gm->Call(
+      proto::kVnodeRemove,
+      [&] {
+        proto::Writer w;
+        w.PutString(name);
+        return w.Take();
+      }(),
+      kVnodeOpTimeout);
   if (!r.ok()) return fmt::print(stderr, "lego vnode rm: {}\n", r.status().message()), 1;
   fmt::print("lego vnode rm: removed vNode '{}' (id {}) and its files\n", name, v->fixed.id);
   return 0;
@@ -135,26 +138,22 @@ int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool forc
 
 Result<proto::AttachVnodeResp> AttachVnode(msg::Messenger& m, const QueryOptions& o, const std::string& job,
                                            const std::string& vnode, const std::string& pmon) {
-  auto gm = ResolveGm(o, "run", nullptr);
-  if (!gm.ok()) return gm.status();
-  auto members = ListMembers(m, *gm, o.timeout_ms);
-  if (!members.ok())
-    return Status(members.status().code(), fmt::format("cannot reach the global manager at {}: {}",
-                                                       gm->ToString(), members.status().ToString()));
-  for (const auto& mem : *members) {
-    if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
-        mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive) || (!pmon.empty() && mem.name != pmon))
-      continue;
+  auto pmons = AliveMembers(m, o, proto::ComponentKind::kPmon, "run");
+  if (!pmons.ok()) return pmons.status();
+  for (const auto& mem : *pmons) {
+    if (!pmon.empty() && mem.name != pmon) continue;
     auto hp = ParseHostPort(mem.listen_addr);
     if (!hp.ok()) continue;
     auto ch = m.Connect(*hp, msg::Millis(o.timeout_ms));
     if (!ch.ok()) return ch.status();
-    auto r = (*ch)->Call(proto::kAttachVnode, proto::EncodeAttachVnodeReq({static_cast<uint32_t>(getpid()), job, vnode}), kVnodeOpTimeout);
+    auto r = (*ch)->Call(proto::kAttachVnode,
+                         proto::EncodeAttachVnodeReq({static_cast<uint32_t>(getpid()), job, vnode}),
+                         kVnodeOpTimeout);
     if (!r.ok()) return r.status();
     return proto::DecodeAttachVnodeResp(*r);
   }
   return NotFound(pmon.empty() ? std::string("no process monitor is alive")
-                              : fmt::format("no alive process monitor named '{}'", pmon));
+                               : fmt::format("no alive process monitor named '{}'", pmon));
 }
 
 }  // namespace lego::cli

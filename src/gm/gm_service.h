@@ -17,8 +17,8 @@
 #include "gm/membership.h"
 #include "gm/region_map.h"
 #include "gm/vnode_table.h"
-#include "protocol/vnode.h"
 #include "messaging/messenger.h"
+#include "protocol/vnode.h"
 
 namespace lego::gm {
 

@@ -90,8 +90,8 @@ Status GmService::CallSmon(const proto::MemberRecord& smon, uint16_t opcode, uin
   auto reply = ch->Call(opcode, proto::EncodeFixed(proto::SmonVnodeReq{vnode, 0}), kSmonCallTimeout);
   if (!reply.ok()) {
     ch->Reset();
-    return Status(reply.status().code(), fmt::format("smon {} ({}): {}", smon.name, smon.listen_addr,
-                                                     reply.status().message()));
+    return Status(reply.status().code(),
+                  fmt::format("smon {} ({}): {}", smon.name, smon.listen_addr, reply.status().message()));
   }
   return Status::Ok();
 }
@@ -135,8 +135,9 @@ Status GmService::RemoveVnode(const std::string& name) {
   auto members = table_.List(MonoMillis());
   const auto* smon = FindByName(members, proto::ComponentKind::kSmon, e->smon_name);
   if (!smon || !IsAlive(*smon))
-    return Status(StatusCode::kPeerUnreachable,
-                  fmt::format("smon '{}' keeping vNode '{}' is not alive; the vNode is kept", e->smon_name, name));
+    return Status(
+        StatusCode::kPeerUnreachable,
+        fmt::format("smon '{}' keeping vNode '{}' is not alive; the vNode is kept", e->smon_name, name));
   LEGO_RETURN_IF_ERROR(CallSmon(*smon, proto::kSmonVnodeRemove, e->id));
   LEGO_RETURN_IF_ERROR(vnodes_->Remove(name));
   LEGO_LOG_INFO("vnode_removed name={} id={} smon={}", name, e->id, e->smon_name);
@@ -153,8 +154,8 @@ Result<proto::VnodeRecord> GmService::LookupVnode(const proto::VnodeLookupReq& r
   }
   if (!e)
     return NotFound(req.id ? fmt::format("no vNode with id {}", req.id)
-                           : fmt::format("no vNode named '{}' (create it with `lego vnode create {}`)", req.name,
-                                         req.name));
+                           : fmt::format("no vNode named '{}' (create it with `lego vnode create {}`)",
+                                         req.name, req.name));
   auto members = table_.List(MonoMillis());
   // The buffer-cache home moves only when its mmon is gone: every pmon must use the same one.
   const auto* home = FindByName(members, proto::ComponentKind::kMmon, e->cache_mmon_name);

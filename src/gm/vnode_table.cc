@@ -36,7 +36,8 @@ Result<std::unique_ptr<VnodeTable>> VnodeTable::Open(std::string path) {
       t->entries_.push_back(std::move(e));
     }
   } catch (const std::exception& ex) {
-    return IoError(fmt::format("{}: cannot parse the vNode table ({}); fix or move the file", path, ex.what()));
+    return IoError(
+        fmt::format("{}: cannot parse the vNode table ({}); fix or move the file", path, ex.what()));
   }
   LEGO_LOG_INFO("vnodes_loaded path={} count={}", path, t->entries_.size());
   return t;
@@ -120,8 +121,8 @@ std::vector<VnodeEntry> VnodeTable::List() const {
 
 size_t VnodeTable::CountOnSmon(const std::string& smon_name) const {
   MutexLock lk(mu_);
-  return static_cast<size_t>(
-      std::count_if(entries_.begin(), entries_.end(), [&](const auto& e) { return e.smon_name == smon_name; }));
+  return static_cast<size_t>(std::count_if(entries_.begin(), entries_.end(),
+                                           [&](const auto& e) { return e.smon_name == smon_name; }));
 }
 
 }  // namespace lego::gm

@@ -29,8 +29,8 @@ Result<std::shared_ptr<Channel>> RemoteFs::ChannelFor(uint32_t vnode) {
   const bool smon = options_.target == RemoteFsOptions::Target::kSmon;
   const std::string& addr_text = smon ? v->smon_addr : v->mmon_addr;
   if (addr_text.empty() || (smon ? !v->fixed.smon_alive : !v->fixed.mmon_alive))
-    return Status(StatusCode::kPeerUnreachable,
-                  fmt::format("vNode {} ({}): its {} is not alive", vnode, v->name, smon ? "smon" : "cache mmon"));
+    return Status(StatusCode::kPeerUnreachable, fmt::format("vNode {} ({}): its {} is not alive", vnode,
+                                                            v->name, smon ? "smon" : "cache mmon"));
   auto addr = ParseHostPort(addr_text);
   if (!addr.ok()) return addr.status();
   std::lock_guard lk(mu_);
@@ -91,22 +91,18 @@ proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
   }
 }
 
-void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
-             std::function<bool(proto::FsOp)> run_inline) {
+void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, FsFastPath try_inline) {
   for (uint16_t i = 1; i <= proto::kFsOpCount; ++i) {
-    const auto op = static_cast<proto::FsOp>(i);
-    const uint16_t opcode = proto::FsOpcode(op);
-    const bool inline_op = run_inline && run_inline(op);
-    messenger.Handle(opcode, [&queue, &service, opcode, inline_op](const Incoming& in, Responder r) {
+    const uint16_t opcode = proto::FsOpcode(static_cast<proto::FsOp>(i));
+    messenger.Handle(opcode, [&queue, &service, opcode, try_inline](const Incoming& in, Responder r) {
       auto check = proto::DecodeFsRequest(opcode, in.payload);
       if (!check.ok()) {
         LEGO_LOG_RATELIMITED("bad_fs_request conn={} why=\"{}\"", in.conn_id, check.status().message());
         return r.Error(check.status());
       }
-      if (inline_op) {
-        proto::FsReply reply = service.Execute(check.value());
-        return r.Reply(proto::EncodeFsReply(check->op, reply));
-      }
+      proto::FsReply fast;
+      if (try_inline && try_inline(check.value(), &fast))
+        return r.Reply(proto::EncodeFsReply(check->op, fast));
       // The payload lives only during this call: the job decodes its own copy.
       auto job = [&service, opcode, payload = Bytes(in.payload.begin(), in.payload.end()),
                   r = std::make_shared<Responder>(std::move(r))] {
@@ -115,7 +111,8 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
         proto::FsReply reply = service.Execute(req.value());
         r->Reply(proto::EncodeFsReply(req->op, reply));
       };
-      if (!queue.Submit(std::move(job))) LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
+      if (!queue.Submit(std::move(job)))
+        LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
     });
   }
 }

@@ -49,16 +49,18 @@ class RemoteFs : public proto::FsService {
   const RemoteFsOptions options_;
   std::shared_ptr<Channel> gm_;
   std::mutex mu_;
-  std::map<uint32_t, std::shared_ptr<Channel>> routes_;     // vnode -> channel; guarded by mu_
+  std::map<uint32_t, std::shared_ptr<Channel>> routes_;      // vnode -> channel; guarded by mu_
   std::map<std::string, std::shared_ptr<Channel>> by_addr_;  // one channel per peer; guarded by mu_
   std::atomic<uint64_t> transport_errors_{0};
 };
 
-// Installs handlers for the FS opcodes; requests run on `queue` against `service`, except those for which
-// `run_inline` says true: they run on the messenger's progress thread, saving two thread wake-ups (use it
-// only for requests that never wait for another daemon, e.g. the smon's local file calls other than fsync).
+// Installs handlers for the FS opcodes; requests run on `queue` against `service`. First, on the messenger's
+// progress thread, `try_inline` (if set) may answer a request itself (return true with the reply in *out):
+// that saves two thread wake-ups per request, so use it for what never waits for another daemon (the
+// smon's local file calls other than fsync, a buffer-cache hit).
 // REQUIRES: before messenger.Start(); queue and service outlive the messenger's serving.
+using FsFastPath = std::function<bool(const proto::FsRequest& req, proto::FsReply* out)>;
 void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
-             std::function<bool(proto::FsOp)> run_inline = nullptr);
+             FsFastPath try_inline = nullptr);
 
 }  // namespace lego::msg

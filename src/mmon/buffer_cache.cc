@@ -126,6 +126,36 @@ FsReply BufferCache::Execute(const FsRequest& req) {
   return ExecuteLocked(req);
 }
 
+bool BufferCache::TryServeRead(const FsRequest& req, FsReply* out) {
+  if (!enabled() || req.op != FsOp::kRead || req.f.length > proto::kFsMaxIo) return false;
+  if (!mu_.try_lock()) return false;
+  MutexLock l(mu_, std::adopt_lock);
+  FileState* f = Find(req.f.vnode, req.path);
+  if (f == nullptr) return false;
+  const uint64_t off = req.f.offset;
+  FsReply r;
+  if (req.f.length == 0 || off >= f->size) {
+    f->read_end = off;
+    *out = std::move(r);
+    return true;
+  }
+  const uint64_t end = std::min(off + req.f.length, f->size);
+  const uint64_t first = off / kBs, last = (end - 1) / kBs;
+  for (uint64_t idx = first; idx <= last; ++idx)
+    if (Lookup(f, idx) == nullptr) return false;
+  r.data.resize(end - off);
+  for (uint64_t idx = first; idx <= last; ++idx) {
+    Block* b = Lookup(f, idx);
+    uint64_t b0 = std::max(idx * kBs, off), b1 = std::min(idx * kBs + kBs, end);
+    std::memcpy(r.data.data() + (b0 - off), b->data + (b0 - idx * kBs), b1 - b0);
+    Touch(b);
+  }
+  hits_.fetch_add(last - first + 1, std::memory_order_relaxed);
+  f->read_end = end;
+  *out = std::move(r);
+  return true;
+}
+
 FsReply BufferCache::ExecuteLocked(const FsRequest& req) {
   const uint32_t vnode = req.f.vnode;
   switch (req.op) {

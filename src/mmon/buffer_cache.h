@@ -101,6 +101,10 @@ class BufferCache : public proto::FsService {
   void Stop();
 
   proto::FsReply Execute(const proto::FsRequest& req) override EXCLUDES(mu_);
+  // A READ whose every block is cached, answered without waiting for anything: false (and nothing done) if
+  // the cache is busy (another thread holds it), the file is not cached or a block is missing. The mmon
+  // calls it on its messenger's progress thread, so a hit costs no thread hand-off.
+  bool TryServeRead(const proto::FsRequest& req, proto::FsReply* out) EXCLUDES(mu_);
 
   // Writes every dirty block back. kIoError naming the first errno if any flush failed (those blocks stay
   // dirty).
@@ -169,7 +173,8 @@ class BufferCache : public proto::FsService {
   proto::FsService* const downstream_;
   const uint64_t max_blocks_;
   const uint64_t max_dirty_blocks_;
-  const uint64_t readaround_blocks_;  // blocks a sequential READ miss fetches: kMaxReadAround, clipped to half the cache
+  const uint64_t
+      readaround_blocks_;  // blocks a sequential READ miss fetches: kMaxReadAround, clipped to half the cache
   const std::chrono::milliseconds flush_interval_;
 
   Mutex mu_;

@@ -28,15 +28,20 @@ int main(int argc, char** argv) {
 
     auto cache_bytes = ParseSize(ctx.config.buffer_cache);
     if (!cache_bytes.ok()) return cache_bytes.status();
-    storage = std::make_unique<msg::RemoteFs>(
-        ctx.messenger, ctx.config.gm,
-        msg::RemoteFsOptions{msg::RemoteFsOptions::Target::kSmon, msg::Millis(ctx.config.storage_timeout_ms)});
+    storage =
+        std::make_unique<msg::RemoteFs>(ctx.messenger, ctx.config.gm,
+                                        msg::RemoteFsOptions{msg::RemoteFsOptions::Target::kSmon,
+                                                             msg::Millis(ctx.config.storage_timeout_ms)});
     mmon::BufferCacheOptions bo;
     bo.capacity_bytes = cache_bytes.value();
     bo.flush_interval = std::chrono::milliseconds(ctx.config.flush_interval_ms);
     cache = std::make_unique<mmon::BufferCache>(bo, storage.get());
     fs_queue = std::make_unique<WorkQueue>(2);
-    msg::ServeFs(ctx.messenger, *fs_queue, *cache);
+    // Buffer-cache hits are answered on the progress thread; everything else may wait for the smon.
+    msg::ServeFs(ctx.messenger, *fs_queue, *cache,
+                 [bc = cache.get()](const proto::FsRequest& req, proto::FsReply* out) {
+                   return bc->TryServeRead(req, out);
+                 });
     Metrics* metrics = &ctx.metrics;
     ctx.messenger.SetStatsProvider([metrics, bc = cache.get(), rfs = storage.get()] {
       auto v = metrics->Snapshot();

@@ -73,7 +73,8 @@ PmonService::PmonService(const PmonOptions& options, msg::Messenger& messenger, 
       metrics_(metrics),
       excache_(options.excache_bytes),
       memory_(messenger, options.gm, options.rpc_timeout),
-      vnodes_(std::make_unique<VnodeManager>(messenger, options.gm, options.vnode_root, options.storage_timeout,
+      vnodes_(std::make_unique<VnodeManager>(messenger, options.gm, options.vnode_root,
+                                             options.storage_timeout,
                                              [this](pid_t pid) { return VnodeOfProcess(pid); })) {}
 
 PmonService::~PmonService() { Stop(); }
@@ -316,22 +317,28 @@ void PmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kAttachVnode, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeAttachVnodeReq(in.payload);
     if (!req.ok()) return r.Error(req.status());
-    attach_queue_.Submit([this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
-      auto a = vnodes_->Attach(req.vnode);
-      if (!a.ok()) {
-        LEGO_LOG_WARN("vnode_attach_failed job={} vnode={} why=\"{}\"", req.job, req.vnode, a.status().ToString());
-        return r->Error(a.status());
-      }
-      {
-        std::lock_guard lock(mu_);
-        job_vnodes_[req.job] = a->vnode;
-        // Forget roots whose `lego run` has exited, then record this one.
-        std::erase_if(job_roots_, [](const auto& kv) { return ProcStartTime(kv.first) != kv.second.starttime; });
-        if (uint64_t st = ProcStartTime(static_cast<pid_t>(req.pid)); req.pid > 1 && st != 0)
-          job_roots_[static_cast<pid_t>(req.pid)] = {a->vnode, st};
-      }
-      r->Reply(proto::EncodeAttachVnodeResp(a.value()));
-    });
+    attach_queue_.Submit(
+        [this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
+          auto a = vnodes_->Attach(req.vnode);
+          if (!a.ok()) {
+            LEGO_LOG_WARN("vnode_attach_failed job={} vnode={} why=\"{}\"", req.job, req.vnode,
+                          a.status().ToString());
+            return r->Error(a.status());
+          }
+          const auto root = static_cast<pid_t>(req.pid);
+          const uint64_t root_start = root > 1 ? ProcStartTime(root) : 0;
+          {
+            std::lock_guard lock(mu_);
+            // Forget jobs that are over (their `lego run` is gone and none of their processes runs).
+            std::erase_if(jobs_, [this](const auto& kv) {
+              for (const auto& [k, s] : sessions_)
+                if (s->Info().job == kv.first) return false;
+              return ProcStartTime(kv.second.root) != kv.second.root_start;
+            });
+            jobs_[req.job] = {a->vnode, root_start ? root : 0, root_start};
+          }
+          r->Reply(proto::EncodeAttachVnodeResp(a.value()));
+        });
   });
 }
 
@@ -340,8 +347,8 @@ uint32_t PmonService::VnodeOfProcess(pid_t pid) const {
   for (const auto& [k, s] : sessions_) {
     if (s->pid() == pid) return VnodeOfJobLocked(s->Info().job);
   }
-  if (auto it = job_roots_.find(pid); it != job_roots_.end() && ProcStartTime(pid) == it->second.starttime)
-    return it->second.vnode;
+  for (const auto& [job, j] : jobs_)
+    if (j.root == pid && pid > 0 && ProcStartTime(pid) == j.root_start) return j.vnode;
   return 0;
 }
 
@@ -369,8 +376,8 @@ uint64_t PmonService::ProcStartTime(pid_t pid) {
 }
 
 uint32_t PmonService::VnodeOfJobLocked(const std::string& job) const {
-  auto it = job_vnodes_.find(job);
-  return it == job_vnodes_.end() ? 0 : it->second;
+  auto it = jobs_.find(job);
+  return it == jobs_.end() ? 0 : it->second.vnode;
 }
 
 proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended, uint32_t vnode) {

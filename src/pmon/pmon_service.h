@@ -32,8 +32,8 @@ struct PmonOptions {
   SessionOptions session;
   HostPort gm;
   Millis rpc_timeout{5000};
-  std::string vnode_root;         // vNode mounts go under it (DATA_DIR/vnodes)
-  Millis storage_timeout{7000};   // an FS request whose mmon stays silent this long fails with EIO
+  std::string vnode_root;        // vNode mounts go under it (DATA_DIR/vnodes)
+  Millis storage_timeout{7000};  // an FS request whose mmon stays silent this long fails with EIO
 };
 
 class PmonService {
@@ -83,12 +83,12 @@ class PmonService {
   std::vector<PendingChild> pending_children_;  // fork children waiting for their HELLO
   std::condition_variable pending_cv_;
   std::atomic<uint64_t> processes_started_{0}, processes_ended_{0}, hellos_refused_{0};
-  std::map<std::string, uint32_t> job_vnodes_;  // `lego run` job -> vNode id; guarded by mu_
-  struct JobRoot {
-    uint32_t vnode;
-    uint64_t starttime;  // /proc/PID/stat field 22: tells a reused pid apart
+  struct Job {
+    uint32_t vnode = 0;
+    pid_t root = 0;           // the `lego run` that started it: it and its descendants are the vNode's
+    uint64_t root_start = 0;  // /proc/PID/stat field 22 of root: tells a reused pid apart
   };
-  std::map<pid_t, JobRoot> job_roots_;  // `lego run` pid -> its vNode; guarded by mu_
+  std::map<std::string, Job> jobs_;  // by `lego run` job id; guarded by mu_
   std::unique_ptr<VnodeManager> vnodes_;
   WorkQueue attach_queue_{1};  // c2p.attach_vnode blocks (gm lookup, FUSE mount)
 };

@@ -38,7 +38,8 @@ Result<proto::AttachVnodeResp> VnodeManager::Attach(const std::string& name) {
   if (!v->fixed.smon_alive)
     return Status(StatusCode::kPeerUnreachable, fmt::format("vNode '{}': its smon is not alive", want));
   if (v->mmon_addr.empty() || !v->fixed.mmon_alive)
-    return Status(StatusCode::kPeerUnreachable, fmt::format("vNode '{}': no mmon is alive to serve it", want));
+    return Status(StatusCode::kPeerUnreachable,
+                  fmt::format("vNode '{}': no mmon is alive to serve it", want));
   std::lock_guard lk(mu_);
   auto& m = mounts_[want];
   if (m && (m->vnode_id() != v->fixed.id || !m->mounted())) {
@@ -52,14 +53,15 @@ Result<proto::AttachVnodeResp> VnodeManager::Attach(const std::string& name) {
     const uint32_t id = v->fixed.id;
     MountOptions mo;
     mo.fsname = fmt::format("lego-vnode-{}", want);
-    auto mounted = VnodeMount::Mount(mp, id, &remote_, [this, id](pid_t tid) { return Allowed(id, tid); }, mo);
+    auto mounted = VnodeMount::Mount(
+        mp, id, &remote_, [this, id](pid_t tid) { return Allowed(id, tid); }, mo);
     if (!mounted.ok()) {
       mounts_.erase(want);
       return mounted.status();
     }
     m = std::move(mounted.value());
-    LEGO_LOG_INFO("vnode_mounted name={} id={} mountpoint={} smon={} cache_mmon={}", want, id, mp, v->smon_addr,
-                  v->mmon_addr);
+    LEGO_LOG_INFO("vnode_mounted name={} id={} mountpoint={} smon={} cache_mmon={}", want, id, mp,
+                  v->smon_addr, v->mmon_addr);
   }
   return proto::AttachVnodeResp{v->fixed.id, want, m->mountpoint()};
 }

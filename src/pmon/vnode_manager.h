@@ -54,7 +54,7 @@ class VnodeManager {
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<VnodeMount>> mounts_;  // by vNode name; guarded by mu_
   struct Verdict {
-    uint32_t vnode;     // the vNode that owns the requesting process (0: not a Lego process)
+    uint32_t vnode;  // the vNode that owns the requesting process (0: not a Lego process)
     int64_t expires_ms;
   };
   std::mutex cache_mu_;

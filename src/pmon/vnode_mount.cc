@@ -43,16 +43,6 @@ int WirePath(const char* fuse_path, std::string* out) {
   return 0;
 }
 
-timespec NsToTimespec(int64_t ns) {
-  int64_t sec = ns / 1000000000;
-  int64_t rem = ns % 1000000000;
-  if (rem < 0) {
-    rem += 1000000000;
-    --sec;
-  }
-  return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
-}
-
 int64_t TimespecToNs(const timespec& ts) { return int64_t{ts.tv_sec} * 1000000000 + ts.tv_nsec; }
 
 void AttrToStat(const proto::FsAttr& a, struct stat* st) {
@@ -65,9 +55,9 @@ void AttrToStat(const proto::FsAttr& a, struct stat* st) {
   st->st_size = static_cast<off_t>(a.size);
   st->st_blocks = static_cast<blkcnt_t>(a.blocks);
   st->st_blksize = 4096;
-  st->st_atim = NsToTimespec(a.atime_ns);
-  st->st_mtim = NsToTimespec(a.mtime_ns);
-  st->st_ctim = NsToTimespec(a.ctime_ns);
+  st->st_atim = proto::FsTimespec(a.atime_ns);
+  st->st_mtim = proto::FsTimespec(a.mtime_ns);
+  st->st_ctim = proto::FsTimespec(a.ctime_ns);
 }
 
 bool ValidEntryName(const std::string& name) {
@@ -151,8 +141,8 @@ struct FuseOps {
     cfg->entry_timeout = self->opts_.entry_timeout_s;
     cfg->negative_timeout = 0;
     cfg->kernel_cache = 0;  // drop the page cache at open (close-to-open). Not auto_cache: it keeps the cache
-    cfg->auto_cache = 0;    // when size and mtime look unchanged, and a coarse mtime can hide a same-size write
-    cfg->direct_io = 0;    // page cache used between opens, so that mmap works
+    cfg->auto_cache = 0;  // when size and mtime look unchanged, and a coarse mtime can hide a same-size write
+    cfg->direct_io = 0;   // page cache used between opens, so that mmap works
     cfg->hard_remove = 1;  // stateless: no ".fuse_hidden" renames of open files
     cfg->nullpath_ok = 0;
     cfg->set_mode = cfg->set_uid = cfg->set_gid = 0;

@@ -52,9 +52,10 @@ Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> pa
 
 // kAttachVnode request: u32 pid of `lego run` (on the pmon's host: it and its descendants count as the
 // vNode's from now on, before the program has even said HELLO), u32 reserved, string job (the `lego run`
-// job id), string vnode name (empty: the default vNode, created on first use). The pmon looks the vNode up at the gm, mounts its storage (FUSE) if it is not
-// mounted yet, and from then on counts the job's processes as the vNode's. Reply: AttachVnodeFixed, string
-// name, string mountpoint. kNotFound (no such vNode), kPeerUnreachable (no smon or mmon alive), kIoError.
+// job id), string vnode name (empty: the default vNode, created on first use). The pmon looks the vNode up at
+// the gm, mounts its storage (FUSE) if it is not mounted yet, and from then on counts the job's processes as
+// the vNode's. Reply: AttachVnodeFixed, string name, string mountpoint. kNotFound (no such vNode),
+// kPeerUnreachable (no smon or mmon alive), kIoError.
 struct AttachVnodeFixed {
   uint32_t vnode;
   uint32_t reserved;

@@ -9,9 +9,9 @@
 namespace lego::proto {
 namespace {
 
-constexpr const char* kOpNames[kFsOpCount + 1] = {
-    "?",     "getattr", "create", "read",   "write", "setattr", "readdir",
-    "mkdir", "rmdir",   "unlink", "rename", "fsync", "statfs"};
+constexpr const char* kOpNames[kFsOpCount + 1] = {"?",       "getattr", "create", "read",  "write",
+                                                  "setattr", "readdir", "mkdir",  "rmdir", "unlink",
+                                                  "rename",  "fsync",   "statfs"};
 
 bool TakesData(FsOp op) { return op == FsOp::kWrite; }
 
@@ -35,7 +35,8 @@ Status ValidateFsPath(std::string_view path, int* errno_out) {
     if (errno_out) *errno_out = e;
     return InvalidArgument(fmt::format("path: {}", what));
   };
-  if (path.size() > kFsMaxPath) return fail(ENAMETOOLONG, fmt::format("{} bytes (limit {})", path.size(), kFsMaxPath));
+  if (path.size() > kFsMaxPath)
+    return fail(ENAMETOOLONG, fmt::format("{} bytes (limit {})", path.size(), kFsMaxPath));
   if (path.empty()) return Status::Ok();
   if (path.find('\0') != std::string_view::npos) return fail(EINVAL, "contains a NUL byte");
   if (path.front() == '/') return fail(EINVAL, "is absolute (paths are relative to the vNode root)");
@@ -73,7 +74,8 @@ Result<FsRequest> DecodeFsRequest(uint16_t opcode, std::span<const uint8_t> payl
   if (m.f.vnode == 0) return BadMessage(fmt::format("{}: vnode 0", what));
   LEGO_RETURN_IF_ERROR(r.GetString(&m.path, "path", kFsMaxPath));
   LEGO_RETURN_IF_ERROR(r.GetString(&m.path2, "path2", kFsMaxPath));
-  if (Status st = ValidateFsPath(m.path); !st.ok()) return BadMessage(fmt::format("{}: {}", what, st.message()));
+  if (Status st = ValidateFsPath(m.path); !st.ok())
+    return BadMessage(fmt::format("{}: {}", what, st.message()));
   if (m.op == FsOp::kRename) {
     if (Status st = ValidateFsPath(m.path2); !st.ok())
       return BadMessage(fmt::format("{}: path2: {}", what, st.message()));

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <span>
 #include <string>
 #include <string_view>
@@ -130,6 +131,17 @@ struct FsStatfs {
   uint32_t namemax;
 };
 static_assert(sizeof(FsStatfs) == 48);
+
+// A time of the wire (nanoseconds since the epoch, possibly negative) as a struct timespec.
+inline timespec FsTimespec(int64_t ns) {
+  int64_t sec = ns / 1000000000;
+  int64_t rem = ns % 1000000000;
+  if (rem < 0) {
+    rem += 1000000000;
+    --sec;
+  }
+  return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
+}
 
 struct FsDirEntry {
   uint64_t ino = 0;

@@ -32,7 +32,8 @@ Status ValidateVnodeName(std::string_view name) {
   for (char c : name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
               c == '_' || c == '-';
-    if (!ok) return InvalidArgument(fmt::format("vNode name may contain only letters, digits, '.', '_' and '-'"));
+    if (!ok)
+      return InvalidArgument(fmt::format("vNode name may contain only letters, digits, '.', '_' and '-'"));
   }
   return Status::Ok();
 }

@@ -1,5 +1,6 @@
 // vNode messages: C2G 0x0202-0x0205 (create, list, remove, look up a vNode: LegoOS's GSM, in lego-gm) and
-// G2S 0x0601-0x0602 (the gm making or deleting a vNode's namespace on its smon). See docs/protocol.md, "vNodes".
+// G2S 0x0601-0x0602 (the gm making or deleting a vNode's namespace on its smon). See docs/protocol.md,
+// "vNodes".
 //
 // A vNode is a user's virtual node: an id (gm-assigned, nonzero, never reused), a name, the smon that keeps
 // its files, and the mmon whose buffer cache serves them (its "cache home": every FS request of the vNode

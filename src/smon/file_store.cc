@@ -71,16 +71,6 @@ int64_t Nanos(const timespec& ts) {
   return ns;
 }
 
-timespec FromNanos(int64_t ns) {
-  int64_t sec = ns / 1000000000;
-  int64_t rem = ns % 1000000000;
-  if (rem < 0) {
-    rem += 1000000000;
-    --sec;
-  }
-  return timespec{static_cast<time_t>(sec), static_cast<long>(rem)};
-}
-
 FsAttr ToAttr(const struct stat& st) {
   FsAttr a{};
   a.ino = st.st_ino;
@@ -689,12 +679,12 @@ FsReply FileStore::Setattr(const Target& t, const FsRequest& req) {
     if (valid & proto::kFsSetAtimeNow) {
       ts[0].tv_nsec = UTIME_NOW;
     } else if (valid & proto::kFsSetAtime) {
-      ts[0] = FromNanos(req.f.atime_ns);
+      ts[0] = proto::FsTimespec(req.f.atime_ns);
     }
     if (valid & proto::kFsSetMtimeNow) {
       ts[1].tv_nsec = UTIME_NOW;
     } else if (valid & proto::kFsSetMtime) {
-      ts[1] = FromNanos(req.f.mtime_ns);
+      ts[1] = proto::FsTimespec(req.f.mtime_ns);
     }
     if (int err = UtimesPath(node.get(), ts)) return FsReply::Errno(err);
   }

@@ -28,14 +28,19 @@ int main(int argc, char** argv) {
     // Two threads: one request may wait for fsync while another is served.
     queue = std::make_unique<WorkQueue>(2);
     // Local file calls run on the progress thread (no wake-ups); fsync waits for the disk, so it queues.
-    msg::ServeFs(ctx.messenger, *queue, *store, [](proto::FsOp op) { return op != proto::FsOp::kFsync; });
+    msg::ServeFs(ctx.messenger, *queue, *store, [&](const proto::FsRequest& req, proto::FsReply* out) {
+      if (req.op == proto::FsOp::kFsync) return false;
+      *out = store->Execute(req);
+      return true;
+    });
     auto vnode_op = [&](uint16_t opcode, const char* what) {
       ctx.messenger.Handle(opcode, [&, opcode, what](const msg::Incoming& in, msg::Responder r) {
         auto req = proto::DecodeFixed<proto::SmonVnodeReq>(in.payload, what);
         if (!req.ok()) return r.Error(req.status());
         if (req->vnode == 0) return r.Error(InvalidArgument(fmt::format("{}: vnode 0", what)));
         queue->Submit([&, opcode, vnode = req->vnode, r = std::make_shared<msg::Responder>(std::move(r))] {
-          Status st = opcode == proto::kSmonVnodeCreate ? store->CreateVnode(vnode) : store->RemoveVnode(vnode);
+          Status st =
+              opcode == proto::kSmonVnodeCreate ? store->CreateVnode(vnode) : store->RemoveVnode(vnode);
           LEGO_LOG_INFO("{} vnode={} status=\"{}\"", what, vnode, st.ToString());
           if (!st.ok()) return r->Error(st);
           r->Reply();

@@ -34,16 +34,17 @@ class StorageTest : public ::testing::Test {
   virtual std::string BufferCache() const { return "32M"; }
 
   void SetUp() override {
-    gm_ = std::make_unique<test::Daemon>(
-        test::StartDaemon("gm", dir_.path(), "gm", {"--heartbeat-interval-ms", "300", "--heartbeat-misses", "3"}));
+    gm_ = std::make_unique<test::Daemon>(test::StartDaemon(
+        "gm", dir_.path(), "gm", {"--heartbeat-interval-ms", "300", "--heartbeat-misses", "3"}));
     gm_addr_ = gm_->addr.ToString();
     StartSmon();
-    mmon_ = std::make_unique<test::Daemon>(test::StartDaemon(
-        "mmon", dir_.path(), "mmon-0",
-        {"--gm", gm_addr_, "--name", "mmon-0", "--capacity", "256M", "--buffer-cache", BufferCache(),
-         "--storage-timeout-ms", "2000", "--flush-interval-ms", "500"}));
+    mmon_ = std::make_unique<test::Daemon>(
+        test::StartDaemon("mmon", dir_.path(), "mmon-0",
+                          {"--gm", gm_addr_, "--name", "mmon-0", "--capacity", "256M", "--buffer-cache",
+                           BufferCache(), "--storage-timeout-ms", "2000", "--flush-interval-ms", "500"}));
     pmon_ = std::make_unique<test::Daemon>(StartPmon("pmon-0"));
-    ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 3; }, 10s)) << Lego({"status", "--gm", gm_addr_}).out;
+    ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 3; }, 10s))
+        << Lego({"status", "--gm", gm_addr_}).out;
   }
 
   void TearDown() override {
@@ -63,8 +64,9 @@ class StorageTest : public ::testing::Test {
         "smon", dir_.path(), "smon-0", {"--gm", gm_addr_, "--name", "smon-0", "--capacity", "128M"}));
   }
   test::Daemon StartPmon(const std::string& name) {
-    return test::StartDaemon("pmon", dir_.path(), name,
-                             {"--gm", gm_addr_, "--name", name, "--excache", "64M", "--storage-timeout-ms", "2000"});
+    return test::StartDaemon(
+        "pmon", dir_.path(), name,
+        {"--gm", gm_addr_, "--name", name, "--excache", "64M", "--storage-timeout-ms", "2000"});
   }
 
   int AliveCount() {
@@ -80,17 +82,18 @@ class StorageTest : public ::testing::Test {
     return test::Run(test::BinDir() + "/lego", args, {{"LEGO_STATE_DIR", dir_.path() + "/nostate"}}, timeout);
   }
   // `lego run` in a vNode on pmon `pmon` (default pmon-0).
-  test::RunResult Run(const std::string& vnode, std::vector<std::string> argv, const std::string& pmon = "pmon-0",
-                      std::chrono::seconds timeout = 180s) {
-    std::vector<std::string> args{"run",  "--gm",   gm_addr_, "--pmon-socket",
-                                  fmt::format("{}/{}/pmon.sock", dir_.path(), pmon),
-                                  "--pmon", pmon};
+  test::RunResult Run(const std::string& vnode, std::vector<std::string> argv,
+                      const std::string& pmon = "pmon-0", std::chrono::seconds timeout = 180s) {
+    std::vector<std::string> args{
+        "run",    "--gm", gm_addr_, "--pmon-socket", fmt::format("{}/{}/pmon.sock", dir_.path(), pmon),
+        "--pmon", pmon};
     if (!vnode.empty()) args.insert(args.end(), {"--vnode", vnode});
     args.push_back("--");
     args.insert(args.end(), argv.begin(), argv.end());
     return Lego(args, timeout);
   }
-  test::RunResult Sh(const std::string& vnode, const std::string& script, const std::string& pmon = "pmon-0") {
+  test::RunResult Sh(const std::string& vnode, const std::string& script,
+                     const std::string& pmon = "pmon-0") {
     return Run(vnode, {"/bin/sh", "-c", script}, pmon);
   }
   void CreateVnode(const std::string& name) {
@@ -105,11 +108,14 @@ class StorageTest : public ::testing::Test {
   std::unique_ptr<test::Daemon> gm_, smon_, mmon_, pmon_, pmon2_;
 };
 
-TEST_F(StorageTest, SourceTreeTarredIntoVnodeAndBackIsByteIdentical) {
+TEST_F(StorageTest, SourceTreeTarredAndCopiedInVnodeIsByteIdentical) {
   CreateVnode("tar");
   const std::string src = LEGO_SOURCE_DIR;
   const std::string out = dir_.path() + "/back.tar";
-  auto r = Sh("tar", fmt::format("tar -C {} -cf - src tests docs | tar -xf - && tar -cf {} src tests docs", src, out));
+  auto r =
+      Sh("tar", fmt::format("tar -C {} -cf - src tests docs | tar -xf - && tar -cf {} src tests docs && "
+                            "cp -a src copy && diff -r src copy && cp -r docs/. docs2 && diff -r docs docs2",
+                            src, out));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   fs::create_directories(dir_.path() + "/back");
   ASSERT_EQ(test::Run("/bin/tar", {"-C", dir_.path() + "/back", "-xf", out}).exit_code, 0);
@@ -123,11 +129,12 @@ TEST_F(StorageTest, SourceTreeTarredIntoVnodeAndBackIsByteIdentical) {
 
 TEST_F(StorageTest, SqliteInsertsHundredThousandRowsAndPassesIntegrityCheck) {
   CreateVnode("db");
-  auto r = Sh("db",
-              "sqlite3 test.db 'CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b INTEGER);' && "
-              "sqlite3 test.db 'BEGIN; WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) "
-              "INSERT INTO t(a,b) SELECT hex(randomblob(16)), x FROM c; COMMIT;' && "
-              "sqlite3 test.db 'CREATE INDEX ib ON t(b); SELECT count(*), sum(b) FROM t; PRAGMA integrity_check;'");
+  auto r = Sh(
+      "db",
+      "sqlite3 test.db 'CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b INTEGER);' && "
+      "sqlite3 test.db 'BEGIN; WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<100000) "
+      "INSERT INTO t(a,b) SELECT hex(randomblob(16)), x FROM c; COMMIT;' && "
+      "sqlite3 test.db 'CREATE INDEX ib ON t(b); SELECT count(*), sum(b) FROM t; PRAGMA integrity_check;'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "100000|5000050000\nok\n");
   // Another program, later, reads the same database.
@@ -165,18 +172,20 @@ TEST_F(StorageTest, StartsInTheVnodeMountWithItsRootInTheEnvironment) {
 TEST_F(StorageTest, FsyncedDataSurvivesKill9OfTheSmon) {
   CreateVnode("dur");
   // 4 MB fsync'ed, and a database with committed rows.
-  auto r = Sh("dur",
-              "head -c 4194304 /dev/urandom > data.bin && python3 -c \"import os; fd=os.open('data.bin', os.O_RDWR); "
-              "os.fsync(fd)\" && sha256sum data.bin && "
-              "sqlite3 db 'CREATE TABLE t(x); INSERT INTO t VALUES(1),(2),(3);'");
+  auto r = Sh(
+      "dur",
+      "head -c 4194304 /dev/urandom > data.bin && python3 -c \"import os; fd=os.open('data.bin', os.O_RDWR); "
+      "os.fsync(fd)\" && sha256sum data.bin && "
+      "sqlite3 db 'CREATE TABLE t(x); INSERT INTO t VALUES(1),(2),(3);'");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string sum = r.out;
   // While a writer commits row after row, the smon dies.
-  auto writer = test::Process(
-      test::BinDir() + "/lego",
-      {"run", "--gm", gm_addr_, "--pmon-socket", dir_.path() + "/pmon-0/pmon.sock", "--vnode", "dur", "--",
-       "/bin/sh", "-c", "for i in $(seq 1 2000); do sqlite3 db \"INSERT INTO t VALUES($i);\" || exit 1; done"},
-      dir_.path() + "/writer.log");
+  auto writer =
+      test::Process(test::BinDir() + "/lego",
+                    {"run", "--gm", gm_addr_, "--pmon-socket", dir_.path() + "/pmon-0/pmon.sock", "--vnode",
+                     "dur", "--", "/bin/sh", "-c",
+                     "for i in $(seq 1 2000); do sqlite3 db \"INSERT INTO t VALUES($i);\" || exit 1; done"},
+                    dir_.path() + "/writer.log");
   std::this_thread::sleep_for(1500ms);
   smon_->proc.Kill9();
   EXPECT_NE(writer.Wait(60s), -1) << "the program hung after its smon died";
@@ -186,7 +195,8 @@ TEST_F(StorageTest, FsyncedDataSurvivesKill9OfTheSmon) {
   test::RunResult after;
   ASSERT_TRUE(test::WaitFor(
       [&] {
-        after = Sh("dur", "sha256sum data.bin && sqlite3 db 'PRAGMA integrity_check; SELECT count(*) >= 3 FROM t;'");
+        after = Sh("dur",
+                   "sha256sum data.bin && sqlite3 db 'PRAGMA integrity_check; SELECT count(*) >= 3 FROM t;'");
         return after.exit_code == 0;
       },
       20s))
@@ -203,7 +213,8 @@ TEST_F(StorageTest, DeadSmonGivesEioPromptlyNotAHang) {
   auto took = std::chrono::steady_clock::now() - t0;
   kill(smon_->proc.pid(), SIGCONT);
   EXPECT_NE(r.err.find("Input/output error"), std::string::npos) << r.out << r.err;
-  // --storage-timeout-ms 2000 at the mmon; the pmon gives up 2 s after that; some slack for a busy CI machine.
+  // --storage-timeout-ms 2000 at the mmon; the pmon gives up 2 s after that; some slack for a busy CI
+  // machine.
   EXPECT_LT(took, 15s);
   // Once the smon answers again, so do the files.
   EXPECT_TRUE(test::WaitFor([&] { return Sh("eio", "echo z > d/h && cat d/f").out == "x\n"; }, 20s));
@@ -213,12 +224,13 @@ TEST_F(StorageTest, ProcessInOneVnodeCannotReachAnothersFiles) {
   CreateVnode("a");
   CreateVnode("b");
   ASSERT_EQ(Sh("a", "mkdir sub && echo secret > sub/s.txt").exit_code, 0);
-  auto r = Sh("b",
-              "for p in ../a/sub/s.txt \"$LEGO_VNODE_ROOT/../a/sub/s.txt\" /proc/self/cwd/../a/sub/s.txt; do "
-              "cat $p && echo READ; done; ls ../a && echo LISTED; echo evil > ../a/evil && echo WROTE; "
-              "mkdir ../a/x && echo MKDIR; mv ../a/sub ../a/moved && echo MOVED; rm ../a/sub/s.txt && echo REMOVED; "
-              "python3 -c \"open('../a/sub/s.txt').read(); print('PYREAD')\"; "
-              "sh -c 'cat ../a/sub/s.txt' && echo CHILDREAD; true");
+  auto r = Sh(
+      "b",
+      "for p in ../a/sub/s.txt \"$LEGO_VNODE_ROOT/../a/sub/s.txt\" /proc/self/cwd/../a/sub/s.txt; do "
+      "cat $p && echo READ; done; ls ../a && echo LISTED; echo evil > ../a/evil && echo WROTE; "
+      "mkdir ../a/x && echo MKDIR; mv ../a/sub ../a/moved && echo MOVED; rm ../a/sub/s.txt && echo REMOVED; "
+      "python3 -c \"open('../a/sub/s.txt').read(); print('PYREAD')\"; "
+      "sh -c 'cat ../a/sub/s.txt' && echo CHILDREAD; true");
   for (const char* bad : {"READ", "LISTED", "WROTE", "MKDIR", "MOVED", "REMOVED", "PYREAD", "CHILDREAD"})
     EXPECT_EQ(r.out.find(bad), std::string::npos) << bad << "\n" << r.out << r.err;
   EXPECT_NE(r.err.find("Permission denied"), std::string::npos) << r.err;
@@ -231,10 +243,11 @@ TEST_F(StorageTest, ProcessInOneVnodeCannotReachAnothersFiles) {
 
 TEST_F(StorageTest, FullSmonGivesEnospc) {
   CreateVnode("full");
-  auto r = Sh("full",
-              "python3 -c \"\nimport errno, os\nf = open('big', 'wb')\ntry:\n  for i in range(200):\n"
-              "    f.write(b'x' * (1 << 20)); f.flush()\n  os.fsync(f.fileno())\n  print('no error')\n"
-              "except OSError as e:\n  print(errno.errorcode[e.errno])\n\"; rm -f big; echo small > s && cat s");
+  auto r =
+      Sh("full",
+         "python3 -c \"\nimport errno, os\nf = open('big', 'wb')\ntry:\n  for i in range(200):\n"
+         "    f.write(b'x' * (1 << 20)); f.flush()\n  os.fsync(f.fileno())\n  print('no error')\n"
+         "except OSError as e:\n  print(errno.errorcode[e.errno])\n\"; rm -f big; echo small > s && cat s");
   EXPECT_EQ(r.out, "ENOSPC\nsmall\n") << r.err;
 }
 
@@ -276,8 +289,9 @@ TEST_F(StorageTest, VnodeCommandsAndTheTableSurviveAGmRestart) {
 
   // A restarted gm (same address and data dir) still knows every vNode and where it lives.
   gm_->proc.Kill9();
-  gm_ = std::make_unique<test::Daemon>(test::StartDaemon(
-      "gm", dir_.path(), "gm", {"--listen", gm_addr_, "--heartbeat-interval-ms", "300", "--heartbeat-misses", "3"}));
+  gm_ = std::make_unique<test::Daemon>(
+      test::StartDaemon("gm", dir_.path(), "gm",
+                        {"--listen", gm_addr_, "--heartbeat-interval-ms", "300", "--heartbeat-misses", "3"}));
   ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 3; }, 15s));
   auto ls = Lego({"vnode", "ls", "--gm", gm_addr_, "--json"});
   ASSERT_EQ(ls.exit_code, 0) << ls.err;
@@ -299,9 +313,10 @@ class NoBufferCacheStorageTest : public StorageTest {
 
 TEST_F(NoBufferCacheStorageTest, TarAndSqliteWork) {
   CreateVnode("nc");
-  auto r = Sh("nc", fmt::format("tar -C {} -cf - src | tar -xf - && diff -r {}/src src && echo same && "
-                                "sqlite3 db 'CREATE TABLE t(x); INSERT INTO t VALUES(1); PRAGMA integrity_check;'",
-                                LEGO_SOURCE_DIR, LEGO_SOURCE_DIR));
+  auto r =
+      Sh("nc", fmt::format("tar -C {} -cf - src | tar -xf - && diff -r {}/src src && echo same && "
+                           "sqlite3 db 'CREATE TABLE t(x); INSERT INTO t VALUES(1); PRAGMA integrity_check;'",
+                           LEGO_SOURCE_DIR, LEGO_SOURCE_DIR));
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out, "same\nok\n");
 }

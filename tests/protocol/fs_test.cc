@@ -127,7 +127,8 @@ TEST(FsCodec, Replies) {
 TEST(VnodeCodec, NamesRecordsAndRequests) {
   EXPECT_TRUE(ValidateVnodeName("default").ok());
   EXPECT_TRUE(ValidateVnodeName("a.b_c-9").ok());
-  for (const char* bad : {"", ".hidden", "-x", "a/b", "a b", "a\nb"}) EXPECT_FALSE(ValidateVnodeName(bad).ok()) << bad;
+  for (const char* bad : {"", ".hidden", "-x", "a/b", "a b", "a\nb"})
+    EXPECT_FALSE(ValidateVnodeName(bad).ok()) << bad;
   EXPECT_FALSE(ValidateVnodeName(std::string(65, 'a')).ok());
 
   VnodeRecord v;

@@ -730,3 +730,37 @@ TEST(BufferCache, ConcurrentWritersAndReadersOnDifferentFiles) {
 
 }  // namespace
 }  // namespace lego::mmon
+
+namespace lego::mmon {
+namespace {
+
+TEST(BufferCache, TryServeReadAnswersOnlyFullHitsAndNeverWaits) {
+  FakeFs fs;
+  fs.Put("a", Pattern(20000, 9));
+  BufferCache c(Opts(1 << 20), &fs);
+  FsRequest r = Req(FsOp::kRead, "a");
+  r.f.offset = 4196;
+  r.f.length = 5000;
+  FsReply out;
+  EXPECT_FALSE(c.TryServeRead(r, &out));  // the file is not cached yet
+  // A random (not sequential) READ caches just blocks 1 and 2.
+  ASSERT_EQ(Read(c, "a", 4096, 8192).data.size(), 8192u);
+  ASSERT_TRUE(c.TryServeRead(r, &out));
+  const Bytes a = *fs.Contents("a");
+  EXPECT_EQ(out.data, Bytes(a.begin() + 4196, a.begin() + 9196));
+  r.f.offset = 100;  // block 0 is not cached
+  EXPECT_FALSE(c.TryServeRead(r, &out));
+  Bytes patch = Pattern(10, 3);
+  ASSERT_EQ(Write(c, "a", 5000, patch).err(), 0);  // dirty data is served too
+  r.f.offset = 5000;
+  r.f.length = 10;
+  ASSERT_TRUE(c.TryServeRead(r, &out));
+  EXPECT_EQ(out.data, patch);
+  r.f.offset = 30000;  // past the end: empty, like a READ
+  ASSERT_TRUE(c.TryServeRead(r, &out));
+  EXPECT_TRUE(out.data.empty());
+  EXPECT_FALSE(c.TryServeRead(Req(FsOp::kGetattr, "a"), &out));
+}
+
+}  // namespace
+}  // namespace lego::mmon
