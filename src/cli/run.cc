@@ -259,6 +259,23 @@ int RunCommand(const RunOptions& o) {
   }
   std::error_code abs_ec;
   const std::string program = std::filesystem::absolute(*path, abs_ec).string();
+  if (!o.keep_cwd) {
+    // The program starts in the vNode, not here: say so when an argument names a file that exists here
+    // and not there (the usual surprise: `lego run -- sort data.txt`).
+    for (size_t i = 1; i < o.argv.size(); ++i) {
+      const std::string& a = o.argv[i];
+      if (a.empty() || a[0] == '/' || a[0] == '-') continue;
+      std::error_code ec;
+      if (std::filesystem::exists(a, ec) &&
+          !std::filesystem::exists(std::filesystem::path(mountpoint) / a, ec)) {
+        fmt::print(stderr,
+                   "lego run: note: '{}' exists here but not in vNode '{}', where the program starts ({}); "
+                   "use an absolute path, or --keep-cwd to start here\n",
+                   a, vnode_name, mountpoint);
+        break;
+      }
+    }
+  }
   std::string ld = preload;
   if (const char* old = getenv("LD_PRELOAD"); old && *old) ld += std::string(":") + old;
 
