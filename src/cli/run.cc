@@ -1,6 +1,7 @@
 #include "cli/run.h"
 
 #include "cli/vnode.h"
+#include "protocol/vnode.h"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -121,6 +123,7 @@ json ToJson(const proto::ProcessRecord& p) {
   return json{{"pid", f.pid},
               {"comm", p.comm},
               {"job", p.job},
+              {"vnode", p.fixed.vnode},
               {"ended", (f.flags & proto::kProcessEnded) != 0},
               {"space", fmt::format("{:#x}", f.space)},
               {"resident_pages", f.resident_pages},
@@ -379,14 +382,30 @@ int PsCommand(const QueryOptions& o, bool all) {
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  fmt::print("{:>8} {:<16} {:<13} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9}\n", "PID", "COMMAND", "JOB",
-             "EXCACHE", "REMOTE", "FAULTS", "MISSES", "EVICTED", "P50(us)");
+  // vNode names, best effort (ids if the gm does not answer).
+  std::map<uint32_t, std::string> vnode_names;
+  if (auto gm = ResolveGm(o, "ps", nullptr); gm.ok()) {
+    if (auto ch = (*m)->Connect(*gm, msg::Millis(o.timeout_ms)); ch.ok()) {
+      if (auto r = (*ch)->Call(proto::kVnodeList, {}, msg::Millis(o.timeout_ms)); r.ok()) {
+        if (auto list = proto::DecodeVnodeList(*r); list.ok())
+          for (const auto& v : *list) vnode_names[v.fixed.id] = v.name;
+      }
+    }
+  }
+  auto vnode_of = [&](uint32_t id) -> std::string {
+    if (id == 0) return "-";
+    auto it = vnode_names.find(id);
+    return it == vnode_names.end() ? std::to_string(id) : it->second;
+  };
+  fmt::print("{:>8} {:<16} {:<13} {:<12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9}\n", "PID", "COMMAND", "JOB",
+             "VNODE", "EXCACHE", "REMOTE", "FAULTS", "MISSES", "EVICTED", "P50(us)");
   for (auto& p : *procs) {
     const auto& f = p.fixed;
-    fmt::print("{:>8} {:<16} {:<13} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.1f}{}\n", f.pid,
-               p.comm.substr(0, 16), p.job, fmt::format("{} pages", f.resident_pages),
-               fmt::format("{} pages", f.remote_pages), f.faults, f.misses, f.evicted_clean + f.evicted_dirty,
-               f.fault_p50_ns / 1000.0, (f.flags & proto::kProcessEnded) ? " (ended)" : "");
+    fmt::print("{:>8} {:<16} {:<13} {:<12} {:>12} {:>12} {:>10} {:>10} {:>10} {:>9.1f}{}\n", f.pid,
+               p.comm.substr(0, 16), p.job, vnode_of(f.vnode).substr(0, 12),
+               fmt::format("{} pages", f.resident_pages), fmt::format("{} pages", f.remote_pages), f.faults,
+               f.misses, f.evicted_clean + f.evicted_dirty, f.fault_p50_ns / 1000.0,
+               (f.flags & proto::kProcessEnded) ? " (ended)" : "");
   }
   if (procs->empty()) fmt::print("(no processes are running under Lego)\n");
   return 0;

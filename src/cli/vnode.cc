@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/run.h"
+#include "protocol/any.h"
 #include "protocol/vnode.h"
 
 namespace lego::cli {
@@ -132,6 +133,19 @@ int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool forc
       }(),
       kVnodeOpTimeout);
   if (!r.ok()) return fmt::print(stderr, "lego vnode rm: {}\n", r.status().message()), 1;
+  // The pmons that mounted it unmount it (best effort: a dead pmon has no mount to worry about).
+  if (auto pmons = AliveMembers(**m, o, proto::ComponentKind::kPmon, "vnode rm"); pmons.ok()) {
+    for (const auto& p : *pmons) {
+      auto hp = ParseHostPort(p.listen_addr);
+      if (!hp.ok()) continue;
+      auto ch = (*m)->Connect(*hp, msg::Millis(o.timeout_ms));
+      if (!ch.ok()) continue;
+      auto d = (*ch)->Call(proto::kDetachVnode, proto::EncodeFixed(proto::DetachVnodeReq{v->fixed.id, 0}),
+                           kVnodeOpTimeout);
+      if (!d.ok())
+        fmt::print(stderr, "lego vnode rm: pmon {} did not unmount it: {}\n", p.name, d.status().message());
+    }
+  }
   fmt::print("lego vnode rm: removed vNode '{}' (id {}) and its files\n", name, v->fixed.id);
   return 0;
 }

@@ -340,6 +340,19 @@ void PmonService::InstallHandlers(msg::Messenger& messenger) {
           r->Reply(proto::EncodeAttachVnodeResp(a.value()));
         });
   });
+  InstallDetachHandler(messenger);
+}
+
+void PmonService::InstallDetachHandler(msg::Messenger& messenger) {
+  messenger.Handle(proto::kDetachVnode, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::DetachVnodeReq>(in.payload, "c2p.detach_vnode");
+    if (!req.ok()) return r.Error(req.status());
+    if (req->vnode == 0 || req->reserved != 0) return r.Error(BadMessage("c2p.detach_vnode: bad vnode"));
+    attach_queue_.Submit([this, vnode = req->vnode, r = std::make_shared<msg::Responder>(std::move(r))] {
+      vnodes_->Detach(vnode);
+      r->Reply();
+    });
+  });
 }
 
 uint32_t PmonService::VnodeOfProcess(pid_t pid) const {

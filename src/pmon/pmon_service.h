@@ -49,6 +49,7 @@ class PmonService {
   std::vector<proto::StatsEntry> ExtraStats() const;
 
  private:
+  void InstallDetachHandler(msg::Messenger& messenger);
   void ListenLoop();
   void Accept(int conn);
   void SessionEnded(ProcessSession* s);

@@ -66,6 +66,19 @@ Result<proto::AttachVnodeResp> VnodeManager::Attach(const std::string& name) {
   return proto::AttachVnodeResp{v->fixed.id, want, m->mountpoint()};
 }
 
+void VnodeManager::Detach(uint32_t vnode) {
+  std::lock_guard lk(mu_);
+  for (auto it = mounts_.begin(); it != mounts_.end();) {
+    if (it->second && it->second->vnode_id() == vnode) {
+      it->second->Unmount();
+      LEGO_LOG_INFO("vnode_detached name={} id={}", it->first, vnode);
+      it = mounts_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void VnodeManager::UnmountAll() {
   std::lock_guard lk(mu_);
   for (auto& [name, m] : mounts_) {

@@ -40,6 +40,8 @@ class VnodeManager {
 
   // REQUIRES: name is empty (the default vNode) or a valid vNode name.
   Result<proto::AttachVnodeResp> Attach(const std::string& name);
+  // Unmounts the vNode with this id if it is mounted here (it was removed). Blocks until unmounted.
+  void Detach(uint32_t vnode);
   void UnmountAll();
   std::vector<proto::StatsEntry> Stats() const;
 

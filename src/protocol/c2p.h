@@ -71,6 +71,14 @@ struct AttachVnodeResp {
   std::string name;
   std::string mountpoint;
 };
+// kDetachVnode request (after `lego vnode rm`): the pmon unmounts the vNode if it has it mounted (programs
+// still in it see ENOTCONN). Empty reply, also when it was not mounted.
+struct DetachVnodeReq {
+  uint32_t vnode;
+  uint32_t reserved;
+};
+static_assert(sizeof(DetachVnodeReq) == 8);
+
 Bytes EncodeAttachVnodeReq(const AttachVnodeReq& m);
 Result<AttachVnodeReq> DecodeAttachVnodeReq(std::span<const uint8_t> payload);
 Bytes EncodeAttachVnodeResp(const AttachVnodeResp& m);

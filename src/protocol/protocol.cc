@@ -44,6 +44,8 @@ std::string_view OpcodeName(uint16_t opcode) {
       return "c2p.list_processes";
     case kAttachVnode:
       return "c2p.attach_vnode";
+    case kDetachVnode:
+      return "c2p.detach_vnode";
     case kVnodeCreate:
       return "c2g.vnode_create";
     case kVnodeList:

@@ -82,6 +82,7 @@ enum Opcode : uint16_t {
   // C2P (0x07xx): the CLI asking a process monitor
   kListProcesses = 0x0701,  // processes running under the pmon, with their memory statistics
   kAttachVnode = 0x0702,    // `lego run`: mount a vNode for a job and say where
+  kDetachVnode = 0x0703,    // `lego vnode rm`: unmount a removed vNode
 };
 
 std::string_view OpcodeName(uint16_t opcode);

@@ -281,9 +281,12 @@ TEST_F(StorageTest, VnodeCommandsAndTheTableSurviveAGmRestart) {
   auto rm = Lego({"vnode", "rm", "drop", "--gm", gm_addr_});
   EXPECT_EQ(rm.exit_code, 1);
   EXPECT_NE(rm.err.find("sleep"), std::string::npos) << rm.err;
+  const std::string drop_mount = dir_.path() + "/pmon-0/vnodes/drop";
+  EXPECT_NE(ReadAll("/proc/self/mounts").find(drop_mount), std::string::npos);
   rm = Lego({"vnode", "rm", "drop", "--force", "--gm", gm_addr_});
   EXPECT_EQ(rm.exit_code, 0) << rm.err;
   EXPECT_FALSE(fs::exists(SmonDir(2)));
+  EXPECT_EQ(ReadAll("/proc/self/mounts").find(drop_mount), std::string::npos) << "the pmon kept the mount";
   sleeper.Kill9();
   EXPECT_EQ(Lego({"vnode", "rm", "drop", "--gm", gm_addr_}).exit_code, 1);
 

@@ -198,6 +198,7 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   (void)CheckCodec(in, "c2p.attach_vnode", DecodeAttachVnodeReq, EncodeAttachVnodeReq);
   (void)CheckCodec(in, "c2p.attach_vnode reply", DecodeAttachVnodeResp, EncodeAttachVnodeResp);
   (void)DecodeFixed<SmonVnodeReq>(in, "g2s.vnode_create");
+  (void)DecodeFixed<DetachVnodeReq>(in, "c2p.detach_vnode");
 
   // The local HELLO (program -> pmon): strings always terminated, errors only with a reason.
   auto hello = DecodeLocalHello(in);
