@@ -116,8 +116,10 @@ Result<proto::VnodeRecord> GmService::CreateVnode(const proto::VnodeCreateReq& r
                                 : std::string("no storage monitor is alive"));
   if (!IsAlive(*smon)) return NotFound(fmt::format("smon {} is not alive", smon->fixed.id));
   const proto::MemberRecord* mmon = PickCacheMmon(members);
-  // The id is fixed by the table; ask the smon for the namespace first so that a refusal changes nothing.
-  // An id is never reused, so a namespace left behind by a failed Add is harmless and empty.
+  // The id comes from the table, so the record is added first and taken back if the smon refuses (a gm
+  // that dies in between keeps a vNode whose namespace the smon lacks; its requests get ENOENT until it is
+  // removed). Ids are never reused, so a namespace an smon made for a failed create can never be taken for
+  // another vNode's.
   auto entry = vnodes_->Add(req.name, smon->name, mmon ? mmon->name : "", WallMillis());
   if (!entry.ok()) return entry.status();
   if (Status st = CallSmon(*smon, proto::kSmonVnodeCreate, entry->id); !st.ok()) {
