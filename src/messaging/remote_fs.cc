@@ -9,9 +9,8 @@ namespace lego::msg {
 RemoteFs::RemoteFs(Messenger& messenger, HostPort gm, RemoteFsOptions options)
     : messenger_(messenger), options_(options), gm_(messenger.ChannelTo(gm, Millis(2000))) {}
 
-Result<proto::VnodeRecord> RemoteFs::Lookup(const proto::VnodeLookupReq& req) {
-  // Long enough for the gm to create the default vNode on its smon (gm::kSmonCallTimeout).
-  auto reply = gm_->Call(proto::kVnodeLookup, proto::EncodeVnodeLookupReq(req), Millis(15000));
+Result<proto::VnodeRecord> RemoteFs::Lookup(const proto::VnodeLookupReq& req, Millis timeout) {
+  auto reply = gm_->Call(proto::kVnodeLookup, proto::EncodeVnodeLookupReq(req), timeout);
   if (!reply.ok()) {
     if (reply.status().code() == StatusCode::kTimeout) gm_->Reset();
     return reply.status();
@@ -24,7 +23,7 @@ Result<std::shared_ptr<Channel>> RemoteFs::ChannelFor(uint32_t vnode) {
     std::lock_guard lk(mu_);
     if (auto it = routes_.find(vnode); it != routes_.end()) return it->second;
   }
-  auto v = Lookup({vnode, 0, ""});
+  auto v = Lookup({vnode, 0, ""}, options_.timeout);  // on a file request's path: within its deadline
   if (!v.ok()) return v.status();
   const bool smon = options_.target == RemoteFsOptions::Target::kSmon;
   const std::string& addr_text = smon ? v->smon_addr : v->mmon_addr;

@@ -37,8 +37,9 @@ class RemoteFs : public proto::FsService {
   RemoteFs(Messenger& messenger, HostPort gm, RemoteFsOptions options);
   proto::FsReply Execute(const proto::FsRequest& req) override;
 
-  // The vNode as lego-gm describes it now (by id, or by name with req.id == 0).
-  Result<proto::VnodeRecord> Lookup(const proto::VnodeLookupReq& req);
+  // The vNode as lego-gm describes it now (by id, or by name with req.id == 0). The default timeout leaves
+  // the gm time to create the default vNode on its smon (gm::kSmonCallTimeout is 10 s).
+  Result<proto::VnodeRecord> Lookup(const proto::VnodeLookupReq& req, Millis timeout = Millis(15000));
   uint64_t transport_errors() const { return transport_errors_.load(); }
 
  private:
