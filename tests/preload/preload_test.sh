@@ -10,6 +10,9 @@ tmp=$(mktemp -d /tmp/lego-preload-test.XXXXXX)
 pmon_pid=
 cleanup() {
   if [[ -n $pmon_pid ]]; then kill "$pmon_pid" 2>/dev/null; wait "$pmon_pid" 2>/dev/null; fi
+  # A test program left behind (a fork child stuck on a fault when the monitor went away is reparented to
+  # init and never wakes): the tests run serially (RUN_SERIAL), so every such program is this test's.
+  pkill -KILL -f "^$bindir/(evict_test|fork_test|threads_test)( |\$)" 2>/dev/null
   rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -23,8 +26,14 @@ start_pmon() { # start_pmon CAP_PAGES
 }
 
 # under_lego CMD...: runs CMD with the preload, talking to the fake monitor.
+# Output goes through a file, not the caller's pipe: a process the program left behind (a stuck fork child)
+# must not keep $(...) waiting after `timeout` ended the program.
 under_lego() {
-  LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/pmon.sock LEGO_JOB=test-$name LEGO_EXCACHE=1048576 timeout 150 "$@"
+  LD_PRELOAD=$lib LEGO_PMON_SOCKET=$tmp/pmon.sock LEGO_JOB=test-$name LEGO_EXCACHE=1048576 timeout 150 "$@" \
+    >"$tmp/out" 2>&1
+  local rc=$?
+  cat "$tmp/out"
+  return $rc
 }
 
 # stat_of PID FIELD: a field of fake_pmon's exit line for PID (0 if absent).
