@@ -292,7 +292,8 @@ static void read_uffd(struct proc* p) {
         if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) serve_wp(p, addr);
         else if (!serve_missing(p, addr)) addrs_push(&p->retry, addr);
       } else if (m->event == UFFD_EVENT_FORK) {
-        on_fork(p, (int)m->arg.fork.ufd);
+        struct proc* c = on_fork(p, (int)m->arg.fork.ufd);
+        fprintf(stderr, "fake_pmon: fork of pid %d: slot %d uffd %d\n", p->pid, (int)(c - procs), c->uffd);
       } else if (m->event == UFFD_EVENT_UNMAP || m->event == UFFD_EVENT_REMOVE) {
         forget_range(p, m->arg.remove.start, m->arg.remove.end);
       }
@@ -425,6 +426,7 @@ static void on_hello(int sock, const struct lego_local_hello* h, int fd) {
       return;
     }
     p->awaiting_hello = false;
+    fprintf(stderr, "fake_pmon: fork child %u pairs with slot %d uffd %d\n", h->pid, (int)(p - procs), p->uffd);
     send_ack(sock, 0, p->uffd);
   } else {
     if (fd < 0) {
@@ -526,6 +528,7 @@ int main(int argc, char** argv) {
       struct proc* p = &procs[owner[k]];
       if (!p->used || !fds[k].revents) continue;
       if (fds[k].fd == p->uffd && (fds[k].revents & (POLLERR | POLLHUP))) {
+        fprintf(stderr, "fake_pmon: uffd %d of pid %d (slot %d) hung up\n", p->uffd, p->pid, owner[k]);
         close(p->uffd); /* the process is gone */
         p->uffd = -1;
       } else if (fds[k].fd == p->uffd) read_uffd(p);
