@@ -15,10 +15,10 @@ struct RunOptions {
   uint64_t excache = 0;     // per-process ExCache cap in bytes; 0: only the pmon's budget
   bool stats = false;       // print the job's memory statistics when it ends
   bool stats_json = false;
-  std::string gm;            // HOST:PORT; empty: the local cluster's
-  std::string pmon;          // member name of the pmon (with pmon_socket); empty: the first alive pmon
-  std::string vnode;         // the vNode to run in; empty: "default" (created on first use)
-  bool keep_cwd = false;     // start in the current directory instead of the vNode's mount
+  std::string gm;         // HOST:PORT; empty: the local cluster's
+  std::string pmon;       // member name of the pmon (with pmon_socket); empty: the first alive pmon
+  std::string vnode;      // the vNode to run in; empty: "default" (created on first use)
+  bool keep_cwd = false;  // start in the current directory instead of the vNode's mount
   std::vector<std::string> argv;
 };
 

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include <fcntl.h>
@@ -149,6 +151,27 @@ int64_t MonoMillis() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+bool ReadProcStatField(long tid, int field, uint64_t* out) {
+  char path[64], buf[1024];
+  std::snprintf(path, sizeof path, "/proc/%ld/stat", tid);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = 0;
+  // The command (field 2) may hold spaces and parentheses: the fields after it start after the last ')'.
+  const char* p = std::strrchr(buf, ')');
+  if (!p || field < 3) return false;
+  for (int f = 2; *p; ++p) {
+    if (*p == ' ' && ++f == field) {
+      *out = std::strtoull(p + 1, nullptr, 10);
+      return true;
+    }
+  }
+  return false;
 }
 
 }  // namespace lego

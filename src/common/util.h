@@ -30,4 +30,8 @@ Status WriteFileAtomic(const std::string& path, std::string_view content);
 int64_t WallMillis();
 int64_t MonoMillis();
 
+// Field `field` (1-based, as in proc(5): 22 starttime, 39 processor) of /proc/TID/stat, read with one
+// open/read (cheap enough for the page-fault path). False if the task is gone or the line is short.
+bool ReadProcStatField(long tid, int field, uint64_t* out);
+
 }  // namespace lego

@@ -114,7 +114,6 @@ void GmService::InstallMemoryHandlers() {
 
 void GmService::Start() {
   checker_ = std::thread([this] { CheckerLoop(); });
-  ops_thread_ = std::thread([this] { OpsLoop(); });
 }
 
 void GmService::Stop() {
@@ -124,7 +123,7 @@ void GmService::Stop() {
   }
   cv_.notify_all();
   if (checker_.joinable()) checker_.join();
-  if (ops_thread_.joinable()) ops_thread_.join();
+  ops_.Stop();
 }
 
 void GmService::CheckerLoop() {

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -14,6 +13,7 @@
 #include <thread>
 
 #include "common/metrics.h"
+#include "common/work_queue.h"
 #include "gm/membership.h"
 #include "gm/region_map.h"
 #include "gm/vnode_table.h"
@@ -47,9 +47,6 @@ class GmService {
   void InstallMemoryHandlers();  // GMM: vRegion placement
   void InstallVnodeHandlers();   // GSM: vNodes and their storage placement
 
-  // vNode operations call smons, so they run on the ops thread, one at a time (which also orders them).
-  void RunOnOpsThread(std::function<void()> fn);
-  void OpsLoop();
   Result<proto::VnodeRecord> CreateVnode(const proto::VnodeCreateReq& req);
   Status RemoveVnode(const std::string& name);
   Result<proto::VnodeRecord> LookupVnode(const proto::VnodeLookupReq& req);
@@ -73,8 +70,9 @@ class GmService {
   std::condition_variable cv_;
   bool stop_ = false;
   std::thread checker_;
-  std::deque<std::function<void()>> ops_;  // guarded by mu_
-  std::thread ops_thread_;
+  // vNode operations call smons, so they run on one thread of their own, one at a time (which also orders
+  // them); Stop() drops the ones not started (their callers get an error reply).
+  WorkQueue ops_{1};
   std::map<std::string, std::shared_ptr<msg::Channel>> smon_channels_;  // ops thread only; by address
 };
 

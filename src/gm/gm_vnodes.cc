@@ -28,27 +28,6 @@ const proto::MemberRecord* FindByName(const std::vector<proto::MemberRecord>& me
 
 }  // namespace
 
-void GmService::RunOnOpsThread(std::function<void()> fn) {
-  {
-    std::lock_guard lk(mu_);
-    ops_.push_back(std::move(fn));
-  }
-  cv_.notify_all();
-}
-
-void GmService::OpsLoop() {
-  std::unique_lock lk(mu_);
-  while (true) {
-    cv_.wait(lk, [this] { return stop_ || !ops_.empty(); });
-    if (stop_) return;  // queued operations are dropped: their callers get an error reply
-    auto fn = std::move(ops_.front());
-    ops_.pop_front();
-    lk.unlock();
-    fn();
-    lk.lock();
-  }
-}
-
 const proto::MemberRecord* GmService::PickCacheMmon(const std::vector<proto::MemberRecord>& members) {
   const proto::MemberRecord* best = nullptr;
   for (const auto& m : members) {
@@ -176,7 +155,7 @@ void GmService::InstallVnodeHandlers() {
   messenger_.Handle(proto::kVnodeCreate, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeVnodeCreateReq(in.payload);
     if (!req.ok()) return r.Error(req.status());
-    RunOnOpsThread([this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
+    ops_.Submit([this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
       auto v = CreateVnode(req);
       if (!v.ok()) {
         LEGO_LOG_INFO("vnode_create_refused name={} why=\"{}\"", req.name, v.status().message());
@@ -198,7 +177,7 @@ void GmService::InstallVnodeHandlers() {
     Status st = rd.GetString(&name, "name", proto::kMaxVnodeName);
     if (st.ok()) st = rd.Finish();
     if (!st.ok()) return r.Error(st);
-    RunOnOpsThread([this, name, r = std::make_shared<msg::Responder>(std::move(r))] {
+    ops_.Submit([this, name, r = std::make_shared<msg::Responder>(std::move(r))] {
       Status st = RemoveVnode(name);
       if (!st.ok()) return r->Error(st);
       r->Reply();
@@ -207,7 +186,7 @@ void GmService::InstallVnodeHandlers() {
   messenger_.Handle(proto::kVnodeLookup, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeVnodeLookupReq(in.payload);
     if (!req.ok()) return r.Error(req.status());
-    RunOnOpsThread([this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
+    ops_.Submit([this, req = std::move(req.value()), r = std::make_shared<msg::Responder>(std::move(r))] {
       auto v = LookupVnode(req);
       if (!v.ok()) return r->Error(v.status());
       r->Reply(proto::EncodeVnodeRecord(v.value()));

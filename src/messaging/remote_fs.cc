@@ -102,13 +102,19 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
       proto::FsReply fast;
       if (try_inline && try_inline(check.value(), &fast))
         return r.Reply(proto::EncodeFsReply(check->op, fast));
-      // The payload lives only during this call: the job decodes its own copy.
-      auto job = [&service, opcode, payload = Bytes(in.payload.begin(), in.payload.end()),
-                  r = std::make_shared<Responder>(std::move(r))] {
-        auto req = proto::DecodeFsRequest(opcode, payload);
-        if (!req.ok()) return r->Error(req.status());
-        proto::FsReply reply = service.Execute(req.value());
-        r->Reply(proto::EncodeFsReply(req->op, reply));
+      // The payload lives only during this call: the job keeps the decoded request and its own copy of the
+      // write data (the only field that points into the payload).
+      struct Pending {
+        proto::FsRequest req;
+        Bytes data;
+        Responder r;
+      };
+      auto p = std::make_shared<Pending>(Pending{std::move(check.value()), {}, std::move(r)});
+      p->data.assign(p->req.data.begin(), p->req.data.end());
+      p->req.data = p->data;
+      auto job = [&service, p] {
+        proto::FsReply reply = service.Execute(p->req);
+        p->r.Reply(proto::EncodeFsReply(p->req.op, reply));
       };
       if (!queue.Submit(std::move(job)))
         LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);

@@ -366,26 +366,8 @@ uint32_t PmonService::VnodeOfProcess(pid_t pid) const {
 }
 
 uint64_t PmonService::ProcStartTime(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  FILE* f = std::fopen(path, "re");
-  if (!f) return 0;
-  char buf[1024];
-  size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  // Fields after the command (which may hold spaces and parentheses) start after the last ')'.
-  char* p = std::strrchr(buf, ')');
-  if (!p) return 0;
-  // Field 3 (state) follows ") "; starttime is field 22.
-  int field = 2;
-  for (char* t = p + 1; *t; ++t) {
-    if (*t == ' ') {
-      ++field;
-      if (field == 22) return std::strtoull(t + 1, nullptr, 10);
-    }
-  }
-  return 0;
+  uint64_t start = 0;
+  return ReadProcStatField(pid, 22, &start) ? start : 0;
 }
 
 uint32_t PmonService::VnodeOfJobLocked(const std::string& job) const {

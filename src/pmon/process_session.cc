@@ -226,21 +226,9 @@ void ProcessSession::HandleMessage(const uffd_msg& m) {
 void ProcessSession::FollowCpu(uint32_t tid) {
   if (tid == 0 || (tid == last_tid_ && ++follow_count_ % 32 != 0)) return;
   last_tid_ = tid;
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%u/stat", tid);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
-  if (n <= 0) return;
-  buf[n] = 0;
-  const char* p = strrchr(buf, ')');
-  if (!p) return;
-  // Field 39 (processor); p points at the end of field 2.
-  int field = 2;
-  for (; *p && field < 39; ++p)
-    if (*p == ' ') ++field;
-  const int cpu = atoi(p);
+  uint64_t processor = 0;
+  if (!ReadProcStatField(tid, 39, &processor)) return;
+  const int cpu = static_cast<int>(processor);
   if (cpu == current_cpu_) return;
   cpu_set_t set;
   CPU_ZERO(&set);
