@@ -254,8 +254,13 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
       it->second.prefetched = false;
       rset_.Touch(pg);
     }
-    if (int rc = Protect(addr, kPage, false); rc < 0 && rc != -ENOENT)
-      LEGO_LOG_RATELIMITED("unprotect_failed pid={} addr={:#x} err={}", pid_.load(), addr, strerror(-rc));
+    if (int rc = Protect(addr, kPage, false); rc < 0) {
+      // Only a successful unprotect wakes the fault. EAGAIN (an UNMAP/fork event not read yet) or ENOENT
+      // (unmapped meanwhile): wake it anyway; it faults again if it still has to.
+      if (rc != -ENOENT && rc != -EAGAIN)
+        LEGO_LOG_RATELIMITED("unprotect_failed pid={} addr={:#x} err={}", pid_.load(), addr, strerror(-rc));
+      Wake(addr, kPage);
+    }
     lock.unlock();
     Count(&MemStats::hits);
     return;
@@ -272,8 +277,8 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
   // (COPY says EEXIST: just wake), or the program dropped the page itself (MADV_DONTNEED reads as zero).
   lock.unlock();
   int64_t rc = Copy(addr, zeros_.data(), kPage, !write, true);
-  if (rc == -EEXIST) {
-    Wake(addr, kPage);
+  if (rc < 0) {
+    Wake(addr, kPage);  // a failed copy wakes nobody: EEXIST is resolved, EAGAIN/ENOENT fault again
   } else if (rc == static_cast<int64_t>(kPage)) {
     std::lock_guard relock(mu_);
     auto again = pages_.find(pg);
@@ -412,7 +417,9 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
     int64_t rc = Copy(vaddrs[i], src, kPage, !writable, fault_page);
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;
-    if (fault_page && rc == -EEXIST) Wake(addr, kPage);
+    // A failed copy wakes nobody: after EEXIST the page is there, after EAGAIN (an UNMAP/fork event not
+    // read yet) or ENOENT the thread faults again.
+    if (fault_page && rc < 0) Wake(addr, kPage);
     if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_.load(), vaddrs[i]);
   }
   if (installed < n) excache_.Release(*this, n - installed);
@@ -502,16 +509,22 @@ void ProcessSession::Teardown() {
 // ---- eviction (the ExCache's evictor thread) --------------------------------------------------------------
 
 // Write-protects sorted page numbers or addresses (unit: 1 or kPage), one ioctl per run of neighbours:
-// each ioctl costs a TLB shoot-down in the program.
-void ProcessSession::ProtectRuns(const std::vector<uint64_t>& sorted, uint64_t unit) {
+// each ioctl costs a TLB shoot-down in the program. A run that fails (EAGAIN while an UNMAP/fork event is
+// unread, ENOENT across an unmapped hole) is retried page by page; returns the entries left unprotected.
+std::vector<uint64_t> ProcessSession::ProtectRuns(const std::vector<uint64_t>& sorted, uint64_t unit) {
+  std::vector<uint64_t> failed;
+  auto addr = [&](uint64_t e) { return unit == 1 ? e * kPage : e; };
   size_t i = 0;
   while (i < sorted.size()) {
     size_t j = i + 1;
     while (j < sorted.size() && sorted[j] == sorted[j - 1] + (unit == 1 ? 1 : kPage)) ++j;
-    const uint64_t start = unit == 1 ? sorted[i] * kPage : sorted[i];
-    Protect(start, (j - i) * kPage, true);
+    if (Protect(addr(sorted[i]), (j - i) * kPage, true) < 0) {
+      for (size_t k = i; k < j; ++k)
+        if (j - i == 1 || Protect(addr(sorted[k]), kPage, true) < 0) failed.push_back(sorted[k]);
+    }
     i = j;
   }
+  return failed;
 }
 
 // Remote memory full: the program's new allocations fail from now on (malloc NULL, mmap ENOMEM), while
@@ -568,11 +581,24 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
     // Protection changes happen under mu_ with their flag, so Page::wp never lies to a racing fault.
     // Address order: runs of neighbours take one ioctl (one TLB shoot-down in the program).
     std::sort(rearm.begin(), rearm.end());
-    ProtectRuns(rearm, 1);
-    for (uint64_t pg : rearm) pages_[pg].wp = true;
-    // 1. Stop writes to dirty victims, so that what we read is what stays.
+    const std::vector<uint64_t> not_rearmed = ProtectRuns(rearm, 1);
+    for (uint64_t pg : rearm)
+      if (!std::binary_search(not_rearmed.begin(), not_rearmed.end(), pg)) pages_[pg].wp = true;
+    // 1. Stop writes to dirty victims, so that what we read is what stays. A victim that could not be
+    // protected stays resident: a write after our read would be lost by the DROP.
     std::sort(dirty_unprotected.begin(), dirty_unprotected.end());
-    ProtectRuns(dirty_unprotected, kPage);
+    const std::vector<uint64_t> unprotected = ProtectRuns(dirty_unprotected, kPage);
+    if (!unprotected.empty()) {
+      auto kept = [&](uint64_t a) { return std::binary_search(unprotected.begin(), unprotected.end(), a); };
+      for (uint64_t a : unprotected) {
+        Page& p = pages_[a / kPage];
+        p.state = State::kResident;
+        p.wp = false;
+        rset_.Insert(a / kPage);
+      }
+      std::erase_if(victims, [&](uint64_t pg) { return kept(pg * kPage); });
+      std::erase_if(dirty, kept);
+    }
   }
   if (victims.empty()) return 0;
   std::sort(victims.begin(), victims.end());  // runs of neighbours: one madvise each in the program

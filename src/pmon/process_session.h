@@ -112,7 +112,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   int64_t Copy(uint64_t dst, const void* src, uint64_t len, bool wp, bool wake);
   int Protect(uint64_t start, uint64_t len, bool wp);  // mode 0 also wakes
   void Wake(uint64_t start, uint64_t len);
-  void ProtectRuns(const std::vector<uint64_t>& sorted, uint64_t unit);
+  std::vector<uint64_t> ProtectRuns(const std::vector<uint64_t>& sorted, uint64_t unit);  // the failures
   void Count(std::atomic<uint64_t> MemStats::*field, uint64_t n = 1);
 
   const int uffd_;

@@ -1,14 +1,20 @@
 /* liblego_preload.so: the connection to the process monitor (src/protocol/local.h) and the helper thread.
  *
  * HELLO carries the userfaultfd to the pmon; nothing is registered before its HELLO_ACK. The helper thread
- * then serves the pmon's DROP requests (MADV_DONTNEED of pages the pmon has written back). It blocks all
+ * serves the pmon's DROP requests (MADV_DONTNEED of pages the pmon has written back). It blocks all
  * signals, never mallocs and only uses its stack, which glibc maps outside the registered ranges.
+ *
+ * The helper is started before HELLO and waits for the HELLO_ACK (lego_pmon_hello releases it): the pmon may
+ * send a DROP, and write-protect its pages, right after the ACK, and a fault on such a page waits for the
+ * DROP_ACK. Started after the ACK, the helper could never come: pthread_create writes to the heap (reusing a
+ * cached stack clears its DTV, which jemalloc allocated), so the starting thread could be that fault.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +30,7 @@
 #define ACK_TIMEOUT_MS 10000
 
 static const char* sock_path;
+static sem_t helper_go; /* posted once the HELLO_ACK is in: the helper may read lego_sock */
 
 static struct lego_local_hdr header(uint16_t type) {
   return (struct lego_local_hdr){.magic = LEGO_LOCAL_MAGIC, .version = LEGO_LOCAL_VERSION, .type = type};
@@ -141,6 +148,7 @@ void lego_pmon_hello(const char* path, uint64_t features, bool fork_child) {
   } else if (fd >= 0) {
     close(fd);
   }
+  sem_post(&helper_go); /* lego_sock is the pmon's now: DROPs may follow the ACK at once */
   lego_log("pmon acknowledged pid %d%s", (int)getpid(), fork_child ? " (fork child)" : "");
 }
 
@@ -202,6 +210,8 @@ static _Noreturn void lost_pmon(void) {
 
 static void* helper(void* arg) {
   char buf[sizeof(struct lego_local_hdr) + sizeof(struct lego_local_drop) + LEGO_LOCAL_MAX_DROP * 8 + 64];
+  while (sem_wait(&helper_go) != 0) {
+  }
   for (;;) {
     ssize_t n = recv(lego_sock, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -225,6 +235,7 @@ static void* helper(void* arg) {
 }
 
 void lego_pmon_start_helper(void) {
+  sem_init(&helper_go, 0, 0); /* a fork child's copy may hold the parent's state: no thread waits on it here */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old); /* the thread inherits the full mask from its first instruction */

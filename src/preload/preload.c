@@ -37,7 +37,14 @@ static void go_live(void) {
   lego_log("live: %d ranges registered (wp %s)", n, lego_wp_mode ? "on" : "off");
 }
 
-/* ---- fork ---- */
+/* ---- fork ----
+ *
+ * Two sets of handlers, registered around jemalloc's (which it registers when it initialises):
+ *   ours (atfork_prepare, atfork_parent, atfork_child_unlock), jemalloc's, ours (atfork_child).
+ * prepare runs in reverse order: jemalloc's locks, then the range lock (a thread inside jemalloc may hold
+ * its locks while it maps through our wrapper). In the child, atfork_child runs last, after jemalloc's
+ * handler has released its locks: it starts a thread, which mallocs. Until its HELLO, the child's faults
+ * are served on the uffd the pmon got in UFFD_EVENT_FORK, and the pmon does not evict from it. */
 
 static void atfork_prepare(void) {
   if (lego_state != LEGO_INERT) lego_ranges_lock();
@@ -47,16 +54,21 @@ static void atfork_parent(void) {
   if (lego_state != LEGO_INERT) lego_ranges_unlock();
 }
 
+static void atfork_child_unlock(void) {
+  if (lego_state == LEGO_INERT) return;
+  lego_state = LEGO_PENDING;
+  lego_ranges_unlock();
+}
+
 /* The child inherited its ranges registered with a new uffd that the pmon got in UFFD_EVENT_FORK. It says
- * HELLO on a connection of its own and gets that uffd back in the ACK. */
+ * HELLO on a connection of its own and gets that uffd back in the ACK. Its helper thread is started first:
+ * the pmon may evict from the child as soon as it has sent the ACK. */
 static void atfork_child(void) {
   if (lego_state == LEGO_INERT) return;
   if (!(features & UFFD_FEATURE_EVENT_FORK)) lego_die("fork() needs CAP_SYS_PTRACE under Lego");
-  lego_state = LEGO_PENDING;
-  lego_ranges_unlock();
+  lego_pmon_start_helper();
   lego_pmon_hello(pmon_path, features, true);
   go_live();
-  lego_pmon_start_helper();
 }
 
 /* ---- start ---- */
@@ -81,9 +93,8 @@ __attribute__((constructor(101))) static void lego_preload_init(void) {
   if (strlen(path) >= sizeof pmon_path) lego_die("cannot reach the process monitor at %s: path too long", path);
   strcpy(pmon_path, path);
   lego_log("pid %d: %zu anonymous ranges mapped before the constructor", (int)getpid(), lego_ranges_count());
-  /* Registered before jemalloc's own handlers if possible, so that ours run after them in prepare: a thread
-   * inside jemalloc may hold its locks while it maps through our wrapper. */
-  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+  /* Registered before jemalloc's own handlers if possible (see "fork" above). */
+  pthread_atfork(atfork_prepare, atfork_parent, atfork_child_unlock);
 
   int err = lego_region_reserve();
   if (err) lego_die("cannot reserve the %lu GiB heap region: %s", LEGO_REGION_SIZE >> 30, strerror(err));
@@ -92,9 +103,10 @@ __attribute__((constructor(101))) static void lego_preload_init(void) {
   lego_ranges_add(lego_region_start(), LEGO_REGION_SIZE);
   lego_ranges_unlock();
 
-  lego_region_install_hooks();
+  lego_region_install_hooks(); /* mallctl: jemalloc is initialised and its atfork handlers registered */
+  pthread_atfork(NULL, NULL, atfork_child);
   create_uffd();
+  lego_pmon_start_helper();
   lego_pmon_hello(pmon_path, features, false);
   go_live();
-  lego_pmon_start_helper();
 }

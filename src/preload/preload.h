@@ -65,6 +65,8 @@ void* lego_sbrk(intptr_t inc);  /* old break, or (void*)-1 with ENOMEM */
 
 /* pmon.c: the connection to the pmon and the helper thread. */
 void lego_pmon_hello(const char* path, uint64_t features, bool fork_child); /* dies on failure */
+/* Starts the helper thread, which serves DROPs once lego_pmon_hello has the HELLO_ACK.
+ * REQUIRES: called before lego_pmon_hello (the pmon may send a DROP right after its ACK). Dies on failure. */
 void lego_pmon_start_helper(void);
 
 #endif /* LEGO_PRELOAD_H_ */

@@ -11,7 +11,7 @@
  * On a program's exit (its socket closes) it prints one stats line to stderr:
  *   fake_pmon: pid P exit: zero=Z restored=R evicted=E drops=D wpfaults=W ranges=N
  *
- * usage: fake_pmon SOCKET_PATH [--cap PAGES]     (runs until killed)
+ * usage: fake_pmon SOCKET_PATH [--cap PAGES] [--child-cap PAGES]     (runs until killed)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +29,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "protocol/local.h"
@@ -149,6 +150,8 @@ struct proc {
   struct map pages;
   uint64_t seq;
   bool drop_inflight;
+  struct timespec drop_sent; /* when the DROP in flight was sent (for the overdue warning) */
+  bool drop_overdue_said;
   uint64_t batch[LEGO_LOCAL_MAX_DROP];
   uint32_t batch_n;
   struct addrs deferred; /* WP faults waiting for the DROP_ACK */
@@ -159,6 +162,14 @@ struct proc {
 
 static struct proc procs[MAX_PROCS];
 static size_t cap_pages = 1UL << 40;
+static long child_cap = -1; /* --child-cap: the cap of fork children (-1: --cap) */
+
+/* Over its cap: time to evict. A fork child starts with its parent's page table, so with --child-cap 0 it
+ * is evicted from at its first fault after its HELLO (regression test: its helper must be running). */
+static bool over_cap(const struct proc* p) {
+  size_t cap = p->parent >= 0 && child_cap >= 0 ? (size_t)child_cap : cap_pages;
+  return p->pages.present > cap;
+}
 static char zeros[PAGE] __attribute__((aligned(4096)));
 
 static struct proc* new_proc(void) {
@@ -225,7 +236,7 @@ static bool serve_missing(struct proc* p, uint64_t addr) {
   pg->copy = NULL;
   pg->state = P_PRESENT;
   if (from_copy) p->restored++; else p->zero++;
-  if (p->pages.present > cap_pages) start_eviction(p);
+  if (over_cap(p)) start_eviction(p);
   return true;
 }
 
@@ -237,7 +248,10 @@ static void serve_wp(struct proc* p, uint64_t addr) {
     return;
   }
   int err = uffd_wp(p, addr, false);
-  if (err && err != ENOENT) fprintf(stderr, "fake_pmon: unprotect %#lx: %s\n", (unsigned long)addr, strerror(err));
+  if (err) { /* only a successful unprotect wakes: after EAGAIN (an event not read yet) it faults again */
+    if (err != ENOENT && err != EAGAIN) fprintf(stderr, "fake_pmon: unprotect %#lx: %s\n", (unsigned long)addr, strerror(err));
+    uffd_wake(p, addr);
+  }
 }
 
 /* Returns true if the page was erased (its slot may now hold another page). */
@@ -329,6 +343,8 @@ static void send_drop(struct proc* p) {
     return;
   }
   p->drop_inflight = true;
+  clock_gettime(CLOCK_MONOTONIC, &p->drop_sent);
+  p->drop_overdue_said = false;
   p->drops++;
 }
 
@@ -381,7 +397,21 @@ static void on_drop_ack(struct proc* p, const struct lego_local_drop_ack* a) {
   }
   for (size_t i = 0; i < p->deferred.n; i++) uffd_wake(p, p->deferred.v[i]); /* they refault: MISSING */
   p->deferred.n = 0;
-  if (p->pages.present > cap_pages) start_eviction(p);
+  if (over_cap(p)) start_eviction(p);
+}
+
+/* No timeout on a DROP_ACK (the real pmon gives up after 10 s): its faults stay parked. Say so once, so
+ * that a hang shows its cause in the log (the helper thread is not answering). */
+static void warn_overdue_drops(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  for (int i = 0; i < MAX_PROCS; i++) {
+    struct proc* p = &procs[i];
+    if (!p->used || !p->drop_inflight || p->drop_overdue_said || now.tv_sec - p->drop_sent.tv_sec < 10) continue;
+    fprintf(stderr, "fake_pmon: pid %d: DROP seq %llu unanswered for 10 s (%zu WP faults wait for it)\n",
+            (int)p->pid, (unsigned long long)p->seq, p->deferred.n);
+    p->drop_overdue_said = true;
+  }
 }
 
 /* ---- the socket side ---- */
@@ -499,11 +529,12 @@ static int listen_on(const char* path) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: fake_pmon SOCKET_PATH [--cap PAGES]\n");
+    fprintf(stderr, "usage: fake_pmon SOCKET_PATH [--cap PAGES] [--child-cap PAGES]\n");
     return 2;
   }
   for (int i = 2; i + 1 < argc; i += 2)
     if (strcmp(argv[i], "--cap") == 0) cap_pages = strtoul(argv[i + 1], NULL, 10);
+    else if (strcmp(argv[i], "--child-cap") == 0) child_cap = strtol(argv[i + 1], NULL, 10);
   signal(SIGPIPE, SIG_IGN);
   int lsock = listen_on(argv[1]);
   fprintf(stderr, "fake_pmon: listening on %s\n", argv[1]);
@@ -536,5 +567,6 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < MAX_PROCS; i++)
       if (procs[i].used && procs[i].retry.n) retry_faults(&procs[i]);
+    warn_overdue_drops();
   }
 }
