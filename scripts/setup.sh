@@ -23,6 +23,8 @@ PACKAGES=(
   procps curl iproute2 python3
   # storage tests and benchmarks (vNode mounts: tar, sqlite3, fio)
   tar sqlite3 fio
+  # the benchmark suite (bench/run): its real programs and its plots
+  redis-server redis-tools zstd python3-matplotlib
 )
 
 missing=()
@@ -41,4 +43,9 @@ echo "setup.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# bench/run starts its own redis-server on a free port: the Debian package's service, which it enables and
+# starts on systemd machines, is not needed. Stop it only if this run installed it.
+if [[ " ${missing[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
 echo "setup.sh: done"

@@ -3,10 +3,21 @@
 # sanitize (ASan+UBSan) trees, fuzzes the protocol decoders for a bounded time, runs the unit, protocol,
 # transport and end-to-end tests under the sanitizers, then the whole default suite (including the RPC
 # benchmark smoke test) on the release build. The last lines are ctest's summary of that final run.
+#   scripts/test.sh [--with-suite]
+#   --with-suite        also run the benchmark suite's smoke test (bench/run --quick, label `suite`, ~15 min);
+#                       .ci/run passes it
 #   LEGO_FUZZ_SECONDS   fuzzing time (default 60)
 #   LEGO_SKIP_SANITIZE  set to 1 to skip the sanitize build and run
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+exclude='soak|suite'
+for arg in "$@"; do
+  case "$arg" in
+    --with-suite) exclude='soak' ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "test.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
 "$root/scripts/setup.sh"
 
 echo "== build (release)"
@@ -34,4 +45,4 @@ if [[ ${LEGO_SKIP_SANITIZE:-0} != 1 ]]; then
 fi
 
 echo "== tests (release)"
-ctest --test-dir "$root/build" -LE soak -j2 --output-on-failure --timeout 600
+ctest --test-dir "$root/build" -LE "$exclude" -j2 --output-on-failure --timeout 600

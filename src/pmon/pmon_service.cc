@@ -23,6 +23,8 @@ namespace lego::pmon {
 namespace {
 
 constexpr int kHelloTimeoutMs = 5000;
+constexpr int kFaultLatencyMinOctave = 8;   // 256 ns
+constexpr int kFaultLatencyMaxOctave = 30;  // ~1.07 s
 
 Status Errno(const std::string& what) { return Status(StatusCode::kInternal, what + ": " + strerror(errno)); }
 
@@ -439,6 +441,11 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
       {"lego_pmon_fault_latency_p50_ns", static_cast<double>(t.fault_latency.Quantile(0.5))},
       {"lego_pmon_fault_latency_p99_ns", static_cast<double>(t.fault_latency.Quantile(0.99))},
   };
+  // The fault-service-time distribution, cumulative per power of two from 256 ns to ~1 s (bench/run plots it).
+  for (int octave = kFaultLatencyMinOctave; octave <= kFaultLatencyMaxOctave; ++octave)
+    v.push_back({fmt::format("lego_pmon_fault_latency_le_{}ns", uint64_t{1} << octave),
+                 static_cast<double>(t.fault_latency.CountAtMostPow2(octave))});
+  v.push_back({"lego_pmon_fault_latency_count", static_cast<double>(t.fault_latency.Count())});
   auto fs = vnodes_->Stats();
   v.insert(v.end(), fs.begin(), fs.end());
   return v;
