@@ -94,9 +94,10 @@ int main(int argc, char** argv) {
 
   uint64_t size = 0;
   for (auto& s : shards) size += s.map.size();
-  std::printf("hash_mt mb=%llu threads=%d entries=%llu insert_s=%.3f lookup_s=%.3f found=%llu checksum=%016llx\n",
-              static_cast<unsigned long long>(mb), threads, static_cast<unsigned long long>(size),
-              Seconds(t0, t1), Seconds(t1, t2), static_cast<unsigned long long>(found.load()),
-              static_cast<unsigned long long>(checksum.load()));
+  std::printf(
+      "hash_mt mb=%llu threads=%d entries=%llu insert_s=%.3f lookup_s=%.3f found=%llu checksum=%016llx\n",
+      static_cast<unsigned long long>(mb), threads, static_cast<unsigned long long>(size), Seconds(t0, t1),
+      Seconds(t1, t2), static_cast<unsigned long long>(found.load()),
+      static_cast<unsigned long long>(checksum.load()));
   return size == entries ? 0 : 1;
 }

@@ -196,6 +196,7 @@ class Lego:
 # ---- Linux swap ----------------------------------------------------------------------------------------------
 
 ZSWAP_ENABLED = "/sys/module/zswap/parameters/enabled"
+PAGE_CLUSTER = "/proc/sys/vm/page-cluster"  # swap-in readahead: 2^N pages
 
 
 def find_memory_cgroup() -> tuple[str, str]:
@@ -229,6 +230,7 @@ class Swap:
         self.cg_kind, self.cg_root = find_memory_cgroup()
         self.zswap = zswap
         self.zswap_before = None
+        self.page_cluster_before = None
         if zswap:
             if not os.path.exists(ZSWAP_ENABLED):
                 raise SetupError("this kernel has no zswap (%s)" % ZSWAP_ENABLED)
@@ -254,6 +256,11 @@ class Swap:
             self.swap_on = True
             if self.zswap:
                 _write(ZSWAP_ENABLED, "Y")
+                # As recommended for RAM-backed swap: no swap-in readahead (each extra page read is a
+                # decompression and a charge; with the default 8-page clusters the cgroup OOM-kills programs
+                # on swap-in at small limits).
+                self.page_cluster_before = _read(PAGE_CLUSTER).strip()
+                _write(PAGE_CLUSTER, "0")
         except (subprocess.SubprocessError, OSError) as e:
             raise SetupError("cannot set up swap: %s" % e)
 
@@ -261,7 +268,7 @@ class Swap:
         params = ""
         if self.zswap:
             d = "/sys/module/zswap/parameters"
-            params = ", zswap " + ", ".join("%s=%s" % (p, _read(os.path.join(d, p)).strip())
+            params = ", vm.page-cluster 0, zswap " + ", ".join("%s=%s" % (p, _read(os.path.join(d, p)).strip())
                                             for p in ("compressor", "max_pool_percent") if os.path.exists(
                                                 os.path.join(d, p)))
         limit = "memory.limit_in_bytes" if self.cg_kind == "v1" else "memory.max"
@@ -326,6 +333,12 @@ class Swap:
             except OSError as e:
                 self.log("could not restore zswap enabled=%s: %s" % (self.zswap_before, e))
             self.zswap_before = None
+        if self.page_cluster_before is not None:
+            try:
+                _write(PAGE_CLUSTER, self.page_cluster_before)
+            except OSError as e:
+                self.log("could not restore vm.page-cluster=%s: %s" % (self.page_cluster_before, e))
+            self.page_cluster_before = None
         if self.swap_on:
             r = subprocess.run(["swapoff", self.swapfile], capture_output=True, text=True, timeout=600)
             if r.returncode != 0:

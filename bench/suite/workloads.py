@@ -62,13 +62,13 @@ def _nothing(ctx: Ctx) -> None:
 # ---- python: examples/sort_records.py (build, sort and group a few hundred MB of dicts) ----------------------
 
 def _py_n(ctx: Ctx) -> int:
-    return 40_000 if ctx.quick else 200_000
+    return 40_000 if ctx.quick else 100_000
 
 
 # ---- sort: GNU sort with a buffer larger than its input (the whole file sorted in memory) ---------------------
 
 def _sort_mb(ctx: Ctx) -> int:
-    return 32 if ctx.quick else 128
+    return 32 if ctx.quick else 64
 
 
 def _sort_prepare(ctx: Ctx) -> None:
@@ -92,7 +92,7 @@ def _sort_prepare(ctx: Ctx) -> None:
 
 def _zstd_params(ctx: Ctx) -> tuple[int, int]:
     """(window log, input MB)"""
-    return (25, 48) if ctx.quick else (27, 160)
+    return (25, 48) if ctx.quick else (26, 96)
 
 
 def _zstd_prepare(ctx: Ctx) -> None:
@@ -114,7 +114,7 @@ def _zstd_prepare(ctx: Ctx) -> None:
 # ---- sqlite3: a query mix on an in-memory database ---------------------------------------------------------
 
 def _sqlite_rows(ctx: Ctx) -> int:
-    return 150_000 if ctx.quick else 800_000
+    return 150_000 if ctx.quick else 400_000
 
 
 def _sqlite_prepare(ctx: Ctx) -> None:
@@ -150,7 +150,7 @@ SELECT note FROM orders ORDER BY note DESC LIMIT 3;
 
 def redis_params(ctx: Ctx) -> tuple[int, int, int]:
     """(keys, value bytes, GET requests)"""
-    return (40_000, 1024, 40_000) if ctx.quick else (200_000, 1024, 200_000)
+    return (40_000, 1024, 40_000) if ctx.quick else (100_000, 1024, 100_000)
 
 
 def _redis_prepare(ctx: Ctx) -> None:
@@ -219,30 +219,30 @@ WORKLOADS: list[Workload] = [
     Workload(
         name="seq_scan", kind="micro", random_access=False,
         what="bench/seq_scan: write a region, then read it front to back",
-        size=lambda c: "%d MB" % _mb(c, 64, 256),
+        size=lambda c: "%d MB" % _mb(c, 64, 128),
         prepare=_nothing,
-        argv=lambda c: [_bin(c, "seq_scan"), str(_mb(c, 64, 256))],
+        argv=lambda c: [_bin(c, "seq_scan"), str(_mb(c, 64, 128))],
         check=_kv("checksum")),
     Workload(
         name="random_4k", kind="micro", random_access=True,
         what="bench/workload random: every page of a region visited in random order, 2 passes (reads + 1 write)",
-        size=lambda c: "%d MB, 3 passes" % _mb(c, 64, 256),
+        size=lambda c: "%d MB, 3 passes" % _mb(c, 64, 128),
         prepare=_nothing,
-        argv=lambda c: [_bin(c, "workload"), str(_mb(c, 64, 256)), "3", "random"],
+        argv=lambda c: [_bin(c, "workload"), str(_mb(c, 64, 128)), "3", "random"],
         check=_kv("checksum")),
     Workload(
         name="ptr_chase", kind="micro", random_access=True,
         what="bench/ptr_chase: dependent loads around one random cycle of 64-byte nodes",
-        size=lambda c: "%d MB, %d steps" % (_mb(c, 64, 256), _mb(c, 300_000, 1_000_000)),
+        size=lambda c: "%d MB, %d steps" % (_mb(c, 64, 128), _mb(c, 300_000, 600_000)),
         prepare=_nothing,
-        argv=lambda c: [_bin(c, "ptr_chase"), str(_mb(c, 64, 256)), str(_mb(c, 300_000, 1_000_000))],
+        argv=lambda c: [_bin(c, "ptr_chase"), str(_mb(c, 64, 128)), str(_mb(c, 300_000, 600_000))],
         check=_kv("checksum")),
     Workload(
         name="hash_mt", kind="micro", random_access=True,
         what="bench/hash_mt: 2 threads insert into and look up in a sharded std::unordered_map",
-        size=lambda c: "%d MB, 2 threads" % _mb(c, 48, 192),
+        size=lambda c: "%d MB, 2 threads" % _mb(c, 48, 96),
         prepare=_nothing,
-        argv=lambda c: [_bin(c, "hash_mt"), str(_mb(c, 48, 192)), "2"],
+        argv=lambda c: [_bin(c, "hash_mt"), str(_mb(c, 48, 96)), "2"],
         check=_kv("checksum")),
 ]
 
