@@ -99,7 +99,6 @@ class Suite:
         self.work = tempfile.mkdtemp(prefix="lego-bench-", dir="/var/tmp")
         self.results: list[report.Result] = []
         self.failures: list[str] = []
-        self.notes: list[str] = []
         self.ref: dict[str, str] = {}
         self.peak: dict[str, int] = {}
         self.local_s: dict[str, float] = {}
