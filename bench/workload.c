@@ -19,7 +19,10 @@ int main(int argc, char** argv) {
   const int passes = atoi(argv[2]);
   const int random = strcmp(argv[3], "random") == 0;
   const size_t pages = mb * 256, words = 512;
-  uint64_t* mem = malloc(pages * 4096);
+  // Page-aligned: under Lego, jemalloc (cache-oblivious large allocations) starts a plain malloc of this
+  // size at a random cache-line offset inside its first page, so every "page" visited below would straddle
+  // two real pages and a random pass would touch (and miss on) about twice as many pages as intended.
+  uint64_t* mem = aligned_alloc(4096, pages * 4096);
   if (!mem) {
     printf("malloc failed\n");
     return 2;

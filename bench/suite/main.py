@@ -61,6 +61,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="a run is stopped after this many times its local time (default: 20 quick, 30 full)")
     p.add_argument("--min-timeout", type=float, default=None,
                    help="but never before this many seconds (default: 30 quick, 60 full)")
+    p.add_argument("--lego-eviction", choices=["fifo", "clock"], default=None,
+                   help="the pmon's ExCache eviction policy (lego up --eviction; default: lego up's)")
     p.add_argument("--keep-work", action="store_true", help="keep the scratch directory (inputs, outputs, logs)")
     a = p.parse_args(argv)
     known = wl.by_name()
@@ -220,10 +222,11 @@ class Suite:
             try:
                 if name == "lego":
                     system = systems.Lego(a.build_dir, self.work, excache_budget=int(biggest * 1.1) + (64 << 20),
-                                          mmon_capacity=max(2 << 30, 2 * biggest), log=self.log)
+                                          mmon_capacity=max(2 << 30, 2 * biggest), log=self.log,
+                                          eviction=a.lego_eviction)
                     system.start()
                     self.system_desc[name] = "lego up (1 pmon, 2 mmons), UCX shared memory, ExCache per run " \
-                                             "= lego run --excache"
+                                             "= lego run --excache, eviction %s" % (a.lego_eviction or "default (fifo)")
                 else:
                     system = systems.Swap(self.work, swap_bytes=max(1 << 30, 2 * biggest), zswap=name == "zswap",
                                           log=self.log)

@@ -133,7 +133,8 @@ class Lego:
 
     name = "lego"
 
-    def __init__(self, build: str, work: str, excache_budget: int, mmon_capacity: int, log):
+    def __init__(self, build: str, work: str, excache_budget: int, mmon_capacity: int, log,
+                 eviction: str | None = None):
         self.log = log
         self.state = os.path.join(work, "lego-state")
         self.bin = os.path.join(work, "bin")
@@ -151,7 +152,7 @@ class Lego:
         self._before: dict[str, float] = {}
         mib = lambda b: "%dM" % max(1, (b + (1 << 20) - 1) >> 20)
         self.up_cmd = [self.lego, "up", "--excache", mib(excache_budget), "--mmon-capacity", mib(mmon_capacity),
-                       "--transports", "sm,tcp"]
+                       "--transports", "sm,tcp"] + (["--eviction", eviction] if eviction else [])
 
     def start(self) -> None:
         cmd = self.up_cmd
