@@ -147,6 +147,8 @@ class Suite:
         res.correct.append(correct)
         if system.name == "lego":
             res.fault_hist = dict(getattr(system, "fault_hist", {}))
+        if system.name in ("swap", "zswap"):
+            res.paging = dict(system.paging)
         self.done += 1
         extra = ""
         if system.name != "local" and self.local_s.get(w.name):
@@ -156,6 +158,10 @@ class Suite:
             extra += ", %d faults, %d misses, fault p50 <= %.0f us" % (
                 h["lego_pmon_fault_latency_count"], h.get("lego_pmon_excache_misses_total", 0),
                 report.quantile_us(h, 0.5))
+        if system.name in ("swap", "zswap"):
+            extra += ", %d swap-ins (%d from zswap), %d swap-outs" % (
+                res.paging.get("pswpin", 0) + res.paging.get("zswpin", 0), res.paging.get("zswpin", 0),
+                res.paging.get("pswpout", 0) + res.paging.get("zswpout", 0))
         verdict = "ok" if correct else ("WRONG OUTPUT" if o.status == "ok" else o.status)
         self.log("[%d/%d] %-9s %-5s %5s local mem: %7.2f s%s  %s" % (
             self.done, self.total, w.name, system.name, "%g%%" % (fraction * 100), o.seconds, extra, verdict))
@@ -286,6 +292,8 @@ class Suite:
                     report.quantile_us(h, 0.9), report.quantile_us(h, 0.99),
                     h.get("lego_pmon_fetched_bytes_total", 0) / 2**20,
                     h.get("lego_pmon_writeback_bytes_total", 0) / 2**20))
+        lines += ["", "## Paging events: how many, and what each cost", ""] + report.paging_table(
+            self.results, ws, a.fraction_list)
         try:
             files = report.plots(a.out, self.results, ws, a.fraction_list)
             lines += ["", "## Plots", ""] + ["![%s](%s)" % (f, f) for f in files]

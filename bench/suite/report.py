@@ -22,7 +22,8 @@ class Result:
         self.correct: list[bool] = []
         self.local_bytes = 0
         self.timeout = 0.0
-        self.fault_hist: dict[str, float] = {}
+        self.fault_hist: dict[str, float] = {}  # lego: the pmon's counters, deltas over the run
+        self.paging: dict[str, int] = {}  # swap, zswap: /proc/vmstat deltas over the run
 
     @property
     def ran(self) -> bool:
@@ -92,6 +93,33 @@ def table(results: list[Result], workloads, fractions: list[float]) -> list[str]
                 w.name, f * 100, _fmt(base), cells["lego"][1], cells["swap"][1], cells["zswap"][1],
                 _fmt(slow["lego"], "%.2fx"), _fmt(slow["swap"], "%.2fx"), _fmt(slow["zswap"], "%.2fx"),
                 _fmt(ratio("lego", "swap"), "%.2f"), _fmt(ratio("lego", "zswap"), "%.2f"), "; ".join(notes)))
+    return lines
+
+
+def paging_table(results: list[Result], workloads, fractions: list[float]) -> list[str]:
+    """Lego's ExCache misses against Linux's swap-ins, and the wall time each cost: (time - local) / events."""
+    idx = lookup(results)
+    lines = ["Lego: ExCache misses (pages fetched from a memory monitor on a fault). Swap: swap-ins (`pswpin` + "
+             "`zswpin` from /proc/vmstat). Cost per event = (run time - local time) / events: everything the "
+             "paging cost, spread over the events.", "",
+             "| workload | local mem | Lego misses | Lego us/miss | swap-ins (swap) | us/swap-in | "
+             "swap-ins (zswap) | us/swap-in |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for w in workloads:
+        loc = idx.get((w.name, "local", 1.0))
+        if not (loc and loc.ok):
+            continue
+        for f in fractions:
+            cells = []
+            for s in ("lego", "swap", "zswap"):
+                r = idx.get((w.name, s, f))
+                if not (r and r.ran):
+                    cells += ["-", "-"]
+                    continue
+                n = r.fault_hist.get("lego_pmon_excache_misses_total", 0) if s == "lego" else \
+                    r.paging.get("pswpin", 0) + r.paging.get("zswpin", 0)
+                per = (r.seconds - loc.seconds) * 1e6 / n if n and r.ok else float("nan")
+                cells += ["%d%s" % (n, "" if r.ok else " (%s)" % r.status), _fmt(per, "%.1f")]
+            lines.append("| %s | %g%% | %s |" % (w.name, f * 100, " | ".join(cells)))
     return lines
 
 

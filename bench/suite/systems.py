@@ -218,6 +218,21 @@ def find_memory_cgroup() -> tuple[str, str]:
     raise SetupError("no memory cgroup controller (cgroup v1 memory or v2 with memory enabled)")
 
 
+VMSTAT_KEYS = ("pswpin", "pswpout", "zswpin", "zswpout")
+
+
+def vmstat() -> dict[str, int]:
+    out = {}
+    try:
+        for line in _read("/proc/vmstat").splitlines():
+            k, _, v = line.partition(" ")
+            if k in VMSTAT_KEYS:
+                out[k] = int(v)
+    except OSError:
+        pass
+    return out
+
+
 class Swap:
     """Linux swapping under a memory cgroup limit; `zswap` selects the compressed swap cache in front."""
 
@@ -240,6 +255,8 @@ class Swap:
         self.swap_on = False
         self.cgroup = None
         self._oom_before = 0
+        self._vm_before: dict[str, int] = {}
+        self.paging: dict[str, int] = {}
         self._seq = 0
         self.swap_bytes = swap_bytes
 
@@ -276,6 +293,7 @@ class Swap:
         return "swap file in /var/tmp, cgroup %s %s%s" % (self.cg_kind, limit, params)
 
     def begin_run(self, local_bytes: int) -> None:
+        self._vm_before = vmstat()
         self._seq += 1
         self.cgroup = os.path.join(self.cg_root, "lego-bench-%d-%d" % (os.getpid(), self._seq))
         os.mkdir(self.cgroup)
@@ -305,6 +323,9 @@ class Swap:
         if self._oom_kills() > self._oom_before and outcome.status != "ok":
             outcome.status = "oom-killed"
         self._remove_cgroup()
+        after = vmstat()
+        # Machine-wide counters: the suite runs one program at a time on an otherwise quiet machine.
+        self.paging = {k: after.get(k, 0) - self._vm_before.get(k, 0) for k in VMSTAT_KEYS}
 
     def _remove_cgroup(self) -> None:
         if not self.cgroup:

@@ -83,6 +83,14 @@ class ReportTest(unittest.TestCase):
         self.assertIn("MISSED (a at 12.5%)", "\n".join(lines))
         self.assertTrue(missed)
 
+    def test_paging_cost_per_event(self):
+        lego = result("a", "lego", 0.25, 3.0)
+        lego.fault_hist = {"lego_pmon_excache_misses_total": 100000}
+        z = result("a", "zswap", 0.25, 1.5)
+        z.paging = {"pswpin": 0, "zswpin": 50000}
+        row = report.paging_table([result("a", "local", 1.0, 1.0), lego, z], [W("a")], [0.25])[-1]
+        self.assertEqual(row, "| a | 25% | 100000 | 20.0 | - | - | 50000 | 10.0 |")  # (3-1)/1e5 s, (1.5-1)/5e4 s
+
     def test_fault_latency_cdf(self):
         h = {"lego_pmon_fault_latency_le_8192ns": 10, "lego_pmon_fault_latency_le_16384ns": 60,
              "lego_pmon_fault_latency_le_32768ns": 100, "lego_pmon_fault_latency_count": 100}
