@@ -36,9 +36,11 @@ void ExCache::Remove(ProcessSession* s) {
 }
 
 // Eviction starts above the high watermark and frees a batch at a time: the gap below the cap is what
-// lets faults proceed without waiting while the evictor works.
+// lets faults proceed without waiting while the evictor works. It is also memory the program cannot use
+// (the resident set settles at the watermark), so it is kept small: two batches (2 MiB), at most an eighth
+// of the cap. A batch takes about a millisecond; two batches of gap cover hundreds of faults meanwhile.
 uint64_t ExCache::HighMark(uint64_t cap) {
-  const uint64_t gap = std::min<uint64_t>(cap / 4, 8 * kBatchPages);
+  const uint64_t gap = std::min<uint64_t>(cap / 8, 2 * kBatchPages);
   return cap - gap;
 }
 
