@@ -440,10 +440,14 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     suite = Suite(args)
+    interrupted = 0
     try:
         suite.run()
     except systems.SetupError as e:
         suite.fail(str(e))
+    except SystemExit as e:  # SIGINT/SIGTERM: the systems were undone on the way out; report what ran
+        interrupted = e.code if isinstance(e.code, int) else 130
+        suite.fail("interrupted by signal %d: the results are partial" % (interrupted - 128))
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -452,6 +456,8 @@ def main(argv: list[str]) -> int:
         else:
             suite.log("scratch directory kept: %s" % suite.work)
     suite.write_outputs()
+    if interrupted:
+        return interrupted
     if suite.failures:
         print("%d failure(s):" % len(suite.failures))
         for f in suite.failures:
