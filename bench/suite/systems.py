@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -64,18 +65,21 @@ def run_process(argv: list[str], timeout: float, cwd: str, out_path: str, prefix
         except OSError as e:
             return Outcome(0.0, "failed: cannot start %s: %s" % (full[0], e), b"", b"")
         status = None
-        rusage = None
-        deadline = t0 + timeout
-        while True:
-            pid, wstatus, rusage = os.wait4(p.pid, os.WNOHANG)
-            if pid == p.pid:
-                break
-            if time.monotonic() > deadline:
-                kill_session(p.pid)
-                _, wstatus, rusage = os.wait4(p.pid, 0)
-                status = "timeout"
-                break
-            time.sleep(0.01)
+        try:
+            # A pidfd becomes readable when the child exits: the exit is seen at once (no polling interval
+            # added to short runs), and wait4 then reaps it with its rusage.
+            pidfd = os.pidfd_open(p.pid)
+            try:
+                if not select.select([pidfd], [], [], timeout)[0]:
+                    kill_session(p.pid)
+                    status = "timeout"
+            finally:
+                os.close(pidfd)
+            _, wstatus, rusage = os.wait4(p.pid, 0)
+        except BaseException:  # interrupted (SIGINT/SIGTERM): the program must not outlive the suite
+            kill_session(p.pid)
+            os.wait4(p.pid, 0)
+            raise
         seconds = time.monotonic() - t0
         p.returncode = os.waitstatus_to_exitcode(wstatus)
     kill_session(p.pid)  # anything the program left running in its session
