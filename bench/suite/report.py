@@ -53,7 +53,7 @@ def write_csv(path: str, results: list[Result]) -> None:
         w.writerow(["workload", "system", "local_mem_fraction", "seconds", "correct"])
         for r in results:
             if r.ran:
-                w.writerow([r.workload, r.system, "%g" % r.fraction, "%.3f" % r.seconds,
+                w.writerow([r.workload, r.system, repr(float(r.fraction)), "%.3f" % r.seconds,
                             "true" if r.ok else "false"])
 
 

@@ -39,7 +39,7 @@ class ReportTest(unittest.TestCase):
             with open(p) as f:
                 rows = list(csv.reader(f))
         self.assertEqual(rows[0], ["workload", "system", "local_mem_fraction", "seconds", "correct"])
-        self.assertEqual(rows[1], ["sort", "local", "1", "2.000", "true"])
+        self.assertEqual(rows[1], ["sort", "local", "1.0", "2.000", "true"])
         self.assertEqual(rows[2], ["sort", "lego", "0.25", "3.000", "true"])
         self.assertEqual(rows[3][4], "false")
         self.assertEqual(rows[4][4], "false")
