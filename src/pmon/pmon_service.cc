@@ -441,7 +441,8 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
       {"lego_pmon_fault_latency_p50_ns", static_cast<double>(t.fault_latency.Quantile(0.5))},
       {"lego_pmon_fault_latency_p99_ns", static_cast<double>(t.fault_latency.Quantile(0.99))},
   };
-  // The fault-service-time distribution, cumulative per power of two from 256 ns to ~1 s (bench/run plots it).
+  // The fault-service-time distribution, cumulative per power of two from 256 ns to ~1 s (bench/run plots
+  // it).
   for (int octave = kFaultLatencyMinOctave; octave <= kFaultLatencyMaxOctave; ++octave)
     v.push_back({fmt::format("lego_pmon_fault_latency_le_{}ns", uint64_t{1} << octave),
                  static_cast<double>(t.fault_latency.CountAtMostPow2(octave))});

@@ -34,7 +34,8 @@ class LatencyHistogram {
   // How many samples were at most 2^octave ns (cumulative, as a Prometheus histogram's `le` buckets).
   uint64_t CountAtMostPow2(int octave) const {
     uint64_t n = 0;
-    for (int i = 0; i < kBuckets && i + 1 <= 4 * octave; ++i) n += buckets_[i].load(std::memory_order_relaxed);
+    for (int i = 0; i < kBuckets && i + 1 <= 4 * octave; ++i)
+      n += buckets_[i].load(std::memory_order_relaxed);
     return n;
   }
   uint64_t Count() const { return CountAtMostPow2(kBuckets); }
