@@ -128,10 +128,11 @@ class Suite:
         out_path = os.path.join(ctx.work, "out.%s.%g" % (system.name, fraction))
         system.begin_run(local_bytes)
         prefix = system.prefix(local_bytes)
+        env = dict(system.env or os.environ, **w.env)
         if w.argv is None:
-            o = run_redis(ctx, prefix, system.env, timeout, out_path)
+            o = run_redis(ctx, prefix, env, timeout, out_path)
         else:
-            o = systems.run_process(w.argv(ctx), timeout, ctx.work, out_path, prefix, system.env)
+            o = systems.run_process(w.argv(ctx), timeout, ctx.work, out_path, prefix, env)
         system.end_run(o)
         digest = w.check(o.stdout) if o.status == "ok" else ""
         if system.name == "local":
@@ -197,8 +198,7 @@ class Suite:
             os.makedirs(d)
             self.ctx[w.name] = wl.Ctx(repo=REPO, build=a.build_dir, work=d, quick=a.quick)
             if w.argv is not None:
-                prog = w.argv(self.ctx[w.name])
-                exe = prog[2] if prog[0] == "/usr/bin/env" else prog[0]
+                exe = w.argv(self.ctx[w.name])[0]
                 if shutil.which(exe) is None:
                     raise systems.SetupError("%s: %s not found (scripts/setup.sh installs the suite's programs; "
                                              "bench programs come with the build)" % (w.name, exe))
@@ -349,7 +349,8 @@ def run_redis(ctx: wl.Ctx, prefix: list[str], env: dict | None, timeout: float, 
     try:
         while True:  # wait for the server
             if _exited(server.pid):
-                status = "failed: redis-server exited: %s" % _read_tail(out_path + ".err")
+                status = "failed: redis-server exited: %s" % systems.read_bytes(out_path + ".err")[-400:].decode(
+                    errors="replace").strip()
                 break
             try:
                 if call(["ping"], limit=2).stdout.strip() == b"PONG":
@@ -390,8 +391,8 @@ def run_redis(ctx: wl.Ctx, prefix: list[str], env: dict | None, timeout: float, 
         err.close()
     with open(out_path, "wb") as f:
         f.write(digest)
-    stderr = open(out_path + ".err", "rb").read()
-    return systems.Outcome(seconds, status, digest, stderr, rusage.ru_maxrss if rusage else 0)
+    return systems.Outcome(seconds, status, digest, systems.read_bytes(out_path + ".err"),
+                           rusage.ru_maxrss if rusage else 0)
 
 
 def _exited(pid: int) -> bool:
@@ -400,14 +401,6 @@ def _exited(pid: int) -> bool:
         return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
-
-
-def _read_tail(path: str, n: int = 400) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read()[-n:].decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 def _reap(pid: int, grace: float):

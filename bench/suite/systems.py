@@ -83,8 +83,8 @@ def run_process(argv: list[str], timeout: float, cwd: str, out_path: str, prefix
         seconds = time.monotonic() - t0
         p.returncode = os.waitstatus_to_exitcode(wstatus)
     kill_session(p.pid)  # anything the program left running in its session
-    stdout = _read_bytes(out_path)
-    stderr = _read_bytes(out_path + ".err")
+    stdout = read_bytes(out_path)
+    stderr = read_bytes(out_path + ".err")
     if status is None:
         rc = p.returncode
         if rc == 0:
@@ -103,7 +103,7 @@ def kill_session(pid: int) -> None:
         pass
 
 
-def _read_bytes(path: str) -> bytes:
+def read_bytes(path: str) -> bytes:
     try:
         with open(path, "rb") as f:
             return f.read()

@@ -39,6 +39,7 @@ class Workload:
     prepare: Callable[[Ctx], None]
     argv: Callable[[Ctx], list[str]] | None  # None: a server workload (redis), run by the runner itself
     check: Callable[[bytes], str]  # the run's stdout -> the digest compared with the local run's
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # added to the environment of every run
 
 
 def _sha(out: bytes) -> str:
@@ -191,9 +192,9 @@ WORKLOADS: list[Workload] = [
         what="GNU sort -S 2G --parallel=1 (LC_ALL=C) of a text file, entirely in memory",
         size=lambda c: "%d MB input" % _sort_mb(c),
         prepare=_sort_prepare,
-        argv=lambda c: ["/usr/bin/env", "LC_ALL=C", "sort", "-S", "2G", "--parallel=1", "-T", c.work,
-                        os.path.join(c.work, "sort.in")],
-        check=_sha),
+        argv=lambda c: ["sort", "-S", "2G", "--parallel=1", "-T", c.work, os.path.join(c.work, "sort.in")],
+        check=_sha,
+        env={"LC_ALL": "C"}),
     Workload(
         name="zstd", kind="real", random_access=False,
         what="zstd -T1 -3 --long (long-distance matching over a large window) of a file with far repeats",
