@@ -1,5 +1,6 @@
 // lego-pmon: a process monitor (LegoOS's pComponent). Runs programs started by `lego run` with their
 // anonymous memory on memory monitors, keeping part of it in its ExCache (src/pmon/pmon_service.h).
+#include <algorithm>
 #include <condition_variable>
 #include <filesystem>
 #include <mutex>
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
     o.session.prefetch = ctx.config.prefetch;
     if (const char* s = getenv("LEGO_FAULT_SPIN_US")) o.session.spin_us = static_cast<uint32_t>(atoi(s));
     if (const char* s = getenv("LEGO_FOLLOW_CPU")) o.session.follow_cpu = atoi(s) != 0;
+    if (const char* s = getenv("LEGO_DROP_TIMEOUT_MS")) o.session.drop_timeout_ms = std::max(1, atoi(s));
     service = std::make_unique<pmon::PmonService>(o, ctx.messenger, ctx.metrics);
     service->InstallHandlers(ctx.messenger);
     Metrics* metrics = &ctx.metrics;

@@ -30,8 +30,7 @@ uint64_t NowNs() {
       .count();
 }
 
-constexpr Millis kRoomWait{2000};         // a fault waits this long for the evictor before overcommitting
-constexpr int kDropAckTimeoutMs = 10000;  // the program's helper thread answers a DROP within this
+constexpr Millis kRoomWait{2000};  // a fault waits this long for the evictor before overcommitting
 
 }  // namespace
 
@@ -164,8 +163,12 @@ void ProcessSession::FaultLoop() {
   uint64_t spin_until = 0;
   bool stopping = false;
   while (!stopping) {
-    pollfd fds[4] = {
-        {uffd_, POLLIN, 0}, {sock_.load(), POLLRDHUP, 0}, {stop_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    const bool doubt = drop_in_doubt_.load(std::memory_order_acquire);
+    if (doubt) SettleLateDrop();  // a DROP's ACK came late: settle its pages (cheap when it has not)
+    pollfd fds[4] = {{uffd_, POLLIN, 0},
+                     {sock_.load(), static_cast<short>(POLLRDHUP | (doubt ? POLLIN : 0)), 0},
+                     {stop_fd_, POLLIN, 0},
+                     {wake_fd_, POLLIN, 0}};
     ssize_t n = read(uffd_, msgs, sizeof msgs);
     if (n > 0) {
       for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) HandleMessage(msgs[i]);
@@ -639,67 +642,129 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       if (remote_full_) SetRemoteFull(sock, false);
     }
   }
-  // 3. Ask the program's helper thread to drop them.
-  int drop_err = 0;
-  if (ok) {
-    for (size_t i = 0; i < victims.size() && !drop_err; i += LEGO_LOCAL_MAX_DROP) {
+  // 3. Ask the program's helper thread to drop them, a chunk at a time. A chunk whose ACK does not come in
+  // time stays in doubt (late_drop_); chunks never sent stay resident.
+  std::vector<uint64_t> dropped, kept, in_doubt;
+  uint64_t in_doubt_seq = 0;
+  if (!ok) {
+    kept = victims;  // the write-back failed, so nothing was dropped
+  } else {
+    size_t i = 0;
+    int drop_err = 0;
+    while (i < victims.size() && !drop_err) {
       const size_t cnt = std::min<size_t>(LEGO_LOCAL_MAX_DROP, victims.size() - i);
-      std::vector<uint8_t> buf(sizeof(lego_local_hdr) + sizeof(lego_local_drop) + cnt * 8);
-      lego_local_hdr h{LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_DROP};
-      lego_local_drop d{++drop_seq_, static_cast<uint32_t>(cnt), 0};
-      std::memcpy(buf.data(), &h, sizeof h);
-      std::memcpy(buf.data() + sizeof h, &d, sizeof d);
-      for (size_t j = 0; j < cnt; ++j) {
-        uint64_t a = victims[i + j] * kPage;
-        std::memcpy(buf.data() + sizeof h + sizeof d + j * 8, &a, 8);
-      }
-      if (send(sock, buf.data(), buf.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(buf.size())) {
-        drop_err = errno ? errno : EIO;
+      const std::span<const uint64_t> chunk(victims.data() + i, cnt);
+      const uint64_t seq = ++drop_seq_;
+      drop_err = SendDrop(sock, seq, chunk);
+      if (drop_err) break;  // not sent (the program is gone): the chunk stays
+      i += cnt;
+      drop_err = AwaitDropAck(sock, seq, options_.drop_timeout_ms);
+      if (drop_err == ETIMEDOUT) {
+        in_doubt.assign(chunk.begin(), chunk.end());
+        in_doubt_seq = seq;
         break;
       }
-      // Wait for the matching ACK.
-      for (;;) {
-        pollfd p{sock, POLLIN, 0};
-        if (poll(&p, 1, kDropAckTimeoutMs) <= 0) {
-          drop_err = ETIMEDOUT;
-          break;
-        }
-        uint8_t in[64];
-        ssize_t r = recv(sock, in, sizeof in, 0);
-        if (r <= 0) {
-          drop_err = r == 0 ? EPIPE : errno;
-          break;
-        }
-        int32_t status = 0;
-        if (!proto::DecodeDropAck(std::span(in, static_cast<size_t>(r)), d.seq, &status)) continue;
-        drop_err = status;
-        break;
-      }
+      // Done, or failed in the helper (the ACK's errno) and maybe carried out in part: every page's data is
+      // on a memory monitor (or it was never written), so the chunk is settled as evicted; a page the program
+      // still has mapped then stays correct, only untracked by the ExCache.
+      dropped.insert(dropped.end(), chunk.begin(), chunk.end());
     }
-    // A DROP that failed or timed out may have been carried out in part: every victim's data is on a memory
-    // monitor (or it was never written), so they are all settled as evicted; a page the program still has
-    // mapped then stays correct, only untracked by the ExCache.
-    if (drop_err && drop_err != EPIPE)
+    kept.assign(victims.begin() + static_cast<ptrdiff_t>(i), victims.end());
+    if (drop_err && drop_err != EPIPE && drop_err != ETIMEDOUT)
       LEGO_LOG_RATELIMITED("drop_failed pid={} err={}", pid_.load(), strerror(drop_err));
   }
-  // 4. Settle the victims' state and wake the faults parked on them.
+  std::sort(written.begin(), written.end());
+  Count(&MemStats::writeback_pages, written.size());
+  if (!in_doubt.empty()) {
+    // The helper has not answered (the program is stopped, or very slow). Settling the chunk now would be
+    // wrong: the DROP may still run later, and a write let through meanwhile would be discarded by it. So its
+    // pages stay kEvicting, still counted in the ExCache, faults on them wait, and this process is not
+    // picked for eviction until the ACK comes (the fault thread watches the socket: SettleLateDrop).
+    LEGO_LOG_WARN(
+        "drop_ack_late pid={} seq={} pages={} timeout_ms={}: the pages stay in doubt until the "
+        "program's helper thread answers (is the program stopped?)",
+        pid_.load(), in_doubt_seq, in_doubt.size(), options_.drop_timeout_ms);
+    late_drop_ = LateDrop{in_doubt_seq, std::move(in_doubt), {}};
+    for (uint64_t pg : late_drop_.pages)
+      if (std::binary_search(written.begin(), written.end(), pg * kPage))
+        late_drop_.written.push_back(pg * kPage);
+    drop_in_doubt_.store(true, std::memory_order_release);
+  }
+  return Settle(dropped, kept, written);
+}
+
+int ProcessSession::SendDrop(int sock, uint64_t seq, std::span<const uint64_t> pages) {
+  std::vector<uint8_t> buf(sizeof(lego_local_hdr) + sizeof(lego_local_drop) + pages.size() * 8);
+  lego_local_hdr h{LEGO_LOCAL_MAGIC, LEGO_LOCAL_VERSION, LEGO_LOCAL_DROP};
+  lego_local_drop d{seq, static_cast<uint32_t>(pages.size()), 0};
+  std::memcpy(buf.data(), &h, sizeof h);
+  std::memcpy(buf.data() + sizeof h, &d, sizeof d);
+  for (size_t j = 0; j < pages.size(); ++j) {
+    const uint64_t a = pages[j] * kPage;
+    std::memcpy(buf.data() + sizeof h + sizeof d + j * 8, &a, 8);
+  }
+  if (send(sock, buf.data(), buf.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(buf.size()))
+    return errno ? errno : EIO;
+  return 0;
+}
+
+// Waits up to timeout_ms (0: only what is already there) for the DROP_ACK of seq. Returns its status (0 or
+// the helper's errno), ETIMEDOUT, or the socket's error (EPIPE: the program is gone).
+int ProcessSession::AwaitDropAck(int sock, uint64_t seq, int timeout_ms) {
+  for (;;) {
+    pollfd p{sock, POLLIN, 0};
+    const int rc = poll(&p, 1, timeout_ms);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) return ETIMEDOUT;
+    uint8_t in[64];
+    const ssize_t r = recv(sock, in, sizeof in, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+    if (r <= 0) return r == 0 ? EPIPE : errno;
+    int32_t status = 0;
+    if (proto::DecodeDropAck(std::span(in, static_cast<size_t>(r)), seq, &status)) return status;
+    // Anything else (an older seq's ACK) is skipped.
+  }
+}
+
+// The fault thread calls this while a DROP is in doubt and the program's socket is readable.
+void ProcessSession::SettleLateDrop() {
+  std::unique_lock evict(evict_mu_, std::try_to_lock);
+  if (!evict.owns_lock() || !drop_in_doubt_.load(std::memory_order_acquire)) return;
+  const int sock = sock_.load();
+  const int err = sock < 0 ? EPIPE : AwaitDropAck(sock, late_drop_.seq, 0);
+  if (err == ETIMEDOUT) return;  // not yet
+  LEGO_LOG_INFO("drop_ack_arrived pid={} seq={} pages={} status={}", pid_.load(), late_drop_.seq,
+                late_drop_.pages.size(), err);
+  LateDrop late = std::move(late_drop_);
+  late_drop_ = {};
+  drop_in_doubt_.store(false, std::memory_order_release);
+  // Carried out (maybe in part, after an error): settled as evicted, as in EvictBatch. EPIPE: the program is
+  // gone and Teardown follows.
+  Settle(late.pages, {}, late.written);
+}
+
+// 4. Settles a batch: dropped pages become remote (or forgotten, if never written), kept ones resident again
+// (write-protected, clean if written back), and the faults parked on any of them are woken. Returns the
+// number of pages evicted. REQUIRES evict_mu_; `written` sorted.
+size_t ProcessSession::Settle(const std::vector<uint64_t>& dropped, const std::vector<uint64_t>& kept,
+                              const std::vector<uint64_t>& written) {
   size_t evicted = 0, n_clean = 0, n_dirty = 0;
   std::vector<uint64_t> parked;
-  std::vector<uint64_t> written_set(written.begin(), written.end());
-  std::sort(written_set.begin(), written_set.end());
   {
     std::lock_guard lock(mu_);
-    for (uint64_t pg : victims) {
+    for (uint64_t pg : kept) {
       auto it = pages_.find(pg);
       if (it == pages_.end()) continue;  // unmapped meanwhile
       Page& p = it->second;
-      const bool wb = std::binary_search(written_set.begin(), written_set.end(), pg * kPage);
-      if (!ok) {
-        // The write-back failed, so nothing was dropped: the page stays, write-protected.
-        p = Page{State::kResident, p.dirty && !wb, p.remote || wb, true};
-        rset_.Insert(pg);
-        continue;
-      }
+      const bool wb = std::binary_search(written.begin(), written.end(), pg * kPage);
+      p = Page{State::kResident, p.dirty && !wb, p.remote || wb, true};
+      rset_.Insert(pg);
+    }
+    for (uint64_t pg : dropped) {
+      auto it = pages_.find(pg);
+      if (it == pages_.end()) continue;
+      Page& p = it->second;
+      const bool wb = std::binary_search(written.begin(), written.end(), pg * kPage);
       ++evicted;
       (p.dirty ? n_dirty : n_clean)++;
       if (p.remote || wb) {
@@ -709,12 +774,18 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
         pages_.erase(it);  // never written: it reads as zero again, nothing kept remotely
       }
     }
-    parked.swap(parked_);
+    // Faults parked on pages still in doubt stay parked; the others are woken (they fault again if needed).
+    std::vector<uint64_t> still;
+    const bool doubt = drop_in_doubt_.load(std::memory_order_relaxed);
+    for (uint64_t a : parked_) {
+      const auto& d = late_drop_.pages;
+      (doubt && std::find(d.begin(), d.end(), a / kPage) != d.end() ? still : parked).push_back(a);
+    }
+    parked_.swap(still);
   }
   if (evicted) excache_.Release(*this, evicted);
   Count(&MemStats::evicted_clean, n_clean);
   Count(&MemStats::evicted_dirty, n_dirty);
-  Count(&MemStats::writeback_pages, written.size());
   for (uint64_t a : parked) Wake(a, kPage);
   return evicted;
 }

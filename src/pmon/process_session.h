@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -37,6 +38,7 @@ struct SessionOptions {
   uint32_t zero_block_pages = 64;  // first-touch zero fill granularity (256 KiB)
   uint32_t spin_us = 0;            // keep polling the uffd this long after a fault before sleeping
   bool follow_cpu = true;          // run the fault thread on the faulting thread's CPU
+  int drop_timeout_ms = 10000;     // a DROP not answered by then leaves its pages in doubt (EvictBatch)
 };
 
 struct SessionInfo {
@@ -74,7 +76,10 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   const MemStats& stats() const { return stats_; }
   pid_t pid() const { return pid_.load(); }
   // Eviction needs the program's helper thread: a fork child has none until its HELLO.
-  bool can_evict() const { return sock_.load() >= 0 && !ended(); }
+  // Nor while a DROP is in doubt (its pages wait for the late ACK).
+  bool can_evict() const {
+    return sock_.load() >= 0 && !ended() && !drop_in_doubt_.load(std::memory_order_acquire);
+  }
 
   // fork(): the session of the child whose uffd came in UFFD_EVENT_FORK. It starts with a copy of this
   // page table (the kernel copied the mappings; the memory monitors copy the remote pages) and serves
@@ -150,6 +155,19 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
 
   std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_
   uint64_t drop_seq_ = 0;
+  // A DROP whose ACK did not come within drop_timeout_ms: its pages stay kEvicting until it does.
+  struct LateDrop {
+    uint64_t seq = 0;
+    std::vector<uint64_t> pages;    // page numbers
+    std::vector<uint64_t> written;  // addresses of those written back by the batch (sorted)
+  };
+  LateDrop late_drop_;  // guarded by evict_mu_; read under mu_ too while drop_in_doubt_ (Settle)
+  std::atomic<bool> drop_in_doubt_{false};
+  int SendDrop(int sock, uint64_t seq, std::span<const uint64_t> pages);  // 0 or errno
+  int AwaitDropAck(int sock, uint64_t seq, int timeout_ms);
+  void SettleLateDrop();
+  size_t Settle(const std::vector<uint64_t>& dropped, const std::vector<uint64_t>& kept,
+                const std::vector<uint64_t>& written);
   std::atomic<bool> remote_full_{false};  // told the program that new allocations must fail
   uint64_t full_retry_ms_ = 0;            // while full, try a write-back again from then
   void SetRemoteFull(int sock, bool full);

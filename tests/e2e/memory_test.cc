@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -287,6 +288,59 @@ TEST(FullMemoryTest, MallocReturnsNullWhenMemoryMonitorsAreFullAndNoDaemonCrashe
   auto again = lego({"run", "--", Programs() + "/working_set", "32", "2"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
   lego({"down"});
+}
+
+// A program stopped while the pmon waits for its helper thread to DROP evicted pages: the pmon gives up
+// waiting after LEGO_DROP_TIMEOUT_MS, but the DROP still runs when the program resumes. Its pages must stay
+// in doubt until the late ACK (settling them at the timeout would let a write through that the DROP then
+// discards). The program rewrites and verifies its pages all along, so a lost write shows as a wrong
+// checksum or exit 1.
+TEST(LateDropTest, StoppedProgramKeepsItsWritesWhenADropIsAnsweredLate) {
+  test::TempDir dir;
+  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"},
+                                               {"LEGO_DROP_TIMEOUT_MS", "20"}};
+  auto lego = [&](std::vector<std::string> args) {
+    return test::Run(test::BinDir() + "/lego", args, env, 120s);
+  };
+  ASSERT_EQ(lego({"up", "--mmons", "1", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  const std::vector<std::string> prog{Programs() + "/working_set", "64", "12", "random"};
+  auto local = test::Run(prog[0], {prog.begin() + 1, prog.end()}, {}, 120s);
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  std::vector<std::string> args{"--state-dir", dir.path() + "/state", "run", "--excache", "8M", "--"};
+  args.insert(args.end(), prog.begin(), prog.end());
+  test::Process run(test::BinDir() + "/lego", args, dir.path() + "/run.log");
+  const std::string pmon_log = dir.path() + "/state/logs/pmon-0.log";
+  auto late_acks = [&] {
+    std::ifstream f(pmon_log);
+    std::string line;
+    int n = 0;
+    while (std::getline(f, line)) n += line.find("event=drop_ack_arrived") != std::string::npos;
+    return n;
+  };
+  // Stop and continue the program while it pages, until a DROP has come back late twice.
+  int stops = 0;
+  while (late_acks() < 2 && run.Running() && stops < 200) {
+    pid_t pid = 0;
+    auto ps = lego({"ps", "--json"});
+    if (ps.exit_code == 0)
+      for (auto& q : json::parse(ps.out))
+        if (q["comm"] == "working_set") pid = q["pid"].get<pid_t>();
+    if (pid > 0) {
+      kill(pid, SIGSTOP);
+      std::this_thread::sleep_for(150ms);
+      kill(pid, SIGCONT);
+      ++stops;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  const int st = run.Wait(120s);
+  const int late = late_acks();  // before `lego down` removes the logs
+  lego({"down"});
+  ASSERT_NE(st, -1) << "lego run did not finish";
+  EXPECT_EQ(WEXITSTATUS(st), 0) << run.Log();
+  EXPECT_NE(run.Log().find(local.out), std::string::npos)
+      << "output differs from the local run: " << run.Log();
+  EXPECT_GE(late, 1) << "no DROP was answered late in " << stops << " stops: the test did not test";
 }
 
 }  // namespace
