@@ -72,6 +72,12 @@ struct SendBuf {
   uint8_t data[];  // payload
 };
 
+// The same for a payload whose buffer the sender handed over: kept, not copied.
+struct OwnedSend {
+  proto::MsgHeader hdr;
+  Bytes data;
+};
+
 struct RndvRecv {
   Messenger* m;
   proto::MsgHeader hdr;
@@ -105,6 +111,15 @@ void Responder::Reply(std::span<const uint8_t> payload) {
   if (!pending_) return;
   pending_ = false;
   Status st = m_->SendMsg(conn_id_, proto::MsgKind::kReply, opcode_, request_id_, 0, payload);
+  if (!st.ok())
+    LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_),
+                   st.ToString());
+}
+
+void Responder::ReplyOwned(Bytes&& payload) {
+  if (!pending_) return;
+  pending_ = false;
+  Status st = m_->SendMsg(conn_id_, proto::MsgKind::kReply, opcode_, request_id_, 0, payload, &payload);
   if (!st.ok())
     LEGO_LOG_DEBUG("reply_dropped conn={} op={} why=\"{}\"", conn_id_, proto::OpcodeName(opcode_),
                    st.ToString());
@@ -188,6 +203,18 @@ std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
   return CallAsync(opcode, payload, timeout)->Wait();
+}
+
+std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout) {
+  auto id = EnsureConnected(std::min(timeout, connect_timeout_));
+  if (!id.ok()) {
+    auto call = std::make_shared<PendingCall>();
+    call->m_ = m_;
+    call->status_ = id.status();
+    call->done_.store(true);
+    return call;
+  }
+  return m_->StartCall(id.value(), opcode, payload, timeout, &payload);
 }
 
 void Channel::Reset() {
@@ -647,7 +674,7 @@ void Messenger::CloseConn(uint64_t conn_id, bool force) {
 // Sending
 
 Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode, uint64_t request_id,
-                          int32_t status, std::span<const uint8_t> payload) {
+                          int32_t status, std::span<const uint8_t> payload, Bytes* owned) {
   if (payload.size() > options_.max_payload)
     return InvalidArgument(fmt::format("{} payload of {} bytes exceeds the {} byte limit",
                                        proto::OpcodeName(opcode), payload.size(), options_.max_payload));
@@ -679,11 +706,32 @@ Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode
   if (UCS_PTR_STATUS(r) != UCS_ERR_NO_RESOURCE && UCS_PTR_STATUS(r) != UCS_ERR_UNSUPPORTED)
     return Status(StatusCode::kPeerUnreachable,
                   fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
-  return SendRawLocked(it->second.ep, hdr, sizeof(hdr), payload);
+  return SendRawLocked(it->second.ep, hdr, sizeof(hdr), payload, owned);
 }
 
 Status Messenger::SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
-                                std::span<const uint8_t> payload) {
+                                std::span<const uint8_t> payload, Bytes* owned) {
+  if (owned && header_len == sizeof(proto::MsgHeader) && owned->data() == payload.data() &&
+      owned->size() == payload.size()) {
+    auto* o = new OwnedSend{hdr, std::move(*owned)};
+    ucp_request_param_t p{};
+    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+    p.cb.send = &Messenger::OnOwnedSendDone;
+    p.user_data = o;
+    p.flags = UCP_AM_SEND_FLAG_REPLY;
+    ucs_status_ptr_t r =
+        ucp_am_send_nbx(ep, kAmId, &o->hdr, sizeof(o->hdr), o->data.data(), o->data.size(), &p);
+    if (r == nullptr) {
+      delete o;
+      return Status::Ok();
+    }
+    if (UCS_PTR_IS_ERR(r)) {
+      delete o;
+      return Status(StatusCode::kPeerUnreachable,
+                    fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
+    }
+    return Status::Ok();  // in flight; OnOwnedSendDone frees it
+  }
   auto* buf = static_cast<SendBuf*>(std::malloc(sizeof(SendBuf) + payload.size()));
   if (!buf) return Status(StatusCode::kOutOfMemory, "send buffer");
   buf->hdr = hdr;
@@ -713,8 +761,14 @@ void Messenger::OnSendDone(void* request, ucs_status_t status, void* user_data) 
   ucp_request_free(request);
 }
 
+void Messenger::OnOwnedSendDone(void* request, ucs_status_t status, void* user_data) {
+  delete static_cast<OwnedSend*>(user_data);
+  ucp_request_free(request);
+}
+
 std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opcode,
-                                                  std::span<const uint8_t> payload, Millis timeout) {
+                                                  std::span<const uint8_t> payload, Millis timeout,
+                                                  Bytes* owned) {
   auto call = std::make_shared<PendingCall>();
   call->m_ = this;
   call->request_id_ = next_request_id_.fetch_add(1, std::memory_order_relaxed);
@@ -726,7 +780,7 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opc
     pending_[call->request_id_] = call;
   }
   c_requests_sent_->Increment();
-  Status st = SendMsg(conn_id, proto::MsgKind::kRequest, opcode, call->request_id_, 0, payload);
+  Status st = SendMsg(conn_id, proto::MsgKind::kRequest, opcode, call->request_id_, 0, payload, owned);
   if (!st.ok()) {
     {
       MutexLock pl(pending_mu_);

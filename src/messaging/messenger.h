@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <concepts>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -86,9 +87,16 @@ class Responder {
   ~Responder();
 
   void Reply(std::span<const uint8_t> payload = {});
+  // The same, handing the buffer over (an rvalue Bytes): a large payload is sent from it without a copy
+  // (decision 002). A template so that Reply({}) still means the span overload.
+  template <class B>
+  requires std::same_as<B, Bytes>
+  void Reply(B&& payload) { ReplyOwned(std::move(payload)); }
   void Error(const Status& status);  // REQUIRES: !status.ok()
 
  private:
+  void ReplyOwned(Bytes&& payload);
+
   Messenger* m_ = nullptr;
   uint64_t conn_id_ = 0;
   uint64_t request_id_ = 0;
@@ -126,6 +134,17 @@ class Channel {
  public:
   Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
   std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
+  // The same, handing the request buffer over (an rvalue Bytes): a large request is sent from it without a
+  // copy. Templates so that Call(op, {}, t) still means the span overload.
+  template <class B>
+  requires std::same_as<B, Bytes> Result<Bytes> Call(uint16_t opcode, B&& payload, Millis timeout) {
+    return CallOwned(opcode, std::move(payload), timeout)->Wait();
+  }
+  template <class B>
+  requires std::same_as<B, Bytes> std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, B&& payload,
+                                                                         Millis timeout) {
+    return CallOwned(opcode, std::move(payload), timeout);
+  }
   Status Send(uint16_t opcode, std::span<const uint8_t> payload);  // one-way
   // Drops the current connection; the next call reconnects and repeats the hello. Calls pending on the old
   // connection fail with kPeerUnreachable. Use it when calls time out: on loopback (UCX error mode NONE, see
@@ -140,6 +159,7 @@ class Channel {
   Channel(Messenger* m, HostPort addr, Millis connect_timeout)
       : m_(m), addr_(std::move(addr)), connect_timeout_(connect_timeout) {}
   Result<uint64_t> EnsureConnected(Millis timeout);
+  std::shared_ptr<PendingCall> CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout);
 
   Messenger* m_;
   const HostPort addr_;
@@ -203,12 +223,14 @@ class Messenger {
   ucp_err_handling_mode_t ErrMode(bool loopback_peer) const;
   void CloseConn(uint64_t conn_id, bool force);
 
+  // owned, if set, holds payload and may be taken: a send that cannot complete at once keeps it alive
+  // instead of copying the payload.
   Status SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode, uint64_t request_id, int32_t status,
-                 std::span<const uint8_t> payload);
+                 std::span<const uint8_t> payload, Bytes* owned = nullptr);
   Status SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
-                       std::span<const uint8_t> payload);
+                       std::span<const uint8_t> payload, Bytes* owned = nullptr);
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
-                                         Millis timeout);
+                                         Millis timeout, Bytes* owned = nullptr);
   void CompleteCall(uint64_t request_id, uint64_t conn_id, Status status, std::span<const uint8_t> payload);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
   void WaitCall(PendingCall* call);
@@ -220,6 +242,7 @@ class Messenger {
   static ucs_status_t OnAm(void* arg, const void* header, size_t header_len, void* data, size_t len,
                            const ucp_am_recv_param_t* param);
   static void OnSendDone(void* request, ucs_status_t status, void* user_data);
+  static void OnOwnedSendDone(void* request, ucs_status_t status, void* user_data);
   static void OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data);
 
   void HandleAm(const void* header, size_t header_len, void* data, size_t len,

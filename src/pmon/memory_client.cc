@@ -36,19 +36,29 @@ Result<std::shared_ptr<msg::Channel>> MemoryClient::Owner(uint64_t space, uint64
   return ch;
 }
 
-Status MemoryClient::Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data) {
+Status MemoryClient::ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present,
+                              proto::Bytes* reply, const uint8_t** pages) {
+  *pages = nullptr;
   if (vaddrs.empty()) return Status::Ok();
   auto ch = Owner(space, vaddrs[0] >> kRegionShift);
   if (!ch.ok()) return ch.status();
   auto r = (*ch)->Call(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_);
   if (!r.ok()) return r.status();
-  auto resp = proto::DecodeReadPagesResp(*r);
+  *reply = std::move(*r);
+  auto resp = proto::DecodeReadPagesResp(*reply);
   if (!resp.ok()) return resp.status();
   if (resp->present.size() != vaddrs.size())
     return Status(StatusCode::kInternal, "read_pages reply has the wrong page count");
-  const uint8_t* src = resp->data.data();
+  std::memcpy(present, resp->present.data(), vaddrs.size());
+  *pages = resp->data.data();
+  return Status::Ok();
+}
+
+Status MemoryClient::Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data) {
+  proto::Bytes reply;
+  const uint8_t* src = nullptr;
+  LEGO_RETURN_IF_ERROR(ReadView(space, vaddrs, present, &reply, &src));
   for (size_t i = 0; i < vaddrs.size(); ++i) {
-    present[i] = resp->present[i];
     if (present[i]) {
       std::memcpy(data + i * kPage, src, kPage);
       src += kPage;

@@ -29,6 +29,10 @@ class MemoryClient {
   // Reads pages that all lie in one vRegion. present[i] is set to 1 if the mmon held page i (its bytes
   // are then at data + i * kPage) and 0 if the page was never written (data left untouched).
   Status Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data);
+  // The same without copying the pages out of the reply: *reply keeps it, and *pages points at the present
+  // pages' bytes in vaddrs order, packed (the k-th present page is at *pages + k * kPage).
+  Status ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, proto::Bytes* reply,
+                  const uint8_t** pages);
   // Writes pages (any vRegions; data holds vaddrs.size() pages in order). All-or-nothing per vRegion.
   Status Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data);
   // Frees [start, start+len) on the owners of the vRegions it touches that were ever assigned.

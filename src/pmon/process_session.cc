@@ -54,7 +54,6 @@ ProcessSession::ProcessSession(int uffd, int sock, pid_t pid, uint64_t space, st
       zeros_(static_cast<size_t>(options.zero_block_pages) * kPage, 0) {
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  fetch_buf_.resize((1 + Prefetcher::kMaxDepth) * kPage);
   evict_buf_.resize(ExCache::kBatchPages * kPage);
 }
 
@@ -396,7 +395,10 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   size_t n = vaddrs.size();
   ReserveOrOvercommit(n);
   std::vector<uint8_t> present(n);
-  Status st = memory_.Read(space_, vaddrs, present.data(), fetch_buf_.data());
+  // The pages are installed straight from the reply (no copy): the k-th present page is at pages + k * kPage.
+  proto::Bytes reply;
+  const uint8_t* pages = nullptr;
+  Status st = memory_.ReadView(space_, vaddrs, present.data(), &reply, &pages);
   if (!st.ok()) {
     excache_.Release(*this, n);
     return Fatal(fmt::format("cannot read page {:#x} from its memory monitor: {}", addr, st.ToString()));
@@ -407,16 +409,18 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   bool run = n > 1;
   for (size_t i = 0; run && i < n; ++i) run = present[i] && vaddrs[i] == addr + i * kPage;
   if (run) {
-    const int64_t rc = Copy(addr, fetch_buf_.data(), n * kPage, !writable, true);
+    const int64_t rc = Copy(addr, pages, n * kPage, !writable, true);  // all present: packed = in order
     const size_t done = rc > 0 ? static_cast<size_t>(rc) / kPage : 0;
     for (size_t i = 0; i < done; ++i) ok[i] = true;
     installed = done;
     if (done == 0) run = false;  // nothing went in (EEXIST at the fault page?): page by page below
   }
   // Otherwise prefetched pages first, without waking anybody; the faulting page last.
+  std::vector<size_t> rank(n);  // rank[i]: how many present pages precede page i in the reply
+  for (size_t i = 1; i < n; ++i) rank[i] = rank[i - 1] + present[i - 1];
   for (size_t i = n; !run && i-- > 0;) {
     const bool fault_page = i == 0;
-    const void* src = present[i] ? fetch_buf_.data() + i * kPage : zeros_.data();
+    const void* src = present[i] ? pages + rank[i] * kPage : zeros_.data();
     int64_t rc = Copy(vaddrs[i], src, kPage, !writable, fault_page);
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;

@@ -172,7 +172,6 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   uint64_t full_retry_ms_ = 0;            // while full, try a write-back again from then
   void SetRemoteFull(int sock, bool full);
   std::vector<uint8_t> evict_buf_;
-  std::vector<uint8_t> fetch_buf_;
   std::vector<uint8_t> zeros_;
 };
 
