@@ -36,22 +36,35 @@ Result<std::shared_ptr<msg::Channel>> MemoryClient::Owner(uint64_t space, uint64
   return ch;
 }
 
-Status MemoryClient::ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present,
-                              proto::Bytes* reply, const uint8_t** pages) {
-  *pages = nullptr;
-  if (vaddrs.empty()) return Status::Ok();
+Result<std::shared_ptr<msg::PendingCall>> MemoryClient::ReadStart(uint64_t space,
+                                                                  std::span<const uint64_t> vaddrs) {
   auto ch = Owner(space, vaddrs[0] >> kRegionShift);
   if (!ch.ok()) return ch.status();
-  auto r = (*ch)->Call(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_);
+  return (*ch)->CallAsync(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_);
+}
+
+Status MemoryClient::ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
+                                const uint8_t** pages) {
+  *pages = nullptr;
+  auto r = call.Wait();
   if (!r.ok()) return r.status();
   *reply = std::move(*r);
   auto resp = proto::DecodeReadPagesResp(*reply);
   if (!resp.ok()) return resp.status();
-  if (resp->present.size() != vaddrs.size())
+  if (resp->present.size() != n)
     return Status(StatusCode::kInternal, "read_pages reply has the wrong page count");
-  std::memcpy(present, resp->present.data(), vaddrs.size());
+  std::memcpy(present, resp->present.data(), n);
   *pages = resp->data.data();
   return Status::Ok();
+}
+
+Status MemoryClient::ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present,
+                              proto::Bytes* reply, const uint8_t** pages) {
+  *pages = nullptr;
+  if (vaddrs.empty()) return Status::Ok();
+  auto call = ReadStart(space, vaddrs);
+  if (!call.ok()) return call.status();
+  return ReadFinish(**call, vaddrs.size(), present, reply, pages);
 }
 
 Status MemoryClient::Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data) {

@@ -33,6 +33,11 @@ class MemoryClient {
   // pages' bytes in vaddrs order, packed (the k-th present page is at *pages + k * kPage).
   Status ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, proto::Bytes* reply,
                   const uint8_t** pages);
+  // ReadView in two halves, so that the caller can work while the pages travel: ReadStart sends the request,
+  // ReadFinish waits for the reply to the n pages asked for and decodes it as ReadView does.
+  Result<std::shared_ptr<msg::PendingCall>> ReadStart(uint64_t space, std::span<const uint64_t> vaddrs);
+  static Status ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
+                           const uint8_t** pages);
   // Writes pages (any vRegions; data holds vaddrs.size() pages in order). All-or-nothing per vRegion.
   Status Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data);
   // Frees [start, start+len) on the owners of the vRegions it touches that were ever assigned.

@@ -37,6 +37,7 @@ int main(int argc, char** argv) {
     o.session.prefetch = ctx.config.prefetch;
     if (const char* s = getenv("LEGO_FAULT_SPIN_US")) o.session.spin_us = static_cast<uint32_t>(atoi(s));
     if (const char* s = getenv("LEGO_FOLLOW_CPU")) o.session.follow_cpu = atoi(s) != 0;
+    if (const char* s = getenv("LEGO_FETCH_AHEAD")) o.session.fetch_ahead = atoi(s) != 0;
     if (const char* s = getenv("LEGO_DROP_TIMEOUT_MS")) o.session.drop_timeout_ms = std::max(1, atoi(s));
     service = std::make_unique<pmon::PmonService>(o, ctx.messenger, ctx.metrics);
     service->InstallHandlers(ctx.messenger);

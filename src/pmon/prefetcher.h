@@ -31,6 +31,10 @@ class Prefetcher {
     window_pages_ = n;
   }
 
+  // While a stream is confirmed, the page where its next miss is expected (the start of the next window);
+  // else 0. The pmon fetches that window ahead by calling OnMiss(NextWindowStart()) before the program
+  // gets there.
+  uint64_t NextWindowStart() const { return streaming_ && stride_ == 1 ? expect_ : 0; }
   uint64_t issued() const { return issued_; }
   uint64_t used() const { return used_; }
   uint32_t depth() const { return depth_; }

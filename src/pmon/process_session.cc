@@ -374,73 +374,153 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
 // zero fill, the fault's kind predicts the pages': after a write fault they go in writable and dirty, and so
 // they do after a read fault when most pages fetched on reads were written soon after (read-modify-write
 // patterns), which saves a write-protect fault per page.
+//
+// Sequential streams are pipelined: while a window is being installed, the next one is already on its way
+// (ahead_), so the fetch overlaps the install and the program's walk through the window; the program's
+// miss at the start of that window then finds it (nearly) arrived. One window ahead at most, forward
+// streams only, and only when the ExCache has room for it at once.
 void ProcessSession::Fetch(uint64_t addr, bool write) {
   const uint64_t pg = addr / kPage;
-  std::vector<uint64_t> vaddrs{addr};
-  bool writable = write;
+  if (ahead_) {
+    Window w = std::move(*ahead_);
+    ahead_.reset();
+    if (pg >= w.vaddrs.front() / kPage && pg <= w.vaddrs.back() / kPage) {
+      // The stream went on into the window fetched ahead: send for the next one, then install this one.
+      IssueAhead(addr);
+      return InstallWindow(std::move(w), addr);
+    }
+    InstallWindow(std::move(w), 0);  // a miss elsewhere: what came is installed (it may yet be used)
+  }
+  Window w;
+  w.vaddrs.push_back(addr);
   {
     std::lock_guard lock(mu_);
     // Only write-protected windows show whether their pages get written; while windows go in writable,
     // one in eight still goes in protected to keep measuring.
     sample_ = !write && (++windows_ % 8 == 0 || pf_installed_ < 256 || pf_written_ * 2 < pf_installed_);
-    writable = write || !sample_;
+    w.writable = write || !sample_;
+    w.sampled = sample_;
     for (uint64_t p : prefetcher_.OnMiss(pg)) {
       if ((p * kPage) >> kRegionShift != addr >> kRegionShift) break;  // one request: one vRegion
       auto it = pages_.find(p);
       if (it == pages_.end() || it->second.state != State::kRemote) continue;
-      vaddrs.push_back(p * kPage);
+      w.vaddrs.push_back(p * kPage);
     }
   }
-  if (vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4)) vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
-  size_t n = vaddrs.size();
+  if (w.vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4))
+    w.vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
+  const size_t n = w.vaddrs.size();
   ReserveOrOvercommit(n);
+  auto call = memory_.ReadStart(space_, w.vaddrs);
+  if (!call.ok()) {
+    excache_.Release(*this, n);
+    return Fatal(
+        fmt::format("cannot read page {:#x} from its memory monitor: {}", addr, call.status().ToString()));
+  }
+  w.call = std::move(*call);
+  if (n > 1) IssueAhead(addr);
+  InstallWindow(std::move(w), addr);
+}
+
+// Sends for the window after the stream's current one, if the prefetcher has a forward stream, the pages are
+// still remote and in the same vRegion, and the ExCache has room now (no waiting: this is an optimisation).
+void ProcessSession::IssueAhead(uint64_t fault_addr) {
+  if (!options_.fetch_ahead) return;
+  Window w;
+  {
+    std::lock_guard lock(mu_);
+    const uint64_t start = prefetcher_.NextWindowStart();
+    if (start == 0) return;
+    // The program is expected at `start` next: plan that window now (OnMiss counts the current one used).
+    std::vector<uint64_t> planned{start};
+    for (uint64_t p : prefetcher_.OnMiss(start)) planned.push_back(p);
+    for (uint64_t p : planned) {  // a contiguous run of remote pages from `start`
+      if ((p * kPage) >> kRegionShift != fault_addr >> kRegionShift) break;
+      if (!w.vaddrs.empty() && p != w.vaddrs.back() / kPage + 1) break;
+      auto it = pages_.find(p);
+      if (it == pages_.end() || it->second.state != State::kRemote) break;
+      w.vaddrs.push_back(p * kPage);
+    }
+    if (w.vaddrs.empty()) return;
+    w.sampled = ++windows_ % 8 == 0 || pf_installed_ < 256 || pf_written_ * 2 < pf_installed_;  // as in Fetch
+    w.writable = !w.sampled;
+  }
+  if (w.vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4))
+    w.vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
+  if (!excache_.Reserve(*this, w.vaddrs.size(), Millis(0))) return;
+  auto call = memory_.ReadStart(space_, w.vaddrs);
+  if (!call.ok()) {
+    excache_.Release(*this, w.vaddrs.size());
+    return;  // the miss that reaches these pages fetches them itself (and reports the error)
+  }
+  w.call = std::move(*call);
+  w.ahead = true;
+  ahead_ = std::move(w);
+}
+
+// Waits for a window's pages and installs them; wakes the fault at fault_addr (0: none) once its page is in.
+void ProcessSession::InstallWindow(Window w, uint64_t fault_addr) {
+  const size_t n = w.vaddrs.size();
   std::vector<uint8_t> present(n);
   // The pages are installed straight from the reply (no copy): the k-th present page is at pages + k * kPage.
   proto::Bytes reply;
   const uint8_t* pages = nullptr;
-  Status st = memory_.ReadView(space_, vaddrs, present.data(), &reply, &pages);
+  Status st = MemoryClient::ReadFinish(*w.call, n, present.data(), &reply, &pages);
   if (!st.ok()) {
     excache_.Release(*this, n);
-    return Fatal(fmt::format("cannot read page {:#x} from its memory monitor: {}", addr, st.ToString()));
+    if (fault_addr == 0) return;  // nobody waits for these: the miss that reaches them fetches them again
+    return Fatal(
+        fmt::format("cannot read page {:#x} from its memory monitor: {}", fault_addr, st.ToString()));
   }
+  const uint64_t addr = w.vaddrs.front();
   size_t installed = 0;
   std::vector<bool> ok(n, false);
-  // A forward sequential window is one run of addresses: one UFFDIO_COPY installs it and wakes the fault.
+  // A forward run of present pages (a sequential window) is one UFFDIO_COPY, which also wakes the fault.
   bool run = n > 1;
-  for (size_t i = 0; run && i < n; ++i) run = present[i] && vaddrs[i] == addr + i * kPage;
+  for (size_t i = 0; run && i < n; ++i) run = present[i] && w.vaddrs[i] == addr + i * kPage;
   if (run) {
-    const int64_t rc = Copy(addr, pages, n * kPage, !writable, true);  // all present: packed = in order
+    const int64_t rc = Copy(addr, pages, n * kPage, !w.writable, fault_addr != 0);  // all present: in order
     const size_t done = rc > 0 ? static_cast<size_t>(rc) / kPage : 0;
     for (size_t i = 0; i < done; ++i) ok[i] = true;
     installed = done;
-    if (done == 0) run = false;  // nothing went in (EEXIST at the fault page?): page by page below
+    if (done < n) run = false;  // stopped short (EEXIST, an unmapped page?): the rest page by page below
   }
-  // Otherwise prefetched pages first, without waking anybody; the faulting page last.
+  // Otherwise page by page without waking anybody, the faulting page last.
   std::vector<size_t> rank(n);  // rank[i]: how many present pages precede page i in the reply
   for (size_t i = 1; i < n; ++i) rank[i] = rank[i - 1] + present[i - 1];
-  for (size_t i = n; !run && i-- > 0;) {
-    const bool fault_page = i == 0;
+  size_t fault_i = n;
+  for (size_t i = 0; i < n; ++i)
+    if (w.vaddrs[i] == fault_addr) fault_i = i;
+  auto one = [&](size_t i) {
+    const bool fault_page = i == fault_i;
     const void* src = present[i] ? pages + rank[i] * kPage : zeros_.data();
-    int64_t rc = Copy(vaddrs[i], src, kPage, !writable, fault_page);
+    int64_t rc = Copy(w.vaddrs[i], src, kPage, !w.writable, fault_page);
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;
     // A failed copy wakes nobody: after EEXIST the page is there, after EAGAIN (an UNMAP/fork event not
     // read yet) or ENOENT the thread faults again.
-    if (fault_page && rc < 0) Wake(addr, kPage);
-    if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_.load(), vaddrs[i]);
+    if (fault_page && rc < 0) Wake(fault_addr, kPage);
+    if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_.load(), w.vaddrs[i]);
+  };
+  if (!run) {
+    for (size_t i = n; i-- > 0;)
+      if (i != fault_i && !ok[i]) one(i);
+    if (fault_i < n && !ok[fault_i]) one(fault_i);
+  } else if (fault_i == n && fault_addr != 0) {
+    Wake(fault_addr, kPage);  // the fault is not in this window (cannot happen for a window of its own)
   }
   if (installed < n) excache_.Release(*this, n - installed);
   {
     std::lock_guard lock(mu_);
     for (size_t i = 0; i < n; ++i) {
       if (!ok[i]) continue;
-      auto it = pages_.find(vaddrs[i] / kPage);
+      auto it = pages_.find(w.vaddrs[i] / kPage);
       if (it == pages_.end()) continue;  // unmapped meanwhile
-      it->second = Page{State::kResident, writable, true, !writable, !writable};
-      rset_.Insert(vaddrs[i] / kPage);
+      it->second = Page{State::kResident, w.writable, true, !w.writable, !w.writable};
+      rset_.Insert(w.vaddrs[i] / kPage);
     }
-    prefetcher_.Issued(n - 1);
-    if (sample_) pf_installed_ += n;
+    prefetcher_.Issued(w.ahead ? n : n - 1);
+    if (w.sampled) pf_installed_ += n;
     if (pf_installed_ > 8192) {  // a moving average: recent behaviour counts
       pf_installed_ /= 2;
       pf_written_ /= 2;
@@ -449,13 +529,22 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
           prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
   }
   remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
-  Count(&MemStats::misses);
+  if (fault_addr != 0) Count(&MemStats::misses);
   Count(&MemStats::fetched_pages, n);
-  Count(&MemStats::prefetch_issued, n - 1);
+  Count(&MemStats::prefetch_issued, w.ahead ? n : n - 1);
+}
+
+// An unmapped range may be mapped again at once: a window fetched ahead over it must not be installed there.
+void ProcessSession::DropAheadIn(uint64_t start, uint64_t end) {
+  if (!ahead_ || ahead_->vaddrs.back() < start || ahead_->vaddrs.front() >= end) return;
+  (void)ahead_->call->Wait();  // let it finish; its reply is dropped
+  excache_.Release(*this, ahead_->vaddrs.size());
+  ahead_.reset();
 }
 
 void ProcessSession::HandleUnmap(uint64_t start, uint64_t end) {
   start &= ~(kPage - 1);
+  DropAheadIn(start, end);
   size_t resident = 0;
   bool had_remote = false;
   {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -39,6 +40,7 @@ struct SessionOptions {
   uint32_t spin_us = 0;            // keep polling the uffd this long after a fault before sleeping
   bool follow_cpu = true;          // run the fault thread on the faulting thread's CPU
   int drop_timeout_ms = 10000;     // a DROP not answered by then leaves its pages in doubt (EvictBatch)
+  bool fetch_ahead = true;         // pipeline sequential streams: fetch the next window during this one
 };
 
 struct SessionInfo {
@@ -108,6 +110,17 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   void FollowCpu(uint32_t tid);
   void ZeroFill(uint64_t addr, bool write);
   void Fetch(uint64_t addr, bool write);
+  // A window of pages being fetched from a memory monitor (fault thread only).
+  struct Window {
+    std::vector<uint64_t> vaddrs;  // the faulting page first, or (ahead) a forward run
+    std::shared_ptr<msg::PendingCall> call;
+    bool writable = false;  // install them writable (and dirty)
+    bool sampled = false;   // counted in the written-after-read sample
+    bool ahead = false;     // fetched ahead of any fault
+  };
+  void IssueAhead(uint64_t fault_addr);
+  void InstallWindow(Window w, uint64_t fault_addr);
+  void DropAheadIn(uint64_t start, uint64_t end);
   void HandleUnmap(uint64_t start, uint64_t end);
   void Teardown();
   void Fatal(const std::string& why);  // the program's memory is unreachable: kill it
@@ -150,6 +163,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   Prefetcher prefetcher_;
   uint64_t pf_installed_ = 0, pf_written_ = 0;  // prefetched pages, and those written soon after (decaying)
   uint64_t windows_ = 0;                        // fetches (fault thread only)
+  std::optional<Window> ahead_;                 // the window fetched ahead of the stream (fault thread only)
   bool sample_ = false;                         // this fetch's window goes in write-protected to measure
   std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
 

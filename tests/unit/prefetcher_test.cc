@@ -65,6 +65,28 @@ TEST(PrefetcherTest, BrokenStreamHalvesTheDepth) {
   EXPECT_EQ(p.used(), 0u);
 }
 
+TEST(PrefetcherTest, NextWindowStartPlansTheWindowAheadOfAForwardStream) {
+  Prefetcher p;
+  EXPECT_EQ(p.NextWindowStart(), 0u);  // no stream yet
+  p.OnMiss(10);
+  p.OnMiss(11);
+  auto w = p.OnMiss(12);
+  p.Issued(w.size());
+  const uint64_t start = p.NextWindowStart();
+  EXPECT_EQ(start, w.back() + 1);  // where the program's next miss is expected
+  // The pmon plans the window after it at once, as if the program had got there.
+  auto ahead = p.OnMiss(start);
+  ASSERT_FALSE(ahead.empty());
+  EXPECT_EQ(ahead.front(), start + 1);
+  EXPECT_EQ(p.NextWindowStart(), ahead.back() + 1);
+  // Backward and strided streams are not fetched ahead.
+  Prefetcher b;
+  b.OnMiss(500);
+  b.OnMiss(499);
+  b.OnMiss(498);
+  EXPECT_EQ(b.NextWindowStart(), 0u);
+}
+
 TEST(PrefetcherTest, DisabledProposesNothing) {
   Prefetcher p(false);
   for (uint64_t i = 0; i < 10; ++i) EXPECT_TRUE(p.OnMiss(i).empty());
