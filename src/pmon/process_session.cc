@@ -31,6 +31,7 @@ uint64_t NowNs() {
 }
 
 constexpr Millis kRoomWait{2000};  // a fault waits this long for the evictor before overcommitting
+constexpr Millis kAheadRoomWait{2};  // a window fetched ahead waits this long for room, else is not fetched
 
 }  // namespace
 
@@ -381,13 +382,19 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
 // streams only, and only when the ExCache has room for it at once.
 void ProcessSession::Fetch(uint64_t addr, bool write) {
   const uint64_t pg = addr / kPage;
+  if (staged_) {
+    const bool reached = staged_->addr == addr;
+    InstallStaged(reached, write);  // on a miss elsewhere, the staged page goes in anyway
+    if (reached) return StageAhead();
+  }
   if (ahead_) {
     Window w = std::move(*ahead_);
     ahead_.reset();
     if (pg >= w.vaddrs.front() / kPage && pg <= w.vaddrs.back() / kPage) {
-      // The stream went on into the window fetched ahead: send for the next one, then install this one.
+      // The stream outran the window fetched ahead: send for the next one, then install this one.
       IssueAhead(addr);
-      return InstallWindow(std::move(w), addr);
+      InstallWindow(std::move(w), addr);
+      return StageAhead();
     }
     InstallWindow(std::move(w), 0);  // a miss elsewhere: what came is installed (it may yet be used)
   }
@@ -420,6 +427,42 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   w.call = std::move(*call);
   if (n > 1) IssueAhead(addr);
   InstallWindow(std::move(w), addr);
+  StageAhead();
+}
+
+// With the program woken and walking the window just installed, wait for the one fetched ahead and install it
+// but for its first page, kept here (staged_): the program's fault on that page is the signal that it got
+// there, which sends for the next window (Linux readahead's PG_readahead marker). The install is thus off
+// the program's critical path.
+void ProcessSession::StageAhead() {
+  if (!ahead_) return;
+  Window w = std::move(*ahead_);
+  ahead_.reset();
+  IssueAhead(w.vaddrs.front());
+  InstallWindow(std::move(w), 0, /*stage_first=*/true);
+}
+
+// Installs the staged page; wakes its fault if `wake` (the program got there), else installs it quietly.
+void ProcessSession::InstallStaged(bool wake, bool write) {
+  Staged sp = std::move(*staged_);
+  staged_.reset();
+  const bool writable = sp.writable || write;
+  const int64_t rc = Copy(sp.addr, sp.data.data(), kPage, !writable, wake);
+  const bool ok = rc == static_cast<int64_t>(kPage);
+  if (wake && rc < 0) Wake(sp.addr, kPage);  // a failed copy wakes nobody (see InstallWindow)
+  if (!ok) {
+    excache_.Release(*this, 1);
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = pages_.find(sp.addr / kPage); it != pages_.end()) {
+      it->second = Page{State::kResident, writable, true, !writable, !writable};
+      rset_.Insert(sp.addr / kPage);
+    }
+  }
+  remote_.fetch_sub(std::min<uint64_t>(1, remote_.load()), std::memory_order_relaxed);
+  if (wake) Count(&MemStats::hits);
 }
 
 // Sends for the window after the stream's current one, if the prefetcher has a forward stream, the pages are
@@ -447,7 +490,7 @@ void ProcessSession::IssueAhead(uint64_t fault_addr) {
   }
   if (w.vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4))
     w.vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
-  if (!excache_.Reserve(*this, w.vaddrs.size(), Millis(0))) return;
+  if (!excache_.Reserve(*this, w.vaddrs.size(), kAheadRoomWait)) return;
   auto call = memory_.ReadStart(space_, w.vaddrs);
   if (!call.ok()) {
     excache_.Release(*this, w.vaddrs.size());
@@ -459,8 +502,9 @@ void ProcessSession::IssueAhead(uint64_t fault_addr) {
 }
 
 // Waits for a window's pages and installs them; wakes the fault at fault_addr (0: none) once its page is in.
-void ProcessSession::InstallWindow(Window w, uint64_t fault_addr) {
-  const size_t n = w.vaddrs.size();
+void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_first) {
+  size_t n = w.vaddrs.size();
+  const size_t fetched = n;
   std::vector<uint8_t> present(n);
   // The pages are installed straight from the reply (no copy): the k-th present page is at pages + k * kPage.
   proto::Bytes reply;
@@ -471,6 +515,18 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr) {
     if (fault_addr == 0) return;  // nobody waits for these: the miss that reaches them fetches them again
     return Fatal(
         fmt::format("cannot read page {:#x} from its memory monitor: {}", fault_addr, st.ToString()));
+  }
+  if (stage_first && n > 1) {
+    // Keep the first page back (StageAhead): its data here, the page remote and reserved until its fault.
+    Staged sp{w.vaddrs.front(), w.writable, std::vector<uint8_t>(kPage, 0)};
+    if (present[0]) {
+      std::memcpy(sp.data.data(), pages, kPage);
+      pages += kPage;
+    }
+    staged_ = std::move(sp);
+    w.vaddrs.erase(w.vaddrs.begin());
+    present.erase(present.begin());
+    --n;
   }
   const uint64_t addr = w.vaddrs.front();
   size_t installed = 0;
@@ -519,8 +575,8 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr) {
       it->second = Page{State::kResident, w.writable, true, !w.writable, !w.writable};
       rset_.Insert(w.vaddrs[i] / kPage);
     }
-    prefetcher_.Issued(w.ahead ? n : n - 1);
-    if (w.sampled) pf_installed_ += n;
+    prefetcher_.Issued(w.ahead ? fetched : fetched - 1);
+    if (w.sampled) pf_installed_ += fetched;
     if (pf_installed_ > 8192) {  // a moving average: recent behaviour counts
       pf_installed_ /= 2;
       pf_written_ /= 2;
@@ -530,12 +586,16 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr) {
   }
   remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
   if (fault_addr != 0) Count(&MemStats::misses);
-  Count(&MemStats::fetched_pages, n);
-  Count(&MemStats::prefetch_issued, w.ahead ? n : n - 1);
+  Count(&MemStats::fetched_pages, fetched);
+  Count(&MemStats::prefetch_issued, w.ahead ? fetched : fetched - 1);
 }
 
 // An unmapped range may be mapped again at once: a window fetched ahead over it must not be installed there.
 void ProcessSession::DropAheadIn(uint64_t start, uint64_t end) {
+  if (staged_ && staged_->addr >= start && staged_->addr < end) {
+    staged_.reset();
+    excache_.Release(*this, 1);
+  }
   if (!ahead_ || ahead_->vaddrs.back() < start || ahead_->vaddrs.front() >= end) return;
   (void)ahead_->call->Wait();  // let it finish; its reply is dropped
   excache_.Release(*this, ahead_->vaddrs.size());

@@ -118,8 +118,16 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
     bool sampled = false;   // counted in the written-after-read sample
     bool ahead = false;     // fetched ahead of any fault
   };
+  // The first page of a window installed ahead, held back as the stream's trigger (fault thread only).
+  struct Staged {
+    uint64_t addr;
+    bool writable;
+    std::vector<uint8_t> data;  // kPage bytes
+  };
   void IssueAhead(uint64_t fault_addr);
-  void InstallWindow(Window w, uint64_t fault_addr);
+  void StageAhead();
+  void InstallStaged(bool wake, bool write);
+  void InstallWindow(Window w, uint64_t fault_addr, bool stage_first = false);
   void DropAheadIn(uint64_t start, uint64_t end);
   void HandleUnmap(uint64_t start, uint64_t end);
   void Teardown();
@@ -164,6 +172,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   uint64_t pf_installed_ = 0, pf_written_ = 0;  // prefetched pages, and those written soon after (decaying)
   uint64_t windows_ = 0;                        // fetches (fault thread only)
   std::optional<Window> ahead_;                 // the window fetched ahead of the stream (fault thread only)
+  std::optional<Staged> staged_;                // fault thread only
   bool sample_ = false;                         // this fetch's window goes in write-protected to measure
   std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
 
