@@ -466,7 +466,8 @@ void ProcessSession::InstallStaged(bool wake, bool write) {
 }
 
 // Sends for the window after the stream's current one, if the prefetcher has a forward stream, the pages are
-// still remote and in the same vRegion, and the ExCache has room now (no waiting: this is an optimisation).
+// still remote and in the same vRegion, and the ExCache has room within kAheadRoomWait. (Two windows in
+// flight instead of one measured no faster: 0.73-1.10 GB/s on seq_scan.)
 void ProcessSession::IssueAhead(uint64_t fault_addr) {
   if (!options_.fetch_ahead) return;
   Window w;
