@@ -190,6 +190,15 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
 
 std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const uint8_t> payload,
                                                 Millis timeout) {
+  return Begin(opcode, payload, timeout, nullptr);
+}
+
+std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout) {
+  return Begin(opcode, payload, timeout, &payload);
+}
+
+std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
+                                            Bytes* owned) {
   auto id = EnsureConnected(std::min(timeout, connect_timeout_));
   if (!id.ok()) {
     auto call = std::make_shared<PendingCall>();
@@ -198,23 +207,11 @@ std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const
     call->done_.store(true);
     return call;
   }
-  return m_->StartCall(id.value(), opcode, payload, timeout);
+  return m_->StartCall(id.value(), opcode, payload, timeout, owned);
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
   return CallAsync(opcode, payload, timeout)->Wait();
-}
-
-std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout) {
-  auto id = EnsureConnected(std::min(timeout, connect_timeout_));
-  if (!id.ok()) {
-    auto call = std::make_shared<PendingCall>();
-    call->m_ = m_;
-    call->status_ = id.status();
-    call->done_.store(true);
-    return call;
-  }
-  return m_->StartCall(id.value(), opcode, payload, timeout, &payload);
 }
 
 void Channel::Reset() {

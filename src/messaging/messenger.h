@@ -160,6 +160,9 @@ class Channel {
       : m_(m), addr_(std::move(addr)), connect_timeout_(connect_timeout) {}
   Result<uint64_t> EnsureConnected(Millis timeout);
   std::shared_ptr<PendingCall> CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout);
+  // Connects if needed and starts the call; owned (if set) holds payload and may be kept by the send.
+  std::shared_ptr<PendingCall> Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
+                                     Bytes* owned);
 
   Messenger* m_;
   const HostPort addr_;
