@@ -64,17 +64,11 @@ Result<sockaddr_storage> Resolve(const HostPort& hp) {
   return ss;
 }
 
-// One heap block per send: the header and payload must stay alive until UCX completes the send.
-struct SendBuf {
+// A send UCX could not complete at once: the header and payload must stay alive until its callback. The
+// payload is the buffer the sender handed over, or else a copy.
+struct HeldSend {
   proto::MsgHeader hdr;
   size_t header_len;
-  size_t len;
-  uint8_t data[];  // payload
-};
-
-// The same for a payload whose buffer the sender handed over: kept, not copied.
-struct OwnedSend {
-  proto::MsgHeader hdr;
   Bytes data;
 };
 
@@ -708,58 +702,30 @@ Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode
 
 Status Messenger::SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
                                 std::span<const uint8_t> payload, Bytes* owned) {
-  if (owned && header_len == sizeof(proto::MsgHeader) && owned->data() == payload.data() &&
-      owned->size() == payload.size()) {
-    auto* o = new OwnedSend{hdr, std::move(*owned)};
-    ucp_request_param_t p{};
-    p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
-    p.cb.send = &Messenger::OnOwnedSendDone;
-    p.user_data = o;
-    p.flags = UCP_AM_SEND_FLAG_REPLY;
-    ucs_status_ptr_t r =
-        ucp_am_send_nbx(ep, kAmId, &o->hdr, sizeof(o->hdr), o->data.data(), o->data.size(), &p);
-    if (r == nullptr) {
-      delete o;
-      return Status::Ok();
-    }
-    if (UCS_PTR_IS_ERR(r)) {
-      delete o;
-      return Status(StatusCode::kPeerUnreachable,
-                    fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
-    }
-    return Status::Ok();  // in flight; OnOwnedSendDone frees it
-  }
-  auto* buf = static_cast<SendBuf*>(std::malloc(sizeof(SendBuf) + payload.size()));
-  if (!buf) return Status(StatusCode::kOutOfMemory, "send buffer");
-  buf->hdr = hdr;
-  buf->header_len = header_len;
-  buf->len = payload.size();
-  if (!payload.empty()) std::memcpy(buf->data, payload.data(), payload.size());
+  const bool take = owned && owned->data() == payload.data() && owned->size() == payload.size();
+  auto* held =
+      new HeldSend{hdr, header_len, take ? std::move(*owned) : Bytes(payload.begin(), payload.end())};
   ucp_request_param_t p{};
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
   p.cb.send = &Messenger::OnSendDone;
-  p.user_data = buf;
+  p.user_data = held;
   p.flags = UCP_AM_SEND_FLAG_REPLY;
-  ucs_status_ptr_t r = ucp_am_send_nbx(ep, kAmId, &buf->hdr, header_len, buf->data, buf->len, &p);
+  ucs_status_ptr_t r =
+      ucp_am_send_nbx(ep, kAmId, &held->hdr, header_len, held->data.data(), held->data.size(), &p);
   if (r == nullptr) {
-    std::free(buf);
+    delete held;
     return Status::Ok();
   }
   if (UCS_PTR_IS_ERR(r)) {
-    std::free(buf);
+    delete held;
     return Status(StatusCode::kPeerUnreachable,
                   fmt::format("send: {}", ucs_status_string(UCS_PTR_STATUS(r))));
   }
-  return Status::Ok();  // in flight; OnSendDone frees buf
+  return Status::Ok();  // in flight; OnSendDone frees it
 }
 
 void Messenger::OnSendDone(void* request, ucs_status_t status, void* user_data) {
-  std::free(user_data);
-  ucp_request_free(request);
-}
-
-void Messenger::OnOwnedSendDone(void* request, ucs_status_t status, void* user_data) {
-  delete static_cast<OwnedSend*>(user_data);
+  delete static_cast<HeldSend*>(user_data);
   ucp_request_free(request);
 }
 

@@ -245,7 +245,6 @@ class Messenger {
   static ucs_status_t OnAm(void* arg, const void* header, size_t header_len, void* data, size_t len,
                            const ucp_am_recv_param_t* param);
   static void OnSendDone(void* request, ucs_status_t status, void* user_data);
-  static void OnOwnedSendDone(void* request, ucs_status_t status, void* user_data);
   static void OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data);
 
   void HandleAm(const void* header, size_t header_len, void* data, size_t len,

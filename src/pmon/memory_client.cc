@@ -58,28 +58,6 @@ Status MemoryClient::ReadFinish(msg::PendingCall& call, size_t n, uint8_t* prese
   return Status::Ok();
 }
 
-Status MemoryClient::ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present,
-                              proto::Bytes* reply, const uint8_t** pages) {
-  *pages = nullptr;
-  if (vaddrs.empty()) return Status::Ok();
-  auto call = ReadStart(space, vaddrs);
-  if (!call.ok()) return call.status();
-  return ReadFinish(**call, vaddrs.size(), present, reply, pages);
-}
-
-Status MemoryClient::Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data) {
-  proto::Bytes reply;
-  const uint8_t* src = nullptr;
-  LEGO_RETURN_IF_ERROR(ReadView(space, vaddrs, present, &reply, &src));
-  for (size_t i = 0; i < vaddrs.size(); ++i) {
-    if (present[i]) {
-      std::memcpy(data + i * kPage, src, kPage);
-      src += kPage;
-    }
-  }
-  return Status::Ok();
-}
-
 Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data) {
   size_t i = 0;
   while (i < vaddrs.size()) {

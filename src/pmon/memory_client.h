@@ -26,15 +26,11 @@ class MemoryClient {
  public:
   MemoryClient(msg::Messenger& messenger, HostPort gm, Millis timeout);
 
-  // Reads pages that all lie in one vRegion. present[i] is set to 1 if the mmon held page i (its bytes
-  // are then at data + i * kPage) and 0 if the page was never written (data left untouched).
-  Status Read(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* data);
-  // The same without copying the pages out of the reply: *reply keeps it, and *pages points at the present
-  // pages' bytes in vaddrs order, packed (the k-th present page is at *pages + k * kPage).
-  Status ReadView(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, proto::Bytes* reply,
-                  const uint8_t** pages);
-  // ReadView in two halves, so that the caller can work while the pages travel: ReadStart sends the request,
-  // ReadFinish waits for the reply to the n pages asked for and decodes it as ReadView does.
+  // Reads pages that all lie in one vRegion, in two halves so that the caller can work while they travel:
+  // ReadStart sends the request; ReadFinish waits for the reply to the n pages asked for. present[i] is set
+  // to 1 if the mmon held page i and 0 if it was never written. The pages are not copied out: *reply keeps
+  // the reply, and *pages points at the present pages' bytes in request order, packed (the k-th present page
+  // is at *pages + k * kPage).
   Result<std::shared_ptr<msg::PendingCall>> ReadStart(uint64_t space, std::span<const uint64_t> vaddrs);
   static Status ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
                            const uint8_t** pages);

@@ -376,10 +376,9 @@ void ProcessSession::ZeroFill(uint64_t addr, bool write) {
 // they do after a read fault when most pages fetched on reads were written soon after (read-modify-write
 // patterns), which saves a write-protect fault per page.
 //
-// Sequential streams are pipelined: while a window is being installed, the next one is already on its way
-// (ahead_), so the fetch overlaps the install and the program's walk through the window; the program's
-// miss at the start of that window then finds it (nearly) arrived. One window ahead at most, forward
-// streams only, and only when the ExCache has room for it at once.
+// Sequential streams are pipelined (IssueAhead, StageAhead): a forward stream at full depth has its next
+// window fetched while the current one is installed, and installed before the program gets there but for a
+// trigger page (staged_). One window ahead at most; a miss elsewhere drops it (decision 006).
 void ProcessSession::Fetch(uint64_t addr, bool write) {
   const uint64_t pg = addr / kPage;
   if (staged_) {
@@ -405,11 +404,8 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   w.vaddrs.push_back(addr);
   {
     std::lock_guard lock(mu_);
-    // Only write-protected windows show whether their pages get written; while windows go in writable,
-    // one in eight still goes in protected to keep measuring.
-    sample_ = !write && (++windows_ % 8 == 0 || pf_installed_ < 256 || pf_written_ * 2 < pf_installed_);
-    w.writable = write || !sample_;
-    w.sampled = sample_;
+    w.sampled = !write && SampleWindowLocked();
+    w.writable = write || !w.sampled;
     for (uint64_t p : prefetcher_.OnMiss(pg)) {
       if ((p * kPage) >> kRegionShift != addr >> kRegionShift) break;  // one request: one vRegion
       auto it = pages_.find(p);
@@ -417,8 +413,7 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
       w.vaddrs.push_back(p * kPage);
     }
   }
-  if (w.vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4))
-    w.vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
+  ClampWindow(w.vaddrs);
   const size_t n = w.vaddrs.size();
   ReserveOrOvercommit(n);
   auto call = memory_.ReadStart(space_, w.vaddrs);
@@ -431,6 +426,17 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   if (n > 1) IssueAhead(addr);
   InstallWindow(std::move(w), addr);
   StageAhead();
+}
+
+// Only write-protected windows show whether their pages get written; while windows go in writable, one in
+// eight still goes in protected to keep measuring. REQUIRES mu_.
+bool ProcessSession::SampleWindowLocked() {
+  return ++windows_ % 8 == 0 || pf_installed_ < 256 || pf_written_ * 2 < pf_installed_;
+}
+
+// A window is at most a quarter of the process's cap.
+void ProcessSession::ClampWindow(std::vector<uint64_t>& vaddrs) const {
+  vaddrs.resize(std::min(vaddrs.size(), std::max<size_t>(1, cap_pages_ / 4)));
 }
 
 // With the program woken and walking the window just installed, wait for the one fetched ahead and install it
@@ -491,11 +497,10 @@ void ProcessSession::IssueAhead(uint64_t fault_addr) {
       w.vaddrs.push_back(p * kPage);
     }
     if (w.vaddrs.empty()) return;
-    w.sampled = ++windows_ % 8 == 0 || pf_installed_ < 256 || pf_written_ * 2 < pf_installed_;  // as in Fetch
+    w.sampled = SampleWindowLocked();
     w.writable = !w.sampled;
   }
-  if (w.vaddrs.size() > std::max<size_t>(1, cap_pages_ / 4))
-    w.vaddrs.resize(std::max<size_t>(1, cap_pages_ / 4));
+  ClampWindow(w.vaddrs);
   if (!excache_.Reserve(*this, w.vaddrs.size(), kAheadRoomWait)) return;
   auto call = memory_.ReadStart(space_, w.vaddrs);
   if (!call.ok()) {

@@ -124,6 +124,8 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
     bool writable;
     std::vector<uint8_t> data;  // kPage bytes
   };
+  bool SampleWindowLocked();
+  void ClampWindow(std::vector<uint64_t>& vaddrs) const;
   void IssueAhead(uint64_t fault_addr);
   void StageAhead();
   void InstallStaged(bool wake, bool write);
@@ -173,7 +175,6 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   uint64_t windows_ = 0;                        // fetches (fault thread only)
   std::optional<Window> ahead_;                 // the window fetched ahead of the stream (fault thread only)
   std::optional<Staged> staged_;                // fault thread only
-  bool sample_ = false;                         // this fetch's window goes in write-protected to measure
   std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
 
   std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_
