@@ -171,7 +171,17 @@ void ProcessSession::FaultLoop() {
                      {wake_fd_, POLLIN, 0}};
     ssize_t n = read(uffd_, msgs, sizeof msgs);
     if (n > 0) {
-      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) HandleMessage(msgs[i]);
+      // Events that change the address space (UNMAP, FORK) before the batch's page faults. Reading an UNMAP
+      // lets the program's munmap (or MAP_FIXED mmap) return, so a fault queued before it and handled after
+      // it could install old contents into a fresh mapping at the same address; handled first, the unmap
+      // drops the range (and any window fetched ahead into it) and the stale fault zero-fills or fails with
+      // ENOENT. A FORK first snapshots the table as the child's page table has it, before this batch's
+      // faults make pages resident that the child never got.
+      const ssize_t count = n / static_cast<ssize_t>(sizeof(uffd_msg));
+      for (ssize_t i = 0; i < count; ++i)
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) HandleMessage(msgs[i]);
+      for (ssize_t i = 0; i < count; ++i)
+        if (msgs[i].event == UFFD_EVENT_PAGEFAULT) HandleMessage(msgs[i]);
       spin_until = NowNs() + options_.spin_us * 1000ull;
       continue;
     }

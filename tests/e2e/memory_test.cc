@@ -133,6 +133,15 @@ TEST_F(MemoryTest, SequentialAndRandomWorkingSetsMatchLocalRun) {
   EXPECT_GT(Sum(rnd, "evicted_clean_pages") + Sum(rnd, "evicted_dirty_pages"), 0u);
 }
 
+// A fresh mapping over a range that another thread is streaming through (remote faults, windows fetched
+// ahead) reads as zeros: nothing of the old mapping is installed after the unmap (the pmon handles a batch's
+// UNMAP before its page faults, and drops windows in flight into the range).
+TEST_F(MemoryTest, FreshMappingOverAStreamedRangeReadsZeros) {
+  auto stats = RunBoth({Programs() + "/remap_stream", "8", "24", "40"}, "16M");
+  EXPECT_GT(Sum(stats, "excache_misses"), 0u) << "the stream should fault remote pages: " << stats.dump();
+  EXPECT_GT(Sum(stats, "prefetch_issued_pages"), 0u) << stats.dump();
+}
+
 TEST_F(MemoryTest, ExecPosixSpawnAndSystemChildrenRunUnderLego) {
   // bash forks and execs; system() and posix_spawn use vfork-style clones: every child must say HELLO.
   auto r = Lego({"run", "--stats-json", "--", "/bin/bash", "-c",
