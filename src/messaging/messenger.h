@@ -120,7 +120,11 @@ class PendingCall {
   uint64_t request_id_ = 0;
   uint64_t conn_id_ = 0;
   uint16_t opcode_ = 0;
-  std::chrono::steady_clock::time_point deadline_;
+  // The deadline is kept on CLOCK_MONOTONIC_COARSE (a few ns to read, against ~25 for steady_clock here) and
+  // converted only when a caller has to sleep; it may then fire up to one coarse tick late, never early.
+  int64_t coarse_deadline_ns_ = 0;
+  void SetTimeout(Millis timeout);
+  std::chrono::steady_clock::time_point Deadline() const;
   std::mutex mu_;
   std::condition_variable cv_;
   std::atomic<bool> done_{false};
@@ -169,6 +173,8 @@ class Channel {
   const Millis connect_timeout_;
   std::mutex connect_mu_;  // serializes reconnects
   std::atomic<uint64_t> conn_id_{0};
+  // Messenger::conns_closed_ when conn_id_ was last seen alive: while it is unchanged, no lookup is needed.
+  std::atomic<uint64_t> checked_closed_{~uint64_t{0}};
 };
 
 class Messenger {
@@ -206,6 +212,18 @@ class Messenger {
   friend class PendingCall;
   friend class MessengerTestPeer;  // tests/transport: sends raw, malformed messages
 
+  // A send in flight: the header and payload stay alive until UCX's callback. The payload is a copy, or the
+  // buffer the sender handed over. Recycled through free_sends_.
+  struct HeldSend {
+    Messenger* m = nullptr;
+    proto::MsgHeader hdr;
+    size_t header_len = 0;
+    Bytes data;
+  };
+  static constexpr size_t kPooledSendBytes = 64 * 1024;
+  static constexpr size_t kMaxPooledSends = 64;
+  static constexpr size_t kInlineReplyBytes = 1024;  // larger replies never fit UCX's inline (short) sends
+
   struct Conn {
     uint64_t id = 0;
     ucp_ep_h ep = nullptr;
@@ -232,9 +250,11 @@ class Messenger {
                  std::span<const uint8_t> payload, Bytes* owned = nullptr);
   Status SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
                        std::span<const uint8_t> payload, Bytes* owned = nullptr);
+  void RecycleSend(HeldSend* held);  // REQUIRES worker_mu_
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
                                          Millis timeout, Bytes* owned = nullptr);
-  void CompleteCall(uint64_t request_id, uint64_t conn_id, Status status, std::span<const uint8_t> payload);
+  // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
+  void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
   void WaitCall(PendingCall* call);
   void Kick();
@@ -268,7 +288,9 @@ class Messenger {
   std::unordered_map<uint64_t, Conn> conns_;        // guarded by worker_mu_
   std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;  // guarded by worker_mu_
   std::vector<ucp_ep_h> to_close_;                  // guarded by worker_mu_: failed eps to close
+  std::vector<HeldSend*> free_sends_;               // guarded by worker_mu_
   uint64_t next_conn_id_ = 1;                       // guarded by worker_mu_
+  std::atomic<uint64_t> conns_closed_{0};           // bumped whenever a connection leaves conns_
 
   Mutex pending_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_ GUARDED_BY(pending_mu_);

@@ -20,7 +20,7 @@ class MessengerTestPeer {
     call->request_id_ = m.next_request_id_.fetch_add(1);
     call->conn_id_ = ch.conn_id();
     call->opcode_ = hdr.opcode;
-    call->deadline_ = std::chrono::steady_clock::now() + timeout;
+    call->SetTimeout(timeout);
     hdr.request_id = call->request_id_;
     {
       MutexLock pl(m.pending_mu_);
