@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -19,6 +20,8 @@ namespace {
 
 constexpr unsigned kAmId = 0;  // every Lego message uses one AM id; the header's opcode demultiplexes
 constexpr int kIdleEpollTimeoutMs = 1000;
+// How long the progress thread spins idle before it starts yielding the CPU (decision 002).
+constexpr auto kYieldAfterIdle = std::chrono::microseconds(5);
 
 inline void CpuRelax() { __builtin_ia32_pause(); }
 
@@ -506,7 +509,12 @@ void Messenger::ProgressLoop() {
       last_active = now;
       active = false;
     }
-    if (now - last_active < spin && !last_no_spin_.load(std::memory_order_relaxed)) continue;
+    if (now - last_active < spin && !last_no_spin_.load(std::memory_order_relaxed)) {
+      // Idle for a while within the spin window: yield now and then, so that the spin does not keep a
+      // thread on this CPU (a local peer that has to run before it can send us anything) waiting.
+      if (now - last_active > kYieldAfterIdle) sched_yield();
+      continue;
+    }
     ucs_status_t st;
     {
       std::lock_guard wl(worker_mu_);
@@ -540,22 +548,26 @@ void Messenger::WaitCall(PendingCall* call) {
   using Clock = std::chrono::steady_clock;
   // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off (not for FS calls: NoSpin).
   // The clock is read every 64 polls, starting after the first 64: replies over shared memory arrive
-  // sooner, with no clock read at all. The worker lock is taken per poll: holding it across polls (and
-  // stepping aside when lock_waiters_ says another thread wants it) made the pmon's remote-fault p50 jump
-  // from 13 to 60-70 us in 3 of 6 runs, its evictor and fault thread handing the lock over through futex
-  // sleeps.
+  // sooner, with no clock read at all. The worker lock is taken per poll, so that the daemon's other
+  // threads (a pmon's evictor) can send in between (holding it across polls measured no faster).
   spinning_callers_.fetch_add(1, std::memory_order_relaxed);
   if (!NoSpin(call->opcode_) && !call->done()) {
     const auto spin = std::chrono::microseconds(options_.spin_us);
-    Clock::time_point spin_until{};
+    Clock::time_point spin_until{}, yield_after{};
     for (unsigned i = 1; !call->done(); ++i) {
       LockWorker();
       ucp_worker_progress(worker_);
       worker_mu_.unlock();
       if ((i & 63) != 0) continue;
       auto now = Clock::now();
-      if (i == 64) spin_until = now + spin;
+      if (i == 64) {
+        spin_until = now + spin;
+        yield_after = now + kYieldAfterIdle;
+      }
       if (now >= spin_until) break;
+      // No reply for a while: the peer may be waiting for this very CPU (a daemon on the same host placed
+      // on our CPU), which a spin would keep from it for the whole spin window. Let it run.
+      if (now >= yield_after) sched_yield();
     }
   }
   spinning_callers_.fetch_sub(1, std::memory_order_relaxed);
