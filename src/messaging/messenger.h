@@ -220,7 +220,7 @@ class Messenger {
     size_t header_len = 0;
     Bytes data;
   };
-  static constexpr size_t kPooledSendBytes = 64 * 1024;
+  static constexpr size_t kPooledSendBytes = 16 * 1024;  // at most 64 x 16 KiB kept per messenger
   static constexpr size_t kMaxPooledSends = 64;
   static constexpr size_t kInlineReplyBytes = 1024;  // larger replies never fit UCX's inline (short) sends
 
