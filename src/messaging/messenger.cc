@@ -22,6 +22,8 @@ constexpr unsigned kAmId = 0;  // every Lego message uses one AM id; the header'
 constexpr int kIdleEpollTimeoutMs = 1000;
 // How long the progress thread spins idle before it starts yielding the CPU (decision 002).
 constexpr auto kYieldAfterIdle = std::chrono::microseconds(5);
+// How often the progress thread looks for pending calls past their deadline that nobody waits for.
+constexpr auto kSweepEvery = std::chrono::milliseconds(50);
 
 inline void CpuRelax() { __builtin_ia32_pause(); }
 
@@ -153,6 +155,18 @@ void PendingCall::SetTimeout(Millis timeout) {
 
 std::chrono::steady_clock::time_point PendingCall::Deadline() const {
   return std::chrono::steady_clock::now() + std::chrono::nanoseconds(coarse_deadline_ns_ - CoarseNanos());
+}
+
+void PendingCall::Abandon() {
+  if (done()) return;
+  {
+    MutexLock pl(m_->pending_mu_);
+    if (m_->pending_.erase(request_id_) == 0) return;  // completing or timing out right now
+  }
+  std::lock_guard lk(mu_);
+  status_ = Status(StatusCode::kInternal, "call abandoned by its caller");
+  done_.store(true, std::memory_order_release);
+  cv_.notify_all();
 }
 
 Result<Bytes> PendingCall::Wait() {
@@ -470,12 +484,17 @@ void Messenger::ProgressLoop() {
   auto last_active = Clock::now();
   bool active = false;  // something happened since last_active was stamped
   unsigned empty_polls = 0;
+  unsigned loops = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
+    if ((++loops & 255) == 0) SweepExpiredCalls();
     // While callers drive the worker themselves, stay out of their way (they also run inbound handlers).
     if (spinning_callers_.load(std::memory_order_relaxed) > 0) {
-      std::unique_lock lk(idle_mu_);
-      while (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load())
-        idle_cv_.wait_for(lk, Millis(1));
+      {
+        std::unique_lock lk(idle_mu_);
+        while (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load())
+          idle_cv_.wait_for(lk, Millis(1));
+      }
+      SweepExpiredCalls();
       active = true;
       continue;
     }
@@ -534,6 +553,7 @@ void Messenger::ProgressLoop() {
       }
     }
     active = k > 0;  // a wake-up with work starts a spin window; an idle timeout does not
+    SweepExpiredCalls();
   }
 }
 
@@ -582,16 +602,41 @@ void Messenger::WaitCall(PendingCall* call) {
       removed = pending_.erase(call->request_id_) > 0;
     }
     lk.lock();
-    if (removed) {
-      c_timeouts_->Increment();
-      call->status_ = Status(
-          StatusCode::kTimeout,
-          fmt::format("{} timed out on connection {}", proto::OpcodeName(call->opcode_), call->conn_id_));
-      call->done_.store(true, std::memory_order_release);
-      LEGO_LOG_RATELIMITED("call_timeout op={} conn={}", proto::OpcodeName(call->opcode_), call->conn_id_);
-    } else {
+    if (removed)
+      MarkTimedOut(call);
+    else
       call->cv_.wait(lk, [&] { return call->done(); });  // completion is racing us: it is imminent
+  }
+}
+
+void Messenger::MarkTimedOut(PendingCall* call) {
+  c_timeouts_->Increment();
+  call->status_ = Status(StatusCode::kTimeout, fmt::format("{} timed out on connection {}",
+                                                           proto::OpcodeName(call->opcode_), call->conn_id_));
+  call->done_.store(true, std::memory_order_release);
+  call->cv_.notify_all();
+  LEGO_LOG_RATELIMITED("call_timeout op={} conn={}", proto::OpcodeName(call->opcode_), call->conn_id_);
+}
+
+void Messenger::SweepExpiredCalls() {
+  const int64_t now = CoarseNanos();
+  if (now < next_sweep_ns_) return;
+  next_sweep_ns_ = now + std::chrono::nanoseconds(kSweepEvery).count();
+  std::vector<std::shared_ptr<PendingCall>> expired;
+  {
+    MutexLock pl(pending_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second->coarse_deadline_ns_ <= now) {
+        expired.push_back(std::move(it->second));
+        it = pending_.erase(it);
+      } else {
+        ++it;
+      }
     }
+  }
+  for (auto& call : expired) {
+    std::lock_guard cl(call->mu_);
+    MarkTimedOut(call.get());
   }
 }
 
@@ -908,6 +953,17 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     }
     Reject(conn_id, hdr, check.code, check.problem);
     return;
+  }
+  if (rndv && kind == proto::MsgKind::kReply) {
+    bool wanted;
+    {
+      MutexLock pl(pending_mu_);
+      wanted = pending_.count(hdr.request_id) > 0;
+    }
+    if (!wanted) {  // timed out or abandoned: not worth the transfer
+      LEGO_LOG_DEBUG("late_reply request_id={} bytes={}", hdr.request_id, len);
+      return;
+    }
   }
   if (rndv) {
     // Large payload: fetch it, then dispatch from the completion callback.

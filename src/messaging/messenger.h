@@ -111,6 +111,10 @@ class PendingCall {
  public:
   Result<Bytes> Wait();
   bool done() const { return done_.load(std::memory_order_acquire); }
+  // The caller no longer wants the reply (a window fetched ahead that the program will not use): the call
+  // leaves the pending table at once and its reply, if one still comes, is dropped unread (a large one is
+  // not even transferred). Wait() after Abandon() returns kInternal. No-op on a finished call.
+  void Abandon();
 
  private:
   friend class Messenger;
@@ -256,6 +260,10 @@ class Messenger {
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
   void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
+  // A call nobody waits for still times out: the progress thread fails every pending call past its
+  // deadline (at most kSweepEvery late while it runs, or one idle epoll timeout when nothing happens).
+  void SweepExpiredCalls();
+  void MarkTimedOut(PendingCall* call);  // REQUIRES call->mu_, and the call already out of pending_
   void WaitCall(PendingCall* call);
   void Kick();
 
@@ -295,6 +303,7 @@ class Messenger {
   Mutex pending_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_ GUARDED_BY(pending_mu_);
   std::atomic<uint64_t> next_request_id_{1};
+  int64_t next_sweep_ns_ = 0;  // CLOCK_MONOTONIC_COARSE; progress thread only
 
   std::unordered_map<uint16_t, Handler> handlers_;  // read-only after Start()
   std::function<std::vector<proto::StatsEntry>()> stats_provider_;

@@ -17,8 +17,9 @@ namespace lego::msg {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr uint16_t kSlowOp = 0x7f01;    // test-only opcode: replies after the delay in its payload (ms)
-constexpr uint16_t kNotifyOp = 0x7f02;  // test-only one-way opcode
+constexpr uint16_t kSlowOp = 0x7f01;     // test-only opcode: replies after the delay in its payload (ms)
+constexpr uint16_t kNotifyOp = 0x7f02;   // test-only one-way opcode
+constexpr uint16_t kSlowBigOp = 0x7f03;  // test-only opcode: u32 delay (ms), u32 n: replies n bytes after it
 
 std::unique_ptr<Messenger> Make(const std::string& name, uint32_t max_payload = proto::kDefaultMaxPayload) {
   MessengerOptions o;
@@ -39,6 +40,14 @@ class MessengerTest : public ::testing::Test {
       slow_threads_.emplace_back([r = std::move(r), ms]() mutable {
         std::this_thread::sleep_for(std::chrono::milliseconds(ms));
         r.Reply();
+      });
+    });
+    server_->Handle(kSlowBigOp, [this](const Incoming& in, Responder r) {
+      uint32_t arg[2] = {0, 0};
+      std::memcpy(arg, in.payload.data(), std::min<size_t>(sizeof(arg), in.payload.size()));
+      slow_threads_.emplace_back([r = std::move(r), ms = arg[0], n = arg[1]]() mutable {
+        std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+        r.Reply(proto::Bytes(n, 0x5a));
       });
     });
     server_->Handle(kNotifyOp,
@@ -141,6 +150,45 @@ TEST_F(MessengerTest, CallTimesOutWithTypedErrorAndLateReplyIsDropped) {
   uint32_t fast = 1;
   auto r2 = ch_->Call(kSlowOp, std::span(reinterpret_cast<uint8_t*>(&fast), 4), 2s);
   EXPECT_TRUE(r2.ok()) << r2.status().ToString();
+}
+
+TEST_F(MessengerTest, CallNobodyWaitsForStillTimesOutAndLeavesNoPendingEntry) {
+  uint32_t delay_ms = 2500;  // the reply comes long after the deadline (TearDown joins the server thread)
+  auto call = ch_->CallAsync(kSlowOp, std::span(reinterpret_cast<uint8_t*>(&delay_ms), 4), 100ms);
+  EXPECT_EQ(MessengerTestPeer::PendingCalls(*client_), 1u);
+  // Nobody calls Wait(): the progress thread's sweep fails it at its deadline (within about a second).
+  for (int i = 0; i < 200 && !call->done(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_TRUE(call->done());
+  EXPECT_EQ(MessengerTestPeer::PendingCalls(*client_), 0u);
+  EXPECT_EQ(call->Wait().status().code(), StatusCode::kTimeout);
+  ExpectServerAlive();
+}
+
+TEST_F(MessengerTest, AbandonedCallLeavesAtOnceAndItsLateReplyIsDropped) {
+  // A large reply (rendezvous: dropped without being transferred) and a small one (eager: dropped unread).
+  for (uint32_t n : {60000u, 16u}) {
+    uint32_t arg[2] = {300, n};
+    auto call = ch_->CallAsync(kSlowBigOp, std::span(reinterpret_cast<uint8_t*>(arg), sizeof(arg)), 5s);
+    EXPECT_FALSE(call->done());
+    auto t0 = std::chrono::steady_clock::now();
+    call->Abandon();
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 50ms);  // no waiting for the reply
+    EXPECT_TRUE(call->done());
+    EXPECT_EQ(MessengerTestPeer::PendingCalls(*client_), 0u);
+    EXPECT_EQ(call->Wait().status().code(), StatusCode::kInternal);
+    call->Abandon();                     // twice is harmless
+    std::this_thread::sleep_for(500ms);  // the late reply arrives and is dropped
+    // The connection still works, and a reply of the same size still reaches a caller who waits.
+    arg[0] = 1;
+    auto r = ch_->Call(kSlowBigOp, std::span(reinterpret_cast<uint8_t*>(arg), sizeof(arg)), 5s);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->size(), n);
+  }
+  // Abandoning a finished call changes nothing.
+  auto done = ch_->CallAsync(proto::kPing, {}, 5s);
+  ASSERT_TRUE(done->Wait().ok());
+  done->Abandon();
+  EXPECT_TRUE(done->Wait().ok());
 }
 
 TEST_F(MessengerTest, OneWayMessageIsDelivered) {

@@ -41,6 +41,11 @@ class MessengerTestPeer {
     return call;
   }
 
+  static size_t PendingCalls(Messenger& m) {
+    MutexLock pl(m.pending_mu_);
+    return m.pending_.size();
+  }
+
   static proto::MsgHeader RequestHeader(uint16_t opcode, size_t payload_len) {
     return proto::MsgHeader{proto::kMagic,
                             proto::kProtocolVersion,
