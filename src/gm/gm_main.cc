@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<gm::GmService> service;
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) {
-    gm::MembershipOptions mo{ctx.config.heartbeat_interval_ms, ctx.config.heartbeat_misses};
+    gm::MembershipOptions mo{ctx.config.heartbeat_interval_ms, ctx.config.heartbeat_misses, std::nullopt};
     gm::PlacementPolicy placement;
     if (!gm::ParsePlacementPolicy(ctx.config.placement, &placement))
       return InvalidArgument("unknown placement policy '" + ctx.config.placement + "'");

@@ -163,7 +163,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::atomic<bool> ended_{false};
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> remote_{0};
-  uint64_t attach_deadline_ms_ = 0;
+  int64_t attach_deadline_ms_ = 0;
   uint32_t last_tid_ = 0, follow_count_ = 0;  // fault thread only
   int current_cpu_ = -1;                      // a fork child that has not said HELLO by then is given up
 
@@ -193,7 +193,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   size_t Settle(const std::vector<uint64_t>& dropped, const std::vector<uint64_t>& kept,
                 const std::vector<uint64_t>& written);
   std::atomic<bool> remote_full_{false};  // told the program that new allocations must fail
-  uint64_t full_retry_ms_ = 0;            // while full, try a write-back again from then
+  int64_t full_retry_ms_ = 0;             // while full, try a write-back again from then
   void SetRemoteFull(int sock, bool full);
   std::vector<uint8_t> evict_buf_;
   std::vector<uint8_t> zeros_;
