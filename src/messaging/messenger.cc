@@ -489,12 +489,14 @@ void Messenger::ProgressLoop() {
     if ((++loops & 255) == 0) SweepExpiredCalls();
     // While callers drive the worker themselves, stay out of their way (they also run inbound handlers).
     if (spinning_callers_.load(std::memory_order_relaxed) > 0) {
-      {
-        std::unique_lock lk(idle_mu_);
-        while (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load())
-          idle_cv_.wait_for(lk, Millis(1));
+      while (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load()) {
+        {
+          std::unique_lock lk(idle_mu_);
+          if (spinning_callers_.load(std::memory_order_relaxed) > 0 && !stop_.load())
+            idle_cv_.wait_for(lk, Millis(1));
+        }
+        SweepExpiredCalls();  // callers may spin for a long time under steady traffic
       }
-      SweepExpiredCalls();
       active = true;
       continue;
     }
