@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <ctime>
+#include <random>
 
 #include <fmt/format.h>
 
@@ -190,6 +191,7 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
   }
   std::lock_guard lk(connect_mu_);
   id = conn_id_.load();
+  uint64_t salt = 0;
   {
     std::lock_guard wl(m_->worker_mu_);
     if (id != 0 && m_->conns_.count(id)) return id;  // another thread reconnected meanwhile
@@ -197,12 +199,13 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
     auto created = m_->CreateClientConn(addr_);
     if (!created.ok()) return created.status();
     id = created.value();
+    salt = m_->NewIdSalt();
   }
   // Handshake: proves the peer is a Lego endpoint of our protocol version.
   proto::HelloMsg hello{proto::kProtocolVersion, static_cast<uint8_t>(m_->options_.kind), 0,
                         static_cast<uint32_t>(getpid())};
   auto payload = proto::EncodeFixed(hello);
-  auto reply = m_->StartCall(id, proto::kHello, payload, timeout)->Wait();
+  auto reply = m_->StartCall(id, salt, proto::kHello, payload, timeout)->Wait();
   if (!reply.ok()) {
     std::lock_guard wl(m_->worker_mu_);
     m_->CloseConn(id, /*force=*/true);
@@ -218,6 +221,7 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
                   fmt::format("{} speaks protocol v{}, this is v{}", addr_.ToString(), peer->version,
                               proto::kProtocolVersion));
   }
+  id_salt_.store(salt);
   conn_id_.store(id);
   return id;
 }
@@ -241,7 +245,7 @@ std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uin
     call->done_.store(true);
     return call;
   }
-  return m_->StartCall(id.value(), opcode, payload, timeout, owned);
+  return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, owned);
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
@@ -316,6 +320,9 @@ Status Messenger::Init() {
   ap.flags = UCP_AM_FLAG_WHOLE_MSG;
   st = ucp_worker_set_am_recv_handler(worker_, &ap);
   if (st != UCS_OK) return Internal(fmt::format("ucp_worker_set_am_recv_handler: {}", ucs_status_string(st)));
+
+  std::random_device rd;
+  salt_state_ = (uint64_t{rd()} << 32) ^ rd();
 
   kick_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
@@ -840,12 +847,22 @@ void Messenger::OnSendDone(void* request, ucs_status_t status, void* user_data) 
   ucp_request_free(request);
 }
 
-std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint16_t opcode,
+uint64_t Messenger::NewIdSalt() {
+  uint64_t z = (salt_state_ += 0x9E3779B97F4A7C15ull);  // splitmix64
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return z & 0xFFFFFFFF00000000ull;
+}
+
+std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                                   std::span<const uint8_t> payload, Millis timeout,
                                                   Bytes* owned) {
   auto call = std::make_shared<PendingCall>();
   call->m_ = this;
-  call->request_id_ = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  // Unique within this messenger while fewer than 2^32 calls separate two pending ones (the counter's low
+  // half); unpredictable across connections (the salt).
+  call->request_id_ = id_salt | (next_request_id_.fetch_add(1, std::memory_order_relaxed) & 0xFFFFFFFFull);
   call->conn_id_ = conn_id;
   call->opcode_ = opcode;
   call->SetTimeout(timeout);
@@ -1021,7 +1038,7 @@ void Messenger::Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::spa
            fmt::format("opcode {:#06x} is not served by {}", hdr.opcode, options_.name));
     return;
   }
-  Incoming in{hdr.opcode, payload, conn_id, one_way};
+  Incoming in{hdr.opcode, payload, conn_id, one_way, hdr.request_id};
   try {
     it->second(in, Responder(this, conn_id, hdr.request_id, hdr.opcode, one_way));
   } catch (const std::exception& e) {

@@ -70,6 +70,7 @@ struct Incoming {
   std::span<const uint8_t> payload;
   uint64_t conn_id = 0;  // the connection it came on; stable for the connection's life
   bool one_way = false;
+  uint64_t request_id = 0;  // for logs (0 for one-way)
 };
 
 class Messenger;
@@ -177,6 +178,9 @@ class Channel {
   const Millis connect_timeout_;
   std::mutex connect_mu_;  // serializes reconnects
   std::atomic<uint64_t> conn_id_{0};
+  // The high half of this connection's request ids (random, low half zero): replies are matched by request
+  // id alone, so a peer must not be able to guess the ids of calls pending on our other connections.
+  std::atomic<uint64_t> id_salt_{0};
   // Messenger::conns_closed_ when conn_id_ was last seen alive: while it is unchanged, no lookup is needed.
   std::atomic<uint64_t> checked_closed_{~uint64_t{0}};
 };
@@ -255,8 +259,11 @@ class Messenger {
   Status SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
                        std::span<const uint8_t> payload, Bytes* owned = nullptr);
   void RecycleSend(HeldSend* held);  // REQUIRES worker_mu_
-  std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint16_t opcode, std::span<const uint8_t> payload,
-                                         Millis timeout, Bytes* owned = nullptr);
+  // The call's request id is id_salt (high half) | a per-messenger counter (low half).
+  std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
+                                         std::span<const uint8_t> payload, Millis timeout,
+                                         Bytes* owned = nullptr);
+  uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
   void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
@@ -298,6 +305,7 @@ class Messenger {
   std::vector<ucp_ep_h> to_close_;                  // guarded by worker_mu_: failed eps to close
   std::vector<HeldSend*> free_sends_;               // guarded by worker_mu_
   uint64_t next_conn_id_ = 1;                       // guarded by worker_mu_
+  uint64_t salt_state_ = 0;                         // guarded by worker_mu_: splitmix64 state for NewIdSalt
   std::atomic<uint64_t> conns_closed_{0};           // bumped whenever a connection leaves conns_
 
   Mutex pending_mu_;

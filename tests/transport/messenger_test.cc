@@ -273,6 +273,53 @@ TEST_F(MessengerTest, HandlerThatForgetsToReplyAnswersInternalNotTimeout) {
   EXPECT_EQ(r.status().code(), StatusCode::kInternal);
 }
 
+TEST(MessengerTrust, PeerCannotCompleteACallPendingOnAnotherConnection) {
+  // Replies are matched by request id alone (protocol.md). A peer that learns the id of a call made to it
+  // and forges replies to the ids around it must not complete a call the client has pending elsewhere.
+  constexpr uint16_t kSpyOp = 0x7f04;
+  auto a = Make("a"), b = Make("b"), c = Make("c");
+  std::atomic<uint64_t> seen_id{0}, seen_conn{0};
+  a->Handle(kSpyOp, [&](const Incoming& in, Responder r) {
+    seen_id = in.request_id;
+    seen_conn = in.conn_id;
+    r.Reply();
+  });
+  std::vector<std::thread> slow;
+  b->Handle(kSlowOp, [&](const Incoming&, Responder r) {
+    slow.emplace_back([r = std::move(r)]() mutable {
+      std::this_thread::sleep_for(300ms);
+      r.Reply();
+    });
+  });
+  for (auto* m : {a.get(), b.get()}) {
+    ASSERT_TRUE(m->Listen({"127.0.0.1", 0}).ok());
+    ASSERT_TRUE(m->Start().ok());
+  }
+  ASSERT_TRUE(c->Start().ok());
+  auto cha = c->Connect(a->listen_address(), 5s), chb = c->Connect(b->listen_address(), 5s);
+  ASSERT_TRUE(cha.ok() && chb.ok());
+  ASSERT_TRUE(cha.value()->Call(kSpyOp, {}, 5s).ok());
+  const uint64_t id = seen_id.load();
+  ASSERT_NE(id, 0u);
+  auto victim = chb.value()->CallAsync(kSlowOp, {}, 5s);
+  const std::string forged = "forged";
+  const auto bytes = std::span(reinterpret_cast<const uint8_t*>(forged.data()), forged.size());
+  for (uint64_t k = 1; k <= 8; ++k) {
+    for (uint64_t guess : {id + k, (id & uint64_t{0xFFFFFFFF}) + k}) {
+      EXPECT_TRUE(MessengerTestPeer::SendReply(*a, seen_conn.load(), kSlowOp, guess, bytes).ok());
+    }
+  }
+  std::this_thread::sleep_for(100ms);
+  EXPECT_FALSE(victim->done()) << "a forged reply completed a call pending on another connection";
+  auto r = victim->Wait();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->empty());  // b's real reply, not the forged payload
+  c->Shutdown();
+  for (auto& t : slow) t.join();
+  a->Shutdown();
+  b->Shutdown();
+}
+
 TEST(MessengerConnect, UnreachablePeerFailsFastWithTypedError) {
   auto m = Make("c");
   ASSERT_TRUE(m->Start().ok());

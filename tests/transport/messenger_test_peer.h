@@ -41,6 +41,12 @@ class MessengerTestPeer {
     return call;
   }
 
+  // Sends a reply with any request id on connection conn_id of m (a peer forging replies).
+  static Status SendReply(Messenger& m, uint64_t conn_id, uint16_t opcode, uint64_t request_id,
+                          std::span<const uint8_t> payload) {
+    return m.SendMsg(conn_id, proto::MsgKind::kReply, opcode, request_id, 0, payload);
+  }
+
   static size_t PendingCalls(Messenger& m) {
     MutexLock pl(m.pending_mu_);
     return m.pending_.size();
