@@ -245,7 +245,7 @@ std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload
 }
 
 std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                            Bytes* owned) {
+                                            Bytes* owned, bool small_reply) {
   auto id = EnsureConnected(std::min(timeout, connect_timeout_));
   if (!id.ok()) {
     auto call = std::make_shared<PendingCall>();
@@ -254,11 +254,16 @@ std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uin
     call->done_.store(true);
     return call;
   }
-  return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, owned);
+  return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, owned,
+                       small_reply);
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
   return CallAsync(opcode, payload, timeout)->Wait();
+}
+
+Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Reply reply) {
+  return Begin(opcode, payload, timeout, nullptr, reply == Reply::kSmall)->Wait();
 }
 
 void Channel::Reset() {
@@ -588,7 +593,14 @@ void Messenger::WaitCall(PendingCall* call) {
   // The clock is read every 64 polls, starting after the first 64: replies over shared memory arrive
   // sooner, with no clock read at all. The worker lock is taken per poll, so that the daemon's other
   // threads (a pmon's evictor) can send in between (holding it across polls measured no faster).
-  if (PollForReply(call->opcode_, call->request_bytes_) && WaitFsCall(call)) return;
+  // One such waiter at a time: every poller wakes for every event, and a herd of them (a pmon's FUSE
+  // threads with several READs in flight) cost more than the wake-up they save.
+  if (PollForReply(call->opcode_, call->request_bytes_, call->small_reply_) &&
+      !fs_poller_.exchange(true, std::memory_order_acquire)) {
+    const bool waited = WaitFsCall(call);
+    fs_poller_.store(false, std::memory_order_release);
+    if (waited) return;
+  }
   spinning_callers_.fetch_add(1, std::memory_order_relaxed);
   if (!NoSpin(call->opcode_) && !call->done()) {
     const auto spin = std::chrono::microseconds(options_.spin_us);
@@ -925,7 +937,7 @@ uint64_t Messenger::NewIdSalt() {
 
 std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                                   std::span<const uint8_t> payload, Millis timeout,
-                                                  Bytes* owned) {
+                                                  Bytes* owned, bool small_reply) {
   auto call = std::make_shared<PendingCall>();
   call->m_ = this;
   // Unique within this messenger while fewer than 2^32 calls separate two pending ones (the counter's low
@@ -934,6 +946,7 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_
   call->conn_id_ = conn_id;
   call->opcode_ = opcode;
   call->request_bytes_ = payload.size();
+  call->small_reply_ = small_reply;
   call->SetTimeout(timeout);
   {
     MutexLock pl(pending_mu_);

@@ -127,6 +127,7 @@ class PendingCall {
   uint64_t conn_id_ = 0;
   uint16_t opcode_ = 0;
   size_t request_bytes_ = 0;
+  bool small_reply_ = false;  // the caller said so (Channel::Reply::kSmall)
   // The deadline is kept on CLOCK_MONOTONIC_COARSE (a few ns to read, against ~25 for steady_clock here) and
   // converted only when a caller has to sleep; it may then fire up to one coarse tick late, never early.
   int64_t coarse_deadline_ns_ = 0;
@@ -148,6 +149,10 @@ class PendingCall {
 class Channel {
  public:
   Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
+  // The same, for a caller that knows its reply will be small (an FS READ of a few KiB): the wait may then
+  // sleep on UCX's wake-up fd itself (Messenger::PollForReply).
+  enum class Reply { kAnySize, kSmall };
+  Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Reply reply);
   std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
   // The same, handing the request buffer over (an rvalue Bytes): a large request is sent from it without a
   // copy. Templates so that Call(op, {}, t) still means the span overload.
@@ -177,7 +182,7 @@ class Channel {
   std::shared_ptr<PendingCall> CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout);
   // Connects if needed and starts the call; owned (if set) holds payload and may be kept by the send.
   std::shared_ptr<PendingCall> Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                     Bytes* owned);
+                                     Bytes* owned, bool small_reply = false);
 
   Messenger* m_;
   const HostPort addr_;
@@ -268,7 +273,7 @@ class Messenger {
   // The call's request id is id_salt (high half) | a per-messenger counter (low half).
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                          std::span<const uint8_t> payload, Millis timeout,
-                                         Bytes* owned = nullptr);
+                                         Bytes* owned = nullptr, bool small_reply = false);
   uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
   void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
@@ -337,13 +342,15 @@ class Messenger {
   static bool NoSpin(uint16_t opcode) { return (opcode >> 8) == 0x04; }
   // Which FS calls wait in poll() on the worker's fd beside the progress thread (WaitFsCall) rather than on
   // their condition variable: those with small requests and small replies. Measured (decision 007): fsync'ed
-  // 4 KB writes +55-70%, but 1 MiB writes and reads (rendezvous transfers) 20-40% slower, so READ and
-  // READDIR (whose replies may be large) and requests over 64 KiB keep the condition variable.
-  static bool PollForReply(uint16_t opcode, size_t request_bytes) {
-    return NoSpin(opcode) && opcode != proto::kFsRead && opcode != proto::kFsReaddir &&
-           request_bytes <= 64 * 1024;
+  // 4 KB writes +55-70%, but 1 MiB writes and reads (rendezvous transfers) 20-40% slower, so requests over
+  // 64 KiB, and READ and READDIR (whose replies may be large) unless the caller says the reply is small,
+  // keep the condition variable.
+  static bool PollForReply(uint16_t opcode, size_t request_bytes, bool small_reply) {
+    return NoSpin(opcode) && request_bytes <= 64 * 1024 &&
+           (small_reply || (opcode != proto::kFsRead && opcode != proto::kFsReaddir));
   }
   std::atomic<bool> last_no_spin_{false};  // the last message delivered was an FS message
+  std::atomic<bool> fs_poller_{false};     // a caller is in WaitFsCall
 
   std::thread progress_thread_;
   std::atomic<bool> stop_{false};

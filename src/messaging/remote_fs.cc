@@ -75,7 +75,10 @@ proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
   for (int attempt = 0;; ++attempt) {
     auto ch = ChannelFor(req.f.vnode);
     if (!ch.ok()) return fail(ch.status());
-    auto reply = ch.value()->Call(proto::FsOpcode(req.op), payload, options_.timeout);
+    // A READ of up to 64 KiB has a small reply: its wait may take the one-wake-up path (decision 007).
+    const auto size = req.op == proto::FsOp::kRead && req.f.length <= 64 * 1024 ? Channel::Reply::kSmall
+                                                                                : Channel::Reply::kAnySize;
+    auto reply = ch.value()->Call(proto::FsOpcode(req.op), payload, options_.timeout, size);
     if (!reply.ok()) {
       StatusCode c = reply.status().code();
       if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
