@@ -589,18 +589,19 @@ void Messenger::LockWorker() {
 
 void Messenger::WaitCall(PendingCall* call) {
   using Clock = std::chrono::steady_clock;
-  // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off (not for FS calls: NoSpin).
-  // The clock is read every 64 polls, starting after the first 64: replies over shared memory arrive
-  // sooner, with no clock read at all. The worker lock is taken per poll, so that the daemon's other
-  // threads (a pmon's evictor) can send in between (holding it across polls measured no faster).
-  // One such waiter at a time: every poller wakes for every event, and a herd of them (a pmon's FUSE
-  // threads with several READs in flight) cost more than the wake-up they save.
+  // A small FS call sleeps on UCX's wake-up fd itself (WaitFsCall), one such waiter at a time: every poller
+  // wakes for every event, and a herd of them (a pmon's FUSE threads with several READs in flight) cost
+  // more than the wake-up they save.
   if (PollForReply(call->opcode_, call->request_bytes_, call->small_reply_) &&
       !fs_poller_.exchange(true, std::memory_order_acquire)) {
     const bool waited = WaitFsCall(call);
     fs_poller_.store(false, std::memory_order_release);
     if (waited) return;
   }
+  // Fast path: drive the worker ourselves for up to spin_us; no thread hand-off (not for FS calls: NoSpin).
+  // The clock is read every 64 polls, starting after the first 64: replies over shared memory arrive
+  // sooner, with no clock read at all. The worker lock is taken per poll, so that the daemon's other
+  // threads (a pmon's evictor) can send in between (holding it across polls measured no faster).
   spinning_callers_.fetch_add(1, std::memory_order_relaxed);
   if (!NoSpin(call->opcode_) && !call->done()) {
     const auto spin = std::chrono::microseconds(options_.spin_us);
