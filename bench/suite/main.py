@@ -376,10 +376,17 @@ def run_redis(ctx: wl.Ctx, prefix: list[str], env: dict | None, timeout: float, 
                 if bench.returncode != 0:
                     status = "failed: redis-benchmark: %s" % bench.stderr[-300:].decode(errors="replace")
                 else:
-                    size = call(["dbsize"], limit=60).stdout.strip()
-                    dig = call(["debug", "digest"], limit=120).stdout.strip()
-                    digest = b"dbsize=%s digest=%s\n" % (size, dig)
-                    status = "ok"
+                    size = call(["dbsize"], limit=60)
+                    dig = call(["debug", "digest"], limit=120)
+                    if size.returncode != 0 or dig.returncode != 0 or not dig.stdout.strip():
+                        # The server is gone (a memory cgroup's OOM kill, say): the run did not finish;
+                        # an empty digest is not a wrong answer.
+                        why = (size.stdout + size.stderr + dig.stdout + dig.stderr)[-300:].decode(errors="replace")
+                        status = "failed: redis-cli after the benchmark: %s%s" % (
+                            why.strip(), " (redis-server exited)" if _exited(server.pid) else "")
+                    else:
+                        digest = b"dbsize=%s digest=%s\n" % (size.stdout.strip(), dig.stdout.strip())
+                        status = "ok"
     except subprocess.TimeoutExpired:
         status, seconds = "timeout", time.monotonic() - (deadline - timeout)
     finally:
