@@ -626,19 +626,22 @@ void Messenger::WaitCall(PendingCall* call) {
   if (call->done()) return;
   Kick();  // the progress thread takes over driving the worker
   std::unique_lock lk(call->mu_);
-  if (!call->cv_.wait_until(lk, call->Deadline(), [&] { return call->done(); })) {
-    lk.unlock();
-    bool removed = false;
-    {
-      MutexLock pl(pending_mu_);
-      removed = pending_.erase(call->request_id_) > 0;
-    }
-    lk.lock();
-    if (removed)
-      MarkTimedOut(call);
-    else
-      call->cv_.wait(lk, [&] { return call->done(); });  // completion is racing us: it is imminent
+  if (!call->cv_.wait_until(lk, call->Deadline(), [&] { return call->done(); })) ExpireWait(call, lk);
+}
+
+// The caller's deadline passed without a reply: whoever takes the call out of the pending table completes it.
+void Messenger::ExpireWait(PendingCall* call, std::unique_lock<std::mutex>& lk) {
+  lk.unlock();
+  bool removed = false;
+  {
+    MutexLock pl(pending_mu_);
+    removed = pending_.erase(call->request_id_) > 0;
   }
+  lk.lock();
+  if (removed)
+    MarkTimedOut(call);
+  else
+    call->cv_.wait(lk, [&] { return call->done(); });  // completion is racing us: it is imminent
 }
 
 namespace {
@@ -684,18 +687,7 @@ bool Messenger::WaitFsCall(PendingCall* call) {
   }
   std::unique_lock lk(call->mu_);
   call->waker_fd_ = -1;  // from here on nobody writes to this thread's eventfd for this call
-  if (call->done()) return true;
-  lk.unlock();
-  bool removed = false;
-  {
-    MutexLock pl(pending_mu_);
-    removed = pending_.erase(call->request_id_) > 0;
-  }
-  lk.lock();
-  if (removed)
-    MarkTimedOut(call);
-  else
-    call->cv_.wait(lk, [&] { return call->done(); });  // completion is racing us: it is imminent
+  if (!call->done()) ExpireWait(call, lk);
   return true;
 }
 

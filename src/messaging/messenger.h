@@ -286,6 +286,7 @@ class Messenger {
   // An FS call's wait: poll the worker's wake-up fd beside the progress thread (decision 007). Returns false
   // if it cannot (no eventfd): the caller then sleeps on the call's condition variable.
   bool WaitFsCall(PendingCall* call);
+  void ExpireWait(PendingCall* call, std::unique_lock<std::mutex>& lk);  // lk holds call->mu_
   void Kick();
 
   // UCX callbacks (static trampolines).
