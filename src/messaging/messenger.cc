@@ -959,7 +959,8 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_
   return call;
 }
 
-void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload) {
+void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
+                             Bytes* owned) {
   std::shared_ptr<PendingCall> call;
   {
     MutexLock pl(pending_mu_);
@@ -973,7 +974,12 @@ void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const
   }
   std::lock_guard cl(call->mu_);
   call->status_ = std::move(status);
-  if (call->status_.ok()) call->reply_.assign(payload.begin(), payload.end());
+  if (call->status_.ok()) {
+    if (owned && owned->data() == payload.data() && owned->size() == payload.size())
+      call->reply_ = std::move(*owned);  // a rendezvous reply: its buffer, not a copy
+    else
+      call->reply_.assign(payload.begin(), payload.end());
+  }
   call->done_.store(true, std::memory_order_release);
   call->WakeWaiterLocked();
 }
@@ -1076,31 +1082,34 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     }
     return;
   }
-  Deliver(hdr, conn_id, std::span(static_cast<const uint8_t*>(data), len));
+  Deliver(hdr, conn_id, std::span(static_cast<const uint8_t*>(data), len), nullptr);
 }
 
-void Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload) {
+void Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
+                        Bytes* owned) {
   last_no_spin_.store(NoSpin(hdr.opcode), std::memory_order_relaxed);
-  if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kReply)) return Dispatch(hdr, conn_id, payload);
+  if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kReply)) return Dispatch(hdr, conn_id, payload, owned);
   Status st;
   if (hdr.status != 0)  // an error reply carries its message as the payload
     st = Status(proto::ReplyStatus(hdr.status), std::string(reinterpret_cast<const char*>(payload.data()),
                                                             std::min(payload.size(), proto::kMaxStringLen)));
-  CompleteCall(hdr.request_id, std::move(st), payload);
+  CompleteCall(hdr.request_id, std::move(st), payload, owned);
 }
 
 void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
   auto* rr = static_cast<RndvRecv*>(user_data);
   if (request) ucp_request_free(request);
   if (status == UCS_OK) {
-    rr->m->Deliver(rr->hdr, rr->conn_id, std::span<const uint8_t>(rr->buf.data(), length));
+    rr->buf.resize(std::min(length, rr->buf.size()));
+    rr->m->Deliver(rr->hdr, rr->conn_id, std::span<const uint8_t>(rr->buf.data(), rr->buf.size()), &rr->buf);
   } else {
     LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", rr->conn_id, ucs_status_string(status));
   }
   delete rr;
 }
 
-void Messenger::Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload) {
+void Messenger::Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
+                         Bytes* owned) {
   const bool one_way = hdr.kind == static_cast<uint8_t>(proto::MsgKind::kOneWay);
   if (conn_id == 0 && !one_way) {
     LEGO_LOG_RATELIMITED("request_without_reply_ep op={:#06x}", hdr.opcode);
@@ -1113,7 +1122,7 @@ void Messenger::Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::spa
            fmt::format("opcode {:#06x} is not served by {}", hdr.opcode, options_.name));
     return;
   }
-  Incoming in{hdr.opcode, payload, conn_id, one_way, hdr.request_id};
+  Incoming in{hdr.opcode, payload, conn_id, one_way, hdr.request_id, owned};
   try {
     it->second(in, Responder(this, conn_id, hdr.request_id, hdr.opcode, one_way));
   } catch (const std::exception& e) {

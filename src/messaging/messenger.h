@@ -72,6 +72,10 @@ struct Incoming {
   uint64_t conn_id = 0;  // the connection it came on; stable for the connection's life
   bool one_way = false;
   uint64_t request_id = 0;  // for logs (0 for one-way)
+  // The buffer `payload` lies in, when the handler may take it (a rendezvous-sized message, received into
+  // a buffer of its own): moving from it keeps `payload`'s bytes where they are (a moved vector keeps its
+  // storage), so a handler that queues work can keep the payload without copying it. Else nullptr.
+  Bytes* owned = nullptr;
 };
 
 class Messenger;
@@ -276,7 +280,9 @@ class Messenger {
                                          Bytes* owned = nullptr, bool small_reply = false);
   uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
-  void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload);
+  // `owned`: the buffer `payload` fills (a rendezvous receive); the reply takes it instead of a copy.
+  void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
+                    Bytes* owned = nullptr);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
   // A call nobody waits for still times out: the progress thread fails every pending call past its
   // deadline (at most kSweepEvery late while it runs, or one idle epoll timeout when nothing happens).
@@ -299,9 +305,12 @@ class Messenger {
 
   void HandleAm(const void* header, size_t header_len, void* data, size_t len,
                 const ucp_am_recv_param_t* param);
-  void Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload);
+  void Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
+                Bytes* owned);
   // A validated message with its whole payload: completes a call (reply) or dispatches to a handler.
-  void Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload);
+  // `owned`: the buffer that holds exactly the payload, when it may be taken (see Incoming::owned).
+  void Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
+               Bytes* owned = nullptr);
   void Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
 
   MessengerOptions options_;

@@ -62,19 +62,20 @@ bool Idempotent(proto::FsOp op) {
 }
 }  // namespace
 
-proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
-  auto fail = [&](const Status& st) {
-    transport_errors_.fetch_add(1);
-    LEGO_LOG_RATELIMITED("fs_request_failed op={} vnode={} path=\"{}\" why=\"{}\"", proto::FsOpName(req.op),
-                         req.f.vnode, req.path, st.ToString());
-    return proto::FsReply::Errno(EIO);
-  };
+proto::FsReply RemoteFs::Fail(const proto::FsRequest& req, const Status& st) {
+  transport_errors_.fetch_add(1);
+  LEGO_LOG_RATELIMITED("fs_request_failed op={} vnode={} path=\"{}\" why=\"{}\"", proto::FsOpName(req.op),
+                       req.f.vnode, req.path, st.ToString());
+  return proto::FsReply::Errno(EIO);
+}
+
+Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& req) {
   const Bytes payload = proto::EncodeFsRequest(req);
   // One more attempt, for an idempotent request whose peer was found gone (restarted, perhaps on another
   // port: the route is looked up again). Never after a timeout: the program must get EIO within it.
   for (int attempt = 0;; ++attempt) {
     auto ch = ChannelFor(req.f.vnode);
-    if (!ch.ok()) return fail(ch.status());
+    if (!ch.ok()) return ch.status();
     // A READ of up to 64 KiB has a small reply: its wait may take the one-wake-up path (decision 007).
     const auto size = req.op == proto::FsOp::kRead && req.f.length <= 64 * 1024 ? Channel::Reply::kSmall
                                                                                 : Channel::Reply::kAnySize;
@@ -85,12 +86,27 @@ proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
         ch.value()->Reset();
       Forget(req.f.vnode);
       if (attempt == 0 && c == StatusCode::kPeerUnreachable && Idempotent(req.op)) continue;
-      return fail(reply.status());
     }
-    auto decoded = proto::DecodeFsReply(req.op, reply.value());
-    if (!decoded.ok()) return fail(decoded.status());
-    return std::move(decoded.value());
+    return reply;
   }
+}
+
+proto::FsReply RemoteFs::Execute(const proto::FsRequest& req) {
+  auto reply = Exchange(req);
+  if (!reply.ok()) return Fail(req, reply.status());
+  auto decoded = proto::DecodeFsReply(req.op, reply.value());
+  if (!decoded.ok()) return Fail(req, decoded.status());
+  return std::move(decoded.value());
+}
+
+proto::FsReply RemoteFs::ReadInto(const proto::FsRequest& req, std::span<uint8_t> dst, size_t* n) {
+  *n = 0;
+  if (req.op != proto::FsOp::kRead) return FsService::ReadInto(req, dst, n);
+  auto reply = Exchange(req);
+  if (!reply.ok()) return Fail(req, reply.status());
+  auto decoded = proto::DecodeFsReadReplyInto(reply.value(), dst, n);
+  if (!decoded.ok()) return Fail(req, decoded.status());
+  return std::move(decoded.value());
 }
 
 void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, FsFastPath try_inline) {
@@ -105,16 +121,22 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
       proto::FsReply fast;
       if (try_inline && try_inline(check.value(), &fast))
         return r.Reply(proto::EncodeFsReply(check->op, fast));
-      // The payload lives only during this call: the job keeps the decoded request and its own copy of the
-      // write data (the only field that points into the payload).
+      // The payload lives only during this call: the job keeps the decoded request and the write data (the
+      // only field that points into the payload): the payload's own buffer when the messenger hands it over
+      // (a large WRITE: moving a vector keeps its bytes where they are, so req.data stays valid), else a
+      // copy.
       struct Pending {
         proto::FsRequest req;
         Bytes data;
         Responder r;
       };
       auto p = std::make_shared<Pending>(Pending{std::move(check.value()), {}, std::move(r)});
-      p->data.assign(p->req.data.begin(), p->req.data.end());
-      p->req.data = p->data;
+      if (in.owned != nullptr && !p->req.data.empty()) {
+        p->data = std::move(*in.owned);
+      } else {
+        p->data.assign(p->req.data.begin(), p->req.data.end());
+        p->req.data = p->data;
+      }
       auto job = [&service, p] {
         proto::FsReply reply = service.Execute(p->req);
         p->r.Reply(proto::EncodeFsReply(p->req.op, reply));

@@ -36,6 +36,8 @@ class RemoteFs : public proto::FsService {
  public:
   RemoteFs(Messenger& messenger, HostPort gm, RemoteFsOptions options);
   proto::FsReply Execute(const proto::FsRequest& req) override;
+  // The reply's data is decoded straight into dst (no FsReply::data in between).
+  proto::FsReply ReadInto(const proto::FsRequest& req, std::span<uint8_t> dst, size_t* n) override;
 
   // The vNode as lego-gm describes it now (by id, or by name with req.id == 0). The default timeout leaves
   // the gm time to create the default vNode on its smon (gm::kSmonCallTimeout is 10 s).
@@ -43,6 +45,10 @@ class RemoteFs : public proto::FsService {
   uint64_t transport_errors() const { return transport_errors_.load(); }
 
  private:
+  // Sends req and returns the raw reply, retrying once as described above.
+  Result<Bytes> Exchange(const proto::FsRequest& req);
+  // Counts and logs a transport failure; the program gets EIO.
+  proto::FsReply Fail(const proto::FsRequest& req, const Status& st);
   Result<std::shared_ptr<Channel>> ChannelFor(uint32_t vnode);
   void Forget(uint32_t vnode);
 

@@ -270,10 +270,9 @@ struct FuseOps {
       FsRequest req = Req(FsOp::kRead, wire);
       req.f.offset = static_cast<uint64_t>(off) + done;
       req.f.length = want;
-      FsReply r = self->Call(req);
+      size_t got = 0;  // the reply's data lands in libfuse's buffer directly
+      FsReply r = self->CallRead(req, std::span(reinterpret_cast<uint8_t*>(buf) + done, want), &got);
       if (r.err() != 0) return done > 0 ? static_cast<int>(done) : -r.err();
-      const size_t got = std::min(r.data.size(), want);
-      std::memcpy(buf + done, r.data.data(), got);
       done += got;
       if (got < want) break;  // end of file
     }
@@ -629,11 +628,13 @@ int VnodeMount::CheckAccess() {
   return -EACCES;
 }
 
-proto::FsReply VnodeMount::Call(proto::FsRequest& req) {
+proto::FsReply VnodeMount::Call(proto::FsRequest& req) { return CallRead(req, {}, nullptr); }
+
+proto::FsReply VnodeMount::CallRead(proto::FsRequest& req, std::span<uint8_t> dst, size_t* n) {
   req.f.vnode = vnode_id_;
   const auto op = static_cast<uint16_t>(req.op);
   if (op >= 1 && op <= proto::kFsOpCount) requests_[op].fetch_add(1, std::memory_order_relaxed);
-  proto::FsReply r = backend_->Execute(req);
+  proto::FsReply r = n != nullptr ? backend_->ReadInto(req, dst, n) : backend_->Execute(req);
   if (r.err() != 0) {
     errors_.fetch_add(1, std::memory_order_relaxed);
     if (r.err() < 0 || r.err() > static_cast<int>(proto::kFsMaxErrno)) {

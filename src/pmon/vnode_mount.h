@@ -41,6 +41,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -102,6 +103,8 @@ class VnodeMount {
              const MountOptions& opts);
   // The backend's reply to req, counted; a reply with an errno out of range becomes EIO.
   proto::FsReply Call(proto::FsRequest& req);
+  // The same for a kRead whose data goes into dst (*n: bytes); with n == nullptr, Call.
+  proto::FsReply CallRead(proto::FsRequest& req, std::span<uint8_t> dst, size_t* n);
   // 0 if the calling FUSE request may proceed, else -EACCES.
   int CheckAccess();
   void CountBadPath() { bad_path_.fetch_add(1, std::memory_order_relaxed); }

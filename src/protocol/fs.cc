@@ -1,6 +1,8 @@
 #include "protocol/fs.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -147,6 +149,37 @@ Result<FsReply> DecodeFsReply(FsOp op, std::span<const uint8_t> payload) {
   if (op == FsOp::kStatfs) LEGO_RETURN_IF_ERROR(r.Get(&m.statfs, "statfs"));
   LEGO_RETURN_IF_ERROR(r.Finish());
   return m;
+}
+
+Result<FsReply> DecodeFsReadReplyInto(std::span<const uint8_t> payload, std::span<uint8_t> dst, size_t* n) {
+  *n = 0;
+  const char* what = "fs.read reply";
+  Reader r(payload, what);
+  FsReply m;
+  LEGO_RETURN_IF_ERROR(r.Get(&m.f, "fixed"));
+  if (m.f.err < 0 || static_cast<uint32_t>(m.f.err) > kFsMaxErrno)
+    return BadMessage(fmt::format("{}: errno {} out of range", what, m.f.err));
+  if (m.f.err != 0) {
+    LEGO_RETURN_IF_ERROR(r.Finish());
+    return m;
+  }
+  if (r.remaining() > kFsMaxIo)
+    return BadMessage(fmt::format("{}: {} bytes of data exceed {}", what, r.remaining(), kFsMaxIo));
+  auto rest = payload.subspan(payload.size() - r.remaining());
+  *n = std::min(rest.size(), dst.size());
+  if (*n > 0) std::memcpy(dst.data(), rest.data(), *n);
+  return m;
+}
+
+FsReply FsService::ReadInto(const FsRequest& req, std::span<uint8_t> dst, size_t* n) {
+  FsReply r = Execute(req);
+  *n = 0;
+  if (r.err() == 0) {
+    *n = std::min(r.data.size(), dst.size());
+    if (*n > 0) std::memcpy(dst.data(), r.data.data(), *n);
+    r.data.clear();
+  }
+  return r;
 }
 
 }  // namespace lego::proto

@@ -175,6 +175,10 @@ Bytes EncodeFsRequest(const FsRequest& req);
 Result<FsRequest> DecodeFsRequest(uint16_t opcode, std::span<const uint8_t> payload);
 Bytes EncodeFsReply(FsOp op, const FsReply& reply);
 Result<FsReply> DecodeFsReply(FsOp op, std::span<const uint8_t> payload);
+// A kRead reply whose data is copied straight into `dst` (at most dst.size() bytes; *n gets how many)
+// rather than into FsReply::data, which stays empty: one copy fewer on the way to a caller's buffer.
+// Validated as DecodeFsReply validates a kRead reply.
+Result<FsReply> DecodeFsReadReplyInto(std::span<const uint8_t> payload, std::span<uint8_t> dst, size_t* n);
 
 // Something that answers FS requests: the smon's file store, the mmon's buffer cache, a remote peer.
 // Execute never throws; a failure is an FsReply with err set. Thread-safety is each implementation's.
@@ -182,6 +186,9 @@ class FsService {
  public:
   virtual ~FsService() = default;
   virtual FsReply Execute(const FsRequest& req) = 0;
+  // A kRead whose data goes into `dst` (at most dst.size() bytes; *n gets how many, 0 on error); the
+  // reply's data stays empty. This default runs Execute and copies; a remote client decodes into dst.
+  virtual FsReply ReadInto(const FsRequest& req, std::span<uint8_t> dst, size_t* n);
 };
 
 }  // namespace lego::proto

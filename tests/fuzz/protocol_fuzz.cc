@@ -186,6 +186,17 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
         [&](const FsReply& m) { return EncodeFsReply(op, m); });
     if (rep.ok() && (rep->f.err < 0 || rep->f.err > static_cast<int32_t>(kFsMaxErrno)))
       Fail("fs reply", "errno out of range accepted");
+    if (op == FsOp::kRead) {
+      // The decoder into a caller's buffer accepts exactly what DecodeFsReply accepts, and copies the same
+      // data (cut to the buffer's size, never past it).
+      uint8_t dst[64];
+      size_t n = 0;
+      auto into = DecodeFsReadReplyInto(in, std::span(dst, sizeof dst), &n);
+      if (into.ok() != rep.ok()) Fail("fs read reply into", "accepts what DecodeFsReply does not, or back");
+      if (into.ok() && (n != std::min(rep->data.size(), sizeof dst) || into->f.err != rep->f.err ||
+                        (n > 0 && std::memcmp(dst, rep->data.data(), n) != 0)))
+        Fail("fs read reply into", "data differs from DecodeFsReply's");
+    }
   }
   (void)FsOpFromOpcode(in.size() >= 2 ? static_cast<uint16_t>(in[0] | in[1] << 8) : 0);
 

@@ -108,6 +108,25 @@ TEST(FsCodec, Replies) {
   ASSERT_TRUE(dr.ok());
   EXPECT_EQ(dr->data, r.data);
 
+  // Into a caller's buffer: the data lands there (cut to its size), FsReply::data stays empty.
+  uint8_t dst[2] = {0, 0};
+  size_t n = 99;
+  auto di = DecodeFsReadReplyInto(EncodeFsReply(FsOp::kRead, r), std::span(dst, 2), &n);
+  ASSERT_TRUE(di.ok()) << di.status().ToString();
+  EXPECT_EQ(n, 2u);
+  EXPECT_EQ(dst[0], 9);
+  EXPECT_EQ(dst[1], 8);
+  EXPECT_TRUE(di->data.empty());
+  auto de = DecodeFsReadReplyInto(EncodeFsReply(FsOp::kRead, FsReply::Errno(EIO)), std::span(dst, 2), &n);
+  ASSERT_TRUE(de.ok());
+  EXPECT_EQ(de->err(), EIO);
+  EXPECT_EQ(n, 0u);
+  EXPECT_FALSE(DecodeFsReadReplyInto(EncodeFsReply(FsOp::kRead, FsReply::Errno(5000)), dst, &n).ok());
+  FsReply huge;
+  huge.data.assign(kFsMaxIo + 1, 1);
+  EXPECT_FALSE(DecodeFsReadReplyInto(EncodeFsReply(FsOp::kRead, huge), dst, &n).ok());
+  EXPECT_EQ(n, 0u);
+
   auto e = DecodeFsReply(FsOp::kRead, EncodeFsReply(FsOp::kRead, FsReply::Errno(ENOENT)));
   ASSERT_TRUE(e.ok());
   EXPECT_EQ(e->err(), ENOENT);

@@ -3,6 +3,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 
@@ -111,6 +112,41 @@ TEST_F(MessengerTest, LargeReplyTakesRendezvousPath) {
   ASSERT_TRUE(r2.ok()) << r2.status().ToString();
   EXPECT_EQ(r2.value(), big);
   c2->Shutdown();
+}
+
+// A rendezvous-sized request offers its buffer to the handler (Incoming::owned): taken, it keeps the
+// payload's bytes where they are, so a handler can queue work on them without a copy. A small one does not.
+TEST_F(MessengerTest, HandlerMayTakeALargeRequestsBuffer) {
+  constexpr uint16_t kTake = 0x7e01;
+  auto srv = Make("take");
+  std::vector<std::pair<bool, bool>> seen;  // (owned offered, payload intact after the move)
+  std::mutex mu;
+  srv->Handle(kTake, [&](const Incoming& in, Responder r) {
+    bool offered = in.owned != nullptr, intact = false;
+    if (offered) {
+      const uint8_t* where = in.payload.data();
+      const size_t len = in.payload.size();
+      proto::Bytes kept = std::move(*in.owned);
+      intact = kept.data() == where && kept.size() == len &&
+               std::all_of(kept.begin(), kept.end(), [](uint8_t b) { return b == 0x5a; });
+    }
+    {
+      std::lock_guard lk(mu);
+      seen.emplace_back(offered, intact);
+    }
+    r.Reply();
+  });
+  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
+  ASSERT_TRUE(srv->Start().ok());
+  auto ch = client_->Connect(srv->listen_address(), 5s);
+  ASSERT_TRUE(ch.ok());
+  ASSERT_TRUE(ch.value()->Call(kTake, proto::Bytes(64, 0x5a), 5s).ok());
+  ASSERT_TRUE(ch.value()->Call(kTake, proto::Bytes(1 << 20, 0x5a), 5s).ok());
+  srv->Shutdown();
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_FALSE(seen[0].first);  // 64 B arrives inline: nothing to take
+  EXPECT_TRUE(seen[1].first);
+  EXPECT_TRUE(seen[1].second);
 }
 
 TEST_F(MessengerTest, ManyOutstandingCallsFromManyThreads) {
