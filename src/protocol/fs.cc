@@ -114,7 +114,9 @@ Bytes EncodeFsReply(FsOp op, const FsReply& reply) {
   return w.Take();
 }
 
-Result<FsReply> DecodeFsReply(FsOp op, std::span<const uint8_t> payload) {
+namespace {
+// DecodeFsReply's work, but a kRead reply's data is left in the payload: *read_data views it.
+Result<FsReply> DecodeReply(FsOp op, std::span<const uint8_t> payload, std::span<const uint8_t>* read_data) {
   std::string what = fmt::format("fs.{} reply", FsOpName(op));
   Reader r(payload, what.c_str());
   FsReply m;
@@ -128,8 +130,7 @@ Result<FsReply> DecodeFsReply(FsOp op, std::span<const uint8_t> payload) {
   if (op == FsOp::kRead) {
     if (r.remaining() > kFsMaxIo)
       return BadMessage(fmt::format("{}: {} bytes of data exceed {}", what, r.remaining(), kFsMaxIo));
-    auto rest = payload.subspan(payload.size() - r.remaining());
-    m.data.assign(rest.begin(), rest.end());
+    *read_data = payload.subspan(payload.size() - r.remaining());
     return m;
   }
   if (op == FsOp::kReaddir) {
@@ -151,23 +152,23 @@ Result<FsReply> DecodeFsReply(FsOp op, std::span<const uint8_t> payload) {
   return m;
 }
 
+}  // namespace
+
+Result<FsReply> DecodeFsReply(FsOp op, std::span<const uint8_t> payload) {
+  std::span<const uint8_t> data;
+  auto m = DecodeReply(op, payload, &data);
+  if (m.ok()) m->data.assign(data.begin(), data.end());
+  return m;
+}
+
 Result<FsReply> DecodeFsReadReplyInto(std::span<const uint8_t> payload, std::span<uint8_t> dst, size_t* n) {
   *n = 0;
-  const char* what = "fs.read reply";
-  Reader r(payload, what);
-  FsReply m;
-  LEGO_RETURN_IF_ERROR(r.Get(&m.f, "fixed"));
-  if (m.f.err < 0 || static_cast<uint32_t>(m.f.err) > kFsMaxErrno)
-    return BadMessage(fmt::format("{}: errno {} out of range", what, m.f.err));
-  if (m.f.err != 0) {
-    LEGO_RETURN_IF_ERROR(r.Finish());
-    return m;
+  std::span<const uint8_t> data;
+  auto m = DecodeReply(FsOp::kRead, payload, &data);
+  if (m.ok()) {
+    *n = std::min(data.size(), dst.size());
+    if (*n > 0) std::memcpy(dst.data(), data.data(), *n);
   }
-  if (r.remaining() > kFsMaxIo)
-    return BadMessage(fmt::format("{}: {} bytes of data exceed {}", what, r.remaining(), kFsMaxIo));
-  auto rest = payload.subspan(payload.size() - r.remaining());
-  *n = std::min(rest.size(), dst.size());
-  if (*n > 0) std::memcpy(dst.data(), rest.data(), *n);
   return m;
 }
 
