@@ -179,7 +179,8 @@ static int drop_run(uintptr_t start, size_t n) {
   return 0;
 }
 
-/* Whether process_madvise(PIDFD_SELF, MADV_DONTNEED) works here (Linux >= 6.14). Helper thread only. */
+/* Whether process_madvise(PIDFD_SELF, MADV_DONTNEED) works here (Linux >= 6.14); LEGO_DROP_BATCH=0 turns
+ * it off. Set before the helper starts, then the helper's only. */
 static int batch_drop_ok = 1;
 
 /* Drops runs with as few TLB shoot-downs as possible. One madvise per run costs one shoot-down each, an
@@ -191,15 +192,20 @@ static int drop_runs(const struct iovec* iov, uint32_t n) {
   int status = 0;
   uint32_t i = 0;
   while (i < n) {
+    int err = 0;
     if (batch_drop_ok) {
-      long rc = syscall(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, iov + i, (size_t)(n - i), MADV_DONTNEED, 0U);
-      int err = rc < 0 ? errno : 0;
+      long rc =
+          syscall(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, iov + i, (size_t)(n - i), MADV_DONTNEED, 0U);
+      err = rc < 0 ? errno : 0;
       size_t done = rc > 0 ? (size_t)rc : 0;
       while (i < n && done >= iov[i].iov_len) done -= iov[i++].iov_len;
       if (i == n) break;
       if (err == EBADF || err == ENOSYS || err == EPERM) batch_drop_ok = 0; /* an older kernel: one by one */
     }
     int e = drop_run((uintptr_t)iov[i].iov_base, iov[i].iov_len / LEGO_PAGE);
+    /* EINVAL from the vector but not from madvise of the same run: the kernel refuses MADV_DONTNEED in
+     * process_madvise, whatever the range. */
+    if (err == EINVAL && e == 0) batch_drop_ok = 0;
     if (e && !status) status = e;
     i++;
   }
@@ -259,6 +265,7 @@ static void* helper(void* arg) {
   char buf[sizeof(struct lego_local_hdr) + sizeof(struct lego_local_drop) + LEGO_LOCAL_MAX_DROP * 8 + 64];
   while (sem_wait(&helper_go) != 0) {
   }
+  if (!batch_drop_ok) lego_log("helper: drops with madvise per run (%s=0)", LEGO_ENV_DROP_BATCH);
   for (;;) {
     ssize_t n = recv(lego_sock, buf, sizeof buf, 0);
     if (n < 0 && errno == EINTR) continue;
@@ -282,6 +289,8 @@ static void* helper(void* arg) {
 }
 
 void lego_pmon_start_helper(void) {
+  const char* batch = getenv(LEGO_ENV_DROP_BATCH);
+  if (batch && strcmp(batch, "0") == 0) batch_drop_ok = 0;
   sem_init(&helper_go, 0, 0); /* a fork child's copy may hold the parent's state: no thread waits on it here */
   sigset_t all, old;
   sigfillset(&all);

@@ -2,7 +2,7 @@
 # Preload tests: runs a program under liblego_preload.so against tests/preload/fake_pmon, a real monitor
 # serving the program's real userfaultfd (no fakes of the kernel).
 #   preload_test.sh NAME LIB_DIR TEST_BIN_DIR
-# NAME: evict | python | fork | threads | fork_child_evict | unreachable | inert
+# NAME: evict | evict_unbatched | python | fork | threads | fork_child_evict | unreachable | inert
 set -uo pipefail
 name=$1 libdir=$2 bindir=$3
 lib=$libdir/liblego_preload.so
@@ -54,6 +54,16 @@ evict)
   start_pmon 2048 # 8 MB installed per process, then eviction
   out=$(under_lego "$bindir/evict_test") || fail "evict_test exited $?: $out"
   [[ $out == ok ]] || fail "output: $out"
+  wait_exits 1
+  (( $(stats_sum evicted) > 10000 )) || fail "too few evictions"
+  (( $(stats_sum restored) > 10000 )) || fail "too few pages restored from evicted copies"
+  ;;
+evict_unbatched)
+  # The same with the helper's fallback: one madvise per run (kernels without process_madvise(PIDFD_SELF)).
+  start_pmon 2048
+  out=$(LEGO_DROP_BATCH=0 LEGO_PRELOAD_DEBUG=1 under_lego "$bindir/evict_test") || fail "evict_test exited $?: $out"
+  grep -qx ok <<<"$out" || fail "output: $out"
+  grep -q "drops with madvise per run" <<<"$out" || fail "the helper did not take the fallback: $out"
   wait_exits 1
   (( $(stats_sum evicted) > 10000 )) || fail "too few evictions"
   (( $(stats_sum restored) > 10000 )) || fail "too few pages restored from evicted copies"
