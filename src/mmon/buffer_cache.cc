@@ -473,9 +473,7 @@ int BufferCache::FlushFile(FileState* f) {
   if (f->dirty_count == 0) return 0;
   std::vector<Block*> dirty;
   dirty.reserve(f->dirty_count);
-  for (auto& [idx, b] : f->blocks) {
-    if (b->dirty) dirty.push_back(b.get());
-  }
+  for (auto& [idx, b] : f->dirty_blocks) dirty.push_back(b);
   size_t i = 0;
   while (i < dirty.size()) {
     size_t j = i + 1;  // the run is dirty[i, j)
@@ -565,6 +563,7 @@ void BufferCache::MarkDirty(Block* b) {
   b->lru = dirty_lru_.begin();
   b->dirty = true;
   b->file->dirty_count++;
+  b->file->dirty_blocks.emplace(b->index, b);
   dirty_.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -575,6 +574,7 @@ void BufferCache::MarkClean(Block* b) {
   b->lru = clean_lru_.begin();
   b->dirty = false;
   b->file->dirty_count--;
+  b->file->dirty_blocks.erase(b->index);
   dirty_.fetch_sub(1, std::memory_order_relaxed);
 }
 
@@ -582,6 +582,7 @@ void BufferCache::DropBlock(Block* b) {
   if (b->dirty) {
     dirty_lru_.erase(b->lru);
     b->file->dirty_count--;
+    b->file->dirty_blocks.erase(b->index);
     dirty_.fetch_sub(1, std::memory_order_relaxed);
   } else {
     clean_lru_.erase(b->lru);
