@@ -16,10 +16,10 @@
 #define LEGO_LOCAL_VERSION 1U
 
 /* Environment the program (and its children) inherits from `lego run`. */
-#define LEGO_ENV_SOCKET "LEGO_PMON_SOCKET"  /* path of the pmon's local socket */
-#define LEGO_ENV_EXCACHE "LEGO_EXCACHE"     /* optional per-process ExCache cap in bytes (decimal) */
-#define LEGO_ENV_JOB "LEGO_JOB"             /* job id chosen by `lego run`, shared by the job's processes */
-#define LEGO_ENV_DEBUG "LEGO_PRELOAD_DEBUG" /* "1": the preload writes diagnostics to stderr */
+#define LEGO_ENV_SOCKET "LEGO_PMON_SOCKET"    /* path of the pmon's local socket */
+#define LEGO_ENV_EXCACHE "LEGO_EXCACHE"       /* optional per-process ExCache cap in bytes (decimal) */
+#define LEGO_ENV_JOB "LEGO_JOB"               /* job id chosen by `lego run`, shared by the job's processes */
+#define LEGO_ENV_DEBUG "LEGO_PRELOAD_DEBUG"   /* "1": the preload writes diagnostics to stderr */
 #define LEGO_ENV_DROP_BATCH "LEGO_DROP_BATCH" /* "0": the helper drops with madvise per run (tests, A/B) */
 
 /* Largest number of pages in one kLegoDrop message (one packet stays below 4 KiB + header). */
