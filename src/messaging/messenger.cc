@@ -975,8 +975,8 @@ void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const
   std::lock_guard cl(call->mu_);
   call->status_ = std::move(status);
   if (call->status_.ok()) {
-    if (owned && owned->data() == payload.data() && owned->size() == payload.size())
-      call->reply_ = std::move(*owned);  // a rendezvous reply: its buffer, not a copy
+    if (owned)
+      call->reply_ = std::move(*owned);  // a rendezvous reply: its buffer (exactly the payload), not a copy
     else
       call->reply_.assign(payload.begin(), payload.end());
   }

@@ -280,7 +280,8 @@ class Messenger {
                                          Bytes* owned = nullptr, bool small_reply = false);
   uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
-  // `owned`: the buffer `payload` fills (a rendezvous receive); the reply takes it instead of a copy.
+  // `owned`: the buffer that is exactly `payload` (a rendezvous receive); the reply takes it instead of a
+  // copy.
   void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
                     Bytes* owned = nullptr);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);

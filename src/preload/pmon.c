@@ -162,19 +162,9 @@ void lego_pmon_hello(const char* path, uint64_t features, bool fork_child) {
 #define PIDFD_SELF_THREAD_GROUP -10001
 #endif
 
-/* MADV_DONTNEED one run of pages, or the pages of it that are still in our table. A page that left the
- * table was unmapped or replaced after the pmon chose it (the pmon got UFFD_EVENT_UNMAP for it): whatever is
- * there now is not the pmon's to drop. ENOMEM (part of the run unmapped) is not an error for the same
- * reason. The caller holds the table lock, so no wrapper changes the mappings meanwhile. */
+/* MADV_DONTNEED one run of pages (all in our table: drop_pages keeps only those). ENOMEM (part of the run
+ * unmapped meanwhile) is not an error: whatever is there now is not the pmon's to drop. */
 static int drop_run(uintptr_t start, size_t n) {
-  if (!lego_ranges_contains(start, n * LEGO_PAGE)) {
-    int status = 0;
-    for (size_t i = 0; i < n; i++) {
-      int err = lego_ranges_contains(start + i * LEGO_PAGE, LEGO_PAGE) ? drop_run(start + i * LEGO_PAGE, 1) : 0;
-      if (err && !status) status = err;
-    }
-    return status;
-  }
   if (madvise((void*)start, n * LEGO_PAGE, MADV_DONTNEED) != 0 && errno != ENOMEM) return errno;
   return 0;
 }
@@ -212,6 +202,9 @@ static int drop_runs(const struct iovec* iov, uint32_t n) {
   return status;
 }
 
+/* Drops the pages of a DROP that are still in our table. A page that left the table was unmapped or replaced
+ * after the pmon chose it (the pmon got UFFD_EVENT_UNMAP for it): whatever is there now is not the pmon's to
+ * drop. The table lock is held throughout, so no wrapper changes the mappings meanwhile. */
 static int drop_pages(const uint64_t* pages, uint32_t count) {
   struct iovec iov[LEGO_LOCAL_MAX_DROP];
   uint32_t n = 0;
@@ -223,7 +216,7 @@ static int drop_pages(const uint64_t* pages, uint32_t count) {
     if (lego_ranges_contains(start, (j - i) * LEGO_PAGE)) {
       iov[n++] = (struct iovec){(void*)start, (j - i) * LEGO_PAGE};
     } else {
-      for (uint32_t k = i; k < j; k++) { /* only the pages still in the table, as drop_run does */
+      for (uint32_t k = i; k < j; k++) { /* only the pages still in the table */
         uintptr_t a = (uintptr_t)pages[k];
         if (!lego_ranges_contains(a, LEGO_PAGE)) continue;
         if (n > 0 && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == a)
