@@ -163,7 +163,7 @@ void PendingCall::Abandon() {
   if (done()) return;
   {
     MutexLock pl(m_->pending_mu_);
-    if (m_->pending_.erase(request_id_) == 0) return;  // completing or timing out right now
+    if (!m_->pending_.Take(request_id_)) return;  // completing or timing out right now
   }
   std::lock_guard lk(mu_);
   status_ = Status(StatusCode::kInternal, "call abandoned by its caller");
@@ -171,8 +171,22 @@ void PendingCall::Abandon() {
   WakeWaiterLocked();
 }
 
+void PendingCall::Reset(Messenger* m) {
+  m_ = m;
+  request_id_ = conn_id_ = 0;
+  opcode_ = 0;
+  request_bytes_ = 0;
+  small_reply_ = false;
+  coarse_deadline_ns_ = 0;
+  waker_fd_ = -1;
+  sleepers_ = 0;
+  done_.store(false, std::memory_order_relaxed);
+  status_ = Status::Ok();
+  reply_.clear();
+}
+
 void PendingCall::WakeWaiterLocked() {
-  cv_.notify_all();
+  if (sleepers_ > 0) cv_.notify_all();
   if (waker_fd_ >= 0) {
     uint64_t one = 1;
     (void)!write(waker_fd_, &one, sizeof one);
@@ -245,7 +259,7 @@ std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload
 }
 
 std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                            Bytes* owned, bool small_reply) {
+                                            Bytes* owned, bool small_reply, PendingCall* reuse) {
   auto id = EnsureConnected(std::min(timeout, connect_timeout_));
   if (!id.ok()) {
     auto call = std::make_shared<PendingCall>();
@@ -255,15 +269,34 @@ std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uin
     return call;
   }
   return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, owned,
-                       small_reply);
+                       small_reply, reuse);
+}
+
+// A synchronous call waits in this thread until its call is out of the pending table and done, so the call
+// object can be this thread's own, reused from call to call: no allocation per round trip. A call made
+// while the thread's object is in use (a handler that calls out from inside another call's wait, which
+// handlers must not do but may) gets a fresh one.
+Result<Bytes> Channel::CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
+                                Bytes* owned, bool small_reply) {
+  thread_local PendingCall slot;
+  thread_local bool slot_busy = false;
+  if (slot_busy) return Begin(opcode, payload, timeout, owned, small_reply)->Wait();
+  slot_busy = true;
+  Result<Bytes> reply = Begin(opcode, payload, timeout, owned, small_reply, &slot)->Wait();
+  slot_busy = false;
+  return reply;
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
-  return CallAsync(opcode, payload, timeout)->Wait();
+  return CallSync(opcode, payload, timeout, nullptr, false);
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Reply reply) {
-  return Begin(opcode, payload, timeout, nullptr, reply == Reply::kSmall)->Wait();
+  return CallSync(opcode, payload, timeout, nullptr, reply == Reply::kSmall);
+}
+
+Result<Bytes> Channel::CallOwnedSync(uint16_t opcode, Bytes&& payload, Millis timeout) {
+  return CallSync(opcode, payload, timeout, &payload, false);
 }
 
 void Channel::Reset() {
@@ -428,13 +461,13 @@ void Messenger::Shutdown() {
   if (progress_thread_.joinable()) progress_thread_.join();
   {
     MutexLock lk(pending_mu_);
-    for (auto& [id, call] : pending_) {
-      std::lock_guard cl(call->mu_);
-      call->status_ = Status(StatusCode::kShuttingDown, "messenger shutting down");
-      call->done_.store(true, std::memory_order_release);
-      call->WakeWaiterLocked();
-    }
-    pending_.clear();
+    pending_.TakeIf([](const PendingCall&) { return true; },
+                    [](std::shared_ptr<PendingCall> call) {
+                      std::lock_guard cl(call->mu_);
+                      call->status_ = Status(StatusCode::kShuttingDown, "messenger shutting down");
+                      call->done_.store(true, std::memory_order_release);
+                      call->WakeWaiterLocked();
+                    });
   }
   std::lock_guard wl(worker_mu_);
   if (listener_) {
@@ -626,7 +659,10 @@ void Messenger::WaitCall(PendingCall* call) {
   if (call->done()) return;
   Kick();  // the progress thread takes over driving the worker
   std::unique_lock lk(call->mu_);
-  if (!call->cv_.wait_until(lk, call->Deadline(), [&] { return call->done(); })) ExpireWait(call, lk);
+  ++call->sleepers_;
+  const bool done = call->cv_.wait_until(lk, call->Deadline(), [&] { return call->done(); });
+  --call->sleepers_;
+  if (!done) ExpireWait(call, lk);
 }
 
 // The caller's deadline passed without a reply: whoever takes the call out of the pending table completes it.
@@ -635,13 +671,16 @@ void Messenger::ExpireWait(PendingCall* call, std::unique_lock<std::mutex>& lk) 
   bool removed = false;
   {
     MutexLock pl(pending_mu_);
-    removed = pending_.erase(call->request_id_) > 0;
+    removed = pending_.Take(call->request_id_) != nullptr;
   }
   lk.lock();
   if (removed)
     MarkTimedOut(call);
-  else
+  else {
+    ++call->sleepers_;
     call->cv_.wait(lk, [&] { return call->done(); });  // completion is racing us: it is imminent
+    --call->sleepers_;
+  }
 }
 
 namespace {
@@ -707,14 +746,8 @@ void Messenger::SweepExpiredCalls() {
   std::vector<std::shared_ptr<PendingCall>> expired;
   {
     MutexLock pl(pending_mu_);
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second->coarse_deadline_ns_ <= now) {
-        expired.push_back(std::move(it->second));
-        it = pending_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    pending_.TakeIf([now](const PendingCall& call) { return call.coarse_deadline_ns_ <= now; },
+                    [&expired](std::shared_ptr<PendingCall> call) { expired.push_back(std::move(call)); });
   }
   for (auto& call : expired) {
     std::lock_guard cl(call->mu_);
@@ -930,9 +963,15 @@ uint64_t Messenger::NewIdSalt() {
 
 std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                                   std::span<const uint8_t> payload, Millis timeout,
-                                                  Bytes* owned, bool small_reply) {
-  auto call = std::make_shared<PendingCall>();
-  call->m_ = this;
+                                                  Bytes* owned, bool small_reply, PendingCall* reuse) {
+  std::shared_ptr<PendingCall> call;
+  if (reuse) {
+    reuse->Reset(this);
+    call = std::shared_ptr<PendingCall>(std::shared_ptr<void>(), reuse);  // aliasing: owns nothing
+  } else {
+    call = std::make_shared<PendingCall>();
+    call->m_ = this;
+  }
   // Unique within this messenger while fewer than 2^32 calls separate two pending ones (the counter's low
   // half); unpredictable across connections (the salt).
   call->request_id_ = id_salt | (next_request_id_.fetch_add(1, std::memory_order_relaxed) & 0xFFFFFFFFull);
@@ -943,14 +982,14 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_
   call->SetTimeout(timeout);
   {
     MutexLock pl(pending_mu_);
-    pending_[call->request_id_] = call;
+    pending_.Insert(call->request_id_, call);
   }
   c_requests_sent_->Increment();
   Status st = SendMsg(conn_id, proto::MsgKind::kRequest, opcode, call->request_id_, 0, payload, owned);
   if (!st.ok()) {
     {
       MutexLock pl(pending_mu_);
-      pending_.erase(call->request_id_);
+      pending_.Take(call->request_id_);
     }
     std::lock_guard cl(call->mu_);
     call->status_ = st;
@@ -964,13 +1003,11 @@ void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const
   std::shared_ptr<PendingCall> call;
   {
     MutexLock pl(pending_mu_);
-    auto it = pending_.find(request_id);
-    if (it == pending_.end()) {
-      LEGO_LOG_DEBUG("late_reply request_id={}", request_id);  // it timed out already
-      return;
-    }
-    call = std::move(it->second);
-    pending_.erase(it);
+    call = pending_.Take(request_id);
+  }
+  if (!call) {
+    LEGO_LOG_DEBUG("late_reply request_id={}", request_id);  // it timed out already
+    return;
   }
   std::lock_guard cl(call->mu_);
   call->status_ = std::move(status);
@@ -988,14 +1025,8 @@ void Messenger::FailCallsOnConn(uint64_t conn_id, const Status& status) {
   std::vector<std::shared_ptr<PendingCall>> failed;
   {
     MutexLock pl(pending_mu_);
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second->conn_id_ == conn_id) {
-        failed.push_back(std::move(it->second));
-        it = pending_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    pending_.TakeIf([conn_id](const PendingCall& call) { return call.conn_id_ == conn_id; },
+                    [&failed](std::shared_ptr<PendingCall> call) { failed.push_back(std::move(call)); });
   }
   for (auto& call : failed) {
     std::lock_guard cl(call->mu_);
@@ -1058,7 +1089,7 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     bool wanted;
     {
       MutexLock pl(pending_mu_);
-      wanted = pending_.count(hdr.request_id) > 0;
+      wanted = pending_.Contains(hdr.request_id);
     }
     if (!wanted) {  // timed out or abandoned: not worth the transfer
       LEGO_LOG_DEBUG("late_reply request_id={} bytes={}", hdr.request_id, len);

@@ -43,6 +43,7 @@
 #include "common/status.h"
 #include "common/thread_annotations.h"
 #include "common/util.h"
+#include "messaging/pending_table.h"
 #include "protocol/codec.h"
 #include "protocol/membership.h"
 #include "protocol/wire.h"
@@ -137,11 +138,13 @@ class PendingCall {
   int64_t coarse_deadline_ns_ = 0;
   void SetTimeout(Millis timeout);
   std::chrono::steady_clock::time_point Deadline() const;
+  void Reset(Messenger* m);  // for reuse by the next synchronous call of its thread (Channel::CallSync)
   std::mutex mu_;
   std::condition_variable cv_;
   // A waiter that sleeps in poll() on the worker's wake-up fd (an FS call: Messenger::WaitFsCall) gets this
   // eventfd of its thread written when another thread completes the call. Guarded by mu_.
   int waker_fd_ = -1;
+  int sleepers_ = 0;        // threads in cv_.wait (guarded by mu_): no notify, no futex call, when none
   void WakeWaiterLocked();  // REQUIRES mu_, after done_ is set
   std::atomic<bool> done_{false};
   Status status_;  // guarded by mu_ until done_
@@ -162,7 +165,7 @@ class Channel {
   // copy. Templates so that Call(op, {}, t) still means the span overload.
   template <class B>
   requires std::same_as<B, Bytes> Result<Bytes> Call(uint16_t opcode, B&& payload, Millis timeout) {
-    return CallOwned(opcode, std::move(payload), timeout)->Wait();
+    return CallOwnedSync(opcode, std::move(payload), timeout);
   }
   template <class B>
   requires std::same_as<B, Bytes> std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, B&& payload,
@@ -184,9 +187,14 @@ class Channel {
       : m_(m), addr_(std::move(addr)), connect_timeout_(connect_timeout) {}
   Result<uint64_t> EnsureConnected(Millis timeout);
   std::shared_ptr<PendingCall> CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout);
+  Result<Bytes> CallOwnedSync(uint16_t opcode, Bytes&& payload, Millis timeout);
   // Connects if needed and starts the call; owned (if set) holds payload and may be kept by the send.
+  // reuse (if set) is the call object to use instead of a new one (CallSync).
   std::shared_ptr<PendingCall> Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                     Bytes* owned, bool small_reply = false);
+                                     Bytes* owned, bool small_reply = false, PendingCall* reuse = nullptr);
+  // Call and wait, with this thread's reusable call object.
+  Result<Bytes> CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Bytes* owned,
+                         bool small_reply);
 
   Messenger* m_;
   const HostPort addr_;
@@ -277,7 +285,8 @@ class Messenger {
   // The call's request id is id_salt (high half) | a per-messenger counter (low half).
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                          std::span<const uint8_t> payload, Millis timeout,
-                                         Bytes* owned = nullptr, bool small_reply = false);
+                                         Bytes* owned = nullptr, bool small_reply = false,
+                                         PendingCall* reuse = nullptr);
   uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
   // `owned`: the buffer that is exactly `payload` (a rendezvous receive); the reply takes it instead of a
@@ -334,7 +343,7 @@ class Messenger {
   std::atomic<uint64_t> conns_closed_{0};           // bumped whenever a connection leaves conns_
 
   Mutex pending_mu_;
-  std::unordered_map<uint64_t, std::shared_ptr<PendingCall>> pending_ GUARDED_BY(pending_mu_);
+  PendingTable<PendingCall> pending_ GUARDED_BY(pending_mu_);
   std::atomic<uint64_t> next_request_id_{1};
   int64_t next_sweep_ns_ = 0;  // CLOCK_MONOTONIC_COARSE; progress thread only
 

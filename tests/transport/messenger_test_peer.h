@@ -24,7 +24,7 @@ class MessengerTestPeer {
     hdr.request_id = call->request_id_;
     {
       MutexLock pl(m.pending_mu_);
-      m.pending_[call->request_id_] = call;
+      m.pending_.Insert(call->request_id_, call);
     }
     std::lock_guard wl(m.worker_mu_);
     auto it = m.conns_.find(ch.conn_id());
