@@ -225,8 +225,12 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
     salt = m_->NewIdSalt();
   }
   // Handshake: proves the peer is a Lego endpoint of our protocol version.
-  proto::HelloMsg hello{proto::kProtocolVersion, static_cast<uint8_t>(m_->options_.kind), 0,
-                        static_cast<uint32_t>(getpid())};
+  proto::HelloMsg hello{proto::kProtocolVersion,
+                        static_cast<uint8_t>(m_->options_.kind),
+                        0,
+                        static_cast<uint32_t>(getpid()),
+                        0,
+                        0};
   auto payload = proto::EncodeFixed(hello);
   auto reply = m_->StartCall(id, salt, proto::kHello, payload, timeout)->Wait();
   if (!reply.ok()) {
@@ -243,6 +247,13 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
     return Status(StatusCode::kVersionMismatch,
                   fmt::format("{} speaks protocol v{}, this is v{}", addr_.ToString(), peer->version,
                               proto::kProtocolVersion));
+  }
+  {
+    std::lock_guard wl(m_->worker_mu_);
+    auto it = m_->conns_.find(id);
+    if (it == m_->conns_.end())
+      return Status(StatusCode::kPeerUnreachable, fmt::format("connection to {} closed", addr_.ToString()));
+    it->second.route = peer->route;
   }
   id_salt_.store(salt);
   conn_id_.store(id);
@@ -394,8 +405,13 @@ void Messenger::InstallBuiltinHandlers() {
           Status(StatusCode::kVersionMismatch, fmt::format("peer speaks v{}, {} speaks v{}", hello->version,
                                                            options_.name, proto::kProtocolVersion)));
     }
-    proto::HelloMsg ours{proto::kProtocolVersion, static_cast<uint8_t>(options_.kind), 0,
-                         static_cast<uint32_t>(getpid())};
+    proto::HelloMsg ours{proto::kProtocolVersion,
+                         static_cast<uint8_t>(options_.kind),
+                         0,
+                         static_cast<uint32_t>(getpid()),
+                         0,
+                         0};
+    ours.route = AssignRoute(in.conn_id);  // handlers run with worker_mu_ held
     r.Reply(proto::EncodeFixed(ours));
   };
   handlers_[proto::kPing] = [](const Incoming&, Responder r) { r.Reply(); };
@@ -485,6 +501,7 @@ void Messenger::Shutdown() {
   conns_.clear();
   conns_closed_.fetch_add(1, std::memory_order_release);
   ep_conn_.clear();
+  route_conn_.clear();
   to_close_.clear();
   int64_t deadline = MonoMillis() + 1000;
   for (auto r : closing) {
@@ -843,12 +860,30 @@ void Messenger::FailConn(ucp_ep_h ep, ucs_status_t status) {
                 ucs_status_string(status));
   // UCX forbids closing the endpoint from inside its own error callback: the progress loop closes it.
   to_close_.push_back(ep);
-  ep_conn_.erase(it);
-  conns_.erase(id);
+  ForgetConn(conns_.find(id));
   conns_closed_.fetch_add(1, std::memory_order_release);
   FailCallsOnConn(
       id, Status(StatusCode::kPeerUnreachable,
                  fmt::format("connection {} to {} failed: {}", id, conn.peer, ucs_status_string(status))));
+}
+
+void Messenger::ForgetConn(std::unordered_map<uint64_t, Conn>::iterator it) {
+  ep_conn_.erase(it->second.ep);
+  if (!it->second.client && it->second.route != 0) route_conn_.erase(it->second.route);
+  conns_.erase(it);
+}
+
+uint32_t Messenger::AssignRoute(uint64_t conn_id) {
+  auto it = conns_.find(conn_id);
+  if (it == conns_.end() || it->second.client) return 0;
+  if (it->second.route != 0) return it->second.route;  // a repeated hello on the same connection
+  uint32_t route;
+  do {
+    route = static_cast<uint32_t>(NewIdSalt() >> 32);  // random: a peer cannot guess another's route
+  } while (route == 0 || route_conn_.count(route) > 0);
+  it->second.route = route;
+  route_conn_[route] = conn_id;
+  return route;
 }
 
 ucs_status_ptr_t Messenger::CloseEp(ucp_ep_h ep, bool force) {
@@ -863,8 +898,7 @@ void Messenger::CloseConn(uint64_t conn_id, bool force) {
   if (it == conns_.end()) return;
   ucs_status_ptr_t r = CloseEp(it->second.ep, force);
   if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
-  ep_conn_.erase(it->second.ep);
-  conns_.erase(it);
+  ForgetConn(it);
   conns_closed_.fetch_add(1, std::memory_order_release);
   FailCallsOnConn(conn_id,
                   Status(StatusCode::kPeerUnreachable, fmt::format("connection {} closed", conn_id)));
@@ -890,8 +924,10 @@ Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode
   auto it = conns_.find(conn_id);
   if (it == conns_.end())
     return Status(StatusCode::kPeerUnreachable, fmt::format("connection {} is closed", conn_id));
-  if (kind == proto::MsgKind::kReply && payload.size() <= kInlineReplyBytes) {
-    // A small reply usually goes out inline (AM short) at once, from the caller's buffers: no copy.
+  if (kind != proto::MsgKind::kReply) hdr.status = static_cast<int32_t>(it->second.route);
+  if ((kind == proto::MsgKind::kReply || hdr.status != 0) && payload.size() <= kInlineBytes) {
+    // A small message without UCX's reply flag usually goes out inline (AM short) at once, from the
+    // caller's buffers: no copy.
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL;
     p.flags = 0;
@@ -902,11 +938,12 @@ Status Messenger::SendMsg(uint64_t conn_id, proto::MsgKind kind, uint16_t opcode
   return SendRawLocked(it->second.ep, hdr, sizeof(hdr), payload, owned);
 }
 
-// Requests and one-way messages carry UCP_AM_SEND_FLAG_REPLY (the receiver learns the connection they came
-// on and answers on it); replies do not need it. UCX 1.13 never sends a message with that flag inline (AM
-// short), so UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL would always fail for it: every request is copied into a held
-// buffer (recycled from a small pool: no allocation on the fast path), or sent from the caller's handed-over
-// buffer, and UCX completes the send at once or later (OnSendDone).
+// A request or one-way message carries either its connection's route (in the header's status field) or,
+// when it has none (any.hello, which asks for one), UCP_AM_SEND_FLAG_REPLY, so that the receiver learns the
+// connection it came on; replies need neither. UCX 1.13 never sends a message with the reply flag inline
+// (AM short), which is why routes exist (protocol.md). A message that did not go inline is copied into a
+// held buffer (recycled from a small pool: no allocation on the fast path), or sent from the caller's
+// handed-over buffer, and UCX completes the send at once or later (OnSendDone).
 Status Messenger::SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t header_len,
                                 std::span<const uint8_t> payload, Bytes* owned) {
   const bool take = owned && owned->data() == payload.data() && owned->size() == payload.size();
@@ -928,7 +965,8 @@ Status Messenger::SendRawLocked(ucp_ep_h ep, const proto::MsgHeader& hdr, size_t
   p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
   p.cb.send = &Messenger::OnSendDone;
   p.user_data = held;
-  p.flags = hdr.kind == static_cast<uint8_t>(proto::MsgKind::kReply) ? 0 : UCP_AM_SEND_FLAG_REPLY;
+  const bool routed = hdr.kind == static_cast<uint8_t>(proto::MsgKind::kReply) || hdr.status != 0;
+  p.flags = routed ? 0 : UCP_AM_SEND_FLAG_REPLY;
   ucs_status_ptr_t r =
       ucp_am_send_nbx(ep, kAmId, &held->hdr, header_len, held->data.data(), held->data.size(), &p);
   if (UCS_PTR_IS_PTR(r)) return Status::Ok();  // in flight; OnSendDone recycles it
@@ -1074,6 +1112,17 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     c_bad_messages_->Increment();
     LEGO_LOG_RATELIMITED("bad_message conn={} why=\"{}\"", conn_id, check.problem);
     return;
+  }
+  if (conn_id == 0 && kind != proto::MsgKind::kReply && hdr.status != 0) {
+    // A routed request or one-way message (protocol.md, "Routes"): the route names the connection.
+    auto it = route_conn_.find(static_cast<uint32_t>(hdr.status));
+    if (it == route_conn_.end()) {
+      c_bad_messages_->Increment();
+      LEGO_LOG_RATELIMITED("unknown_route route={:#x} op={:#06x} kind={}", static_cast<uint32_t>(hdr.status),
+                           hdr.opcode, hdr.kind);
+      return;  // no connection to answer on: the caller times out or sees its connection fail
+    }
+    conn_id = it->second;
   }
   if (check.verdict == proto::HeaderVerdict::kReject) {
     if (kind == proto::MsgKind::kReply) {

@@ -253,13 +253,17 @@ class Messenger {
   };
   static constexpr size_t kPooledSendBytes = 16 * 1024;  // at most 64 x 16 KiB kept per messenger
   static constexpr size_t kMaxPooledSends = 64;
-  static constexpr size_t kInlineReplyBytes = 1024;  // larger replies never fit UCX's inline (short) sends
+  static constexpr size_t kInlineBytes = 1024;  // larger messages never fit UCX's inline (short) sends
 
   struct Conn {
     uint64_t id = 0;
     ucp_ep_h ep = nullptr;
     bool client = false;  // we connected out (a Channel) rather than accepted
     std::string peer;     // for logs
+    // The connection's route (protocol.md, "Routes"). Accepted: the one we gave the peer in our hello
+    // reply (0 until then); the peer's requests carry it instead of UCX's reply endpoint. Client: the
+    // one the server gave us; our requests carry it (0: the server gave none, send with the reply flag).
+    uint32_t route = 0;
   };
 
   explicit Messenger(const MessengerOptions& options);
@@ -269,6 +273,8 @@ class Messenger {
 
   // Connection table; all REQUIRE worker_mu_.
   Result<uint64_t> CreateClientConn(const HostPort& addr);
+  uint32_t AssignRoute(uint64_t conn_id);  // an accepted connection's route (made on first use); 0 if gone
+  void ForgetConn(std::unordered_map<uint64_t, Conn>::iterator it);  // erases it and its route
   void FailConn(ucp_ep_h ep, ucs_status_t status);
   ucs_status_ptr_t CloseEp(ucp_ep_h ep, bool force);  // REQUIRES worker_mu_
   void LockWorker();                                  // worker_mu_.lock(), letting the poll loop step aside
@@ -334,13 +340,14 @@ class Messenger {
 
   std::recursive_mutex worker_mu_;  // serializes every UCX call on worker_ and its endpoints
   std::atomic<int> lock_waiters_{0};
-  std::unordered_map<uint64_t, Conn> conns_;        // guarded by worker_mu_
-  std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;  // guarded by worker_mu_
-  std::vector<ucp_ep_h> to_close_;                  // guarded by worker_mu_: failed eps to close
-  std::vector<HeldSend*> free_sends_;               // guarded by worker_mu_
-  uint64_t next_conn_id_ = 1;                       // guarded by worker_mu_
-  uint64_t salt_state_ = 0;                         // guarded by worker_mu_: splitmix64 state for NewIdSalt
-  std::atomic<uint64_t> conns_closed_{0};           // bumped whenever a connection leaves conns_
+  std::unordered_map<uint64_t, Conn> conns_;           // guarded by worker_mu_
+  std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;     // guarded by worker_mu_
+  std::unordered_map<uint32_t, uint64_t> route_conn_;  // guarded by worker_mu_: accepted conns by route
+  std::vector<ucp_ep_h> to_close_;                     // guarded by worker_mu_: failed eps to close
+  std::vector<HeldSend*> free_sends_;                  // guarded by worker_mu_
+  uint64_t next_conn_id_ = 1;                          // guarded by worker_mu_
+  uint64_t salt_state_ = 0;                // guarded by worker_mu_: splitmix64 state for NewIdSalt
+  std::atomic<uint64_t> conns_closed_{0};  // bumped whenever a connection leaves conns_
 
   Mutex pending_mu_;
   PendingTable<PendingCall> pending_ GUARDED_BY(pending_mu_);

@@ -15,8 +15,12 @@ struct HelloMsg {
   uint8_t sender_kind;  // ComponentKind of the sender (kUnknown for CLI and tests)
   uint16_t reserved;    // 0
   uint32_t sender_pid;  // for logs
+  // Reply: the route the server gave this connection, for the client's later requests to carry in
+  // MsgHeader.status (protocol.md, "Routes"); 0: none, keep sending with UCX's reply endpoint. Request: 0.
+  uint32_t route;
+  uint32_t reserved2;  // 0
 };
-static_assert(sizeof(HelloMsg) == 8);
+static_assert(sizeof(HelloMsg) == 16);
 
 // kEchoSized request: the reply carries reply_bytes bytes (<= the receiver's max payload).
 struct EchoSizedReq {

@@ -226,9 +226,6 @@ HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_ar
     c.problem = fmt::format("payload of {} bytes exceeds the {} byte limit", payload_arrived, max_payload);
   } else if (c.hdr.payload_len != payload_arrived) {
     c.problem = fmt::format("header says {} payload bytes, {} arrived", c.hdr.payload_len, payload_arrived);
-  } else if (kind != MsgKind::kReply && c.hdr.status != 0) {
-    c.problem =
-        fmt::format("{} carries status {}", kind == MsgKind::kRequest ? "request" : "one-way", c.hdr.status);
   } else if (kind == MsgKind::kOneWay && c.hdr.request_id != 0) {
     c.problem = "one-way message carries a request id";
   } else {

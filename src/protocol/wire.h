@@ -27,7 +27,7 @@ namespace lego::proto {
 static_assert(std::endian::native == std::endian::little, "Lego's wire format assumes a little-endian host");
 
 inline constexpr uint32_t kMagic = 0x4F47454C;  // "LEGO" read as little-endian bytes 'L','E','G','O'
-inline constexpr uint8_t kProtocolVersion = 1;
+inline constexpr uint8_t kProtocolVersion = 2;  // 2: routes (HelloMsg.route, MsgHeader.status)
 inline constexpr uint32_t kDefaultMaxPayload = 8u << 20;  // 8 MiB; larger messages are rejected
 inline constexpr size_t kMaxStringLen = 4096;             // every length-prefixed string on the wire
 
@@ -95,7 +95,9 @@ struct MsgHeader {
   uint16_t opcode;       // Opcode; a reply repeats its request's opcode
   uint64_t request_id;   // chosen by the requester, unique per sending endpoint; 0 for one-way
   uint32_t payload_len;  // bytes of AM data that follow; must equal what arrived
-  int32_t status;        // replies: lego::StatusCode; requests and one-way: 0
+  // Replies: lego::StatusCode. Requests and one-way: the connection's route from the hello reply, read as
+  // a u32 (protocol.md, "Routes"), or 0 when the message travels with UCX's reply endpoint instead.
+  int32_t status;
 };
 static_assert(sizeof(MsgHeader) == 24);
 static_assert(offsetof(MsgHeader, magic) == 0);

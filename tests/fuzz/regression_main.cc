@@ -37,7 +37,7 @@ std::vector<Seed> Seeds() {
   hdr.kind = static_cast<uint8_t>(MsgKind::kReply);
   hdr.status = static_cast<int32_t>(StatusCode::kUnknownMember);
   out.emplace_back("header_reply_error.bin", EncodeFixed(hdr));
-  out.emplace_back("hello.bin", EncodeFixed(HelloMsg{kProtocolVersion, 2, 0, 1234}));
+  out.emplace_back("hello.bin", EncodeFixed(HelloMsg{kProtocolVersion, 2, 0, 1234, 0x5678, 0}));
   out.emplace_back("echo_sized.bin", EncodeFixed(EchoSizedReq{4096, 0}));
   out.emplace_back("register_resp.bin", EncodeFixed(RegisterResp{1, 1, 500, 0}));
   out.emplace_back("heartbeat.bin", EncodeFixed(HeartbeatReq{1, 1, 1u << 30, 4096}));

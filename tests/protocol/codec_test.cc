@@ -36,11 +36,13 @@ TEST(LayoutTest, MsgHeader) {
 }
 
 TEST(LayoutTest, AnyMessages) {
-  EXPECT_EQ(sizeof(HelloMsg), 8u);
+  EXPECT_EQ(sizeof(HelloMsg), 16u);
   LEGO_EXPECT_OFFSET(HelloMsg, version, 0);
   LEGO_EXPECT_OFFSET(HelloMsg, sender_kind, 1);
   LEGO_EXPECT_OFFSET(HelloMsg, reserved, 2);
   LEGO_EXPECT_OFFSET(HelloMsg, sender_pid, 4);
+  LEGO_EXPECT_OFFSET(HelloMsg, route, 8);
+  LEGO_EXPECT_OFFSET(HelloMsg, reserved2, 12);
   EXPECT_EQ(sizeof(EchoSizedReq), 8u);
   LEGO_EXPECT_OFFSET(EchoSizedReq, reply_bytes, 0);
   LEGO_EXPECT_OFFSET(EchoSizedReq, reserved, 4);
@@ -86,7 +88,7 @@ TEST(LayoutTest, MembershipMessages) {
 
 TEST(LayoutTest, ConstantsArePinned) {
   EXPECT_EQ(kMagic, 0x4F47454Cu);
-  EXPECT_EQ(kProtocolVersion, 1);
+  EXPECT_EQ(kProtocolVersion, 2);
   EXPECT_EQ(kDefaultMaxPayload, 8u << 20);
   EXPECT_EQ(kMaxStringLen, 4096u);
   EXPECT_EQ(kMaxMembers, 65536u);
@@ -131,7 +133,7 @@ TEST(GoldenBytesTest, MsgHeader) {
   h.status = 0;
   const Bytes want = {
       'L',  'E',  'G',  'O',                           // magic 0x4F47454C
-      0x01,                                            // version
+      0x02,                                            // version
       0x01,                                            // kind: request
       0x01, 0x01,                                      // opcode 0x0101 x2g.register
       0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // request_id
@@ -148,8 +150,9 @@ TEST(GoldenBytesTest, MsgHeader) {
 }
 
 TEST(GoldenBytesTest, HelloMsg) {
-  HelloMsg m{1, static_cast<uint8_t>(ComponentKind::kPmon), 0, 0x01020304};
-  EXPECT_EQ(EncodeFixed(m), (Bytes{0x01, 0x02, 0x00, 0x00, 0x04, 0x03, 0x02, 0x01}));
+  HelloMsg m{2, static_cast<uint8_t>(ComponentKind::kPmon), 0, 0x01020304, 0xA1B2C3D4, 0};
+  EXPECT_EQ(EncodeFixed(m), (Bytes{0x02, 0x02, 0x00, 0x00, 0x04, 0x03, 0x02, 0x01,  //
+                                   0xD4, 0xC3, 0xB2, 0xA1, 0x00, 0x00, 0x00, 0x00}));
 }
 
 TEST(GoldenBytesTest, HeartbeatReq) {
@@ -298,7 +301,7 @@ void ExpectFixedExactSizeOnly(const T& msg, const char* what) {
 
 TEST(FixedTest, EveryFixedMessageDecodesOnlyAtExactSize) {
   ExpectFixedExactSizeOnly(MsgHeader{kMagic, 1, 1, kPing, 9, 0, 0}, "header");
-  ExpectFixedExactSizeOnly(HelloMsg{1, 0, 0, 42}, "any.hello");
+  ExpectFixedExactSizeOnly(HelloMsg{1, 0, 0, 42, 7, 0}, "any.hello");
   ExpectFixedExactSizeOnly(EchoSizedReq{4096, 0}, "any.echo_sized");
   ExpectFixedExactSizeOnly(RegisterResp{1, 2, 500, 0}, "x2g.register reply");
   ExpectFixedExactSizeOnly(HeartbeatReq{1, 2, 3, 4}, "x2g.heartbeat");

@@ -167,13 +167,14 @@ std::vector<MemberRecord> SampleMembers() {
 // ---- Round trips ----
 
 TEST(RoundTripTest, HelloMsg) {
-  HelloMsg m{kProtocolVersion, static_cast<uint8_t>(ComponentKind::kPmon), 0, 31337};
+  HelloMsg m{kProtocolVersion, static_cast<uint8_t>(ComponentKind::kPmon), 0, 31337, 0x1234, 0};
   auto back = DecodeFixed<HelloMsg>(EncodeFixed(m), "any.hello");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->version, m.version);
   EXPECT_EQ(back->sender_kind, m.sender_kind);
   EXPECT_EQ(back->reserved, 0);
   EXPECT_EQ(back->sender_pid, 31337u);
+  EXPECT_EQ(back->route, 0x1234u);
 }
 
 TEST(RoundTripTest, EchoSizedReq) {
@@ -375,7 +376,7 @@ TEST(GoldenBytesTest, MemberList) {
 // ---- Truncation and trailing bytes ----
 
 TEST(TruncationTest, EveryPrefixOfEveryMessageIsRejected) {
-  ExpectEveryTruncationAndTrailerRejected(EncodeFixed(HelloMsg{1, 2, 0, 3}), FixedDecoder<HelloMsg>(),
+  ExpectEveryTruncationAndTrailerRejected(EncodeFixed(HelloMsg{1, 2, 0, 3, 4, 0}), FixedDecoder<HelloMsg>(),
                                           "hello");
   ExpectEveryTruncationAndTrailerRejected(EncodeFixed(EchoSizedReq{100, 0}), FixedDecoder<EchoSizedReq>(),
                                           "echo_sized");

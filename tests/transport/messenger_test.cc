@@ -282,6 +282,32 @@ TEST_F(MessengerTest, MalformedMessagesAreRejectedAndServerKeepsServing) {
   EXPECT_GE(ServerCounter("lego_msg_bad_messages_total"), 4);
 }
 
+TEST_F(MessengerTest, RequestsTravelByRouteAndAnUnknownRouteIsDropped) {
+  // The hello gave the client's connection a route, which its requests carry instead of UCX's reply flag.
+  const uint32_t route = MessengerTestPeer::Route(*client_, ch_->conn_id());
+  ASSERT_NE(route, 0u);
+  EXPECT_EQ(MessengerTestPeer::RoutesGiven(*server_), 1u);
+  proto::Bytes payload(16, 7);
+  auto hdr = MessengerTestPeer::RequestHeader(proto::kEcho, payload.size());
+  hdr.status = static_cast<int32_t>(route);  // a raw send with a route goes without the reply flag
+  auto r = MessengerTestPeer::CallRaw(*client_, *ch_, hdr, sizeof(hdr), payload, 5s)->Wait();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, payload);
+  // A route the server never gave: it cannot know where to answer, so it drops the request and counts it.
+  const double bad_before = ServerCounter("lego_msg_bad_messages_total");
+  hdr.status = static_cast<int32_t>(route ^ 0x5a5a5a5a);
+  auto c = MessengerTestPeer::CallRaw(*client_, *ch_, hdr, sizeof(hdr), payload, 300ms);
+  EXPECT_EQ(c->Wait().status().code(), StatusCode::kTimeout);
+  EXPECT_EQ(ServerCounter("lego_msg_bad_messages_total"), bad_before + 1);
+  ExpectServerAlive();
+  // A new connection gets a new route.
+  ch_->Reset();
+  ASSERT_TRUE(ch_->Call(proto::kPing, {}, 5s).ok());
+  const uint32_t route2 = MessengerTestPeer::Route(*client_, ch_->conn_id());
+  EXPECT_NE(route2, 0u);
+  EXPECT_NE(route2, route);
+}
+
 TEST_F(MessengerTest, WrongProtocolVersionIsRejected) {
   // In the header of any message.
   auto hdr = MessengerTestPeer::RequestHeader(proto::kPing, 0);
@@ -290,7 +316,7 @@ TEST_F(MessengerTest, WrongProtocolVersionIsRejected) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kVersionMismatch) << r.status().ToString();
   // In the hello handshake.
-  proto::HelloMsg hello{static_cast<uint8_t>(proto::kProtocolVersion + 1), 0, 0, 1};
+  proto::HelloMsg hello{static_cast<uint8_t>(proto::kProtocolVersion + 1), 0, 0, 1, 0, 0};
   r = ch_->Call(proto::kHello, proto::EncodeFixed(hello), 5s);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kVersionMismatch);

@@ -47,6 +47,17 @@ class MessengerTestPeer {
     return m.SendMsg(conn_id, proto::MsgKind::kReply, opcode, request_id, 0, payload);
   }
 
+  // The route of connection conn_id of m (0 if it has none or is gone), and how many routes m gave out.
+  static uint32_t Route(Messenger& m, uint64_t conn_id) {
+    std::lock_guard wl(m.worker_mu_);
+    auto it = m.conns_.find(conn_id);
+    return it == m.conns_.end() ? 0 : it->second.route;
+  }
+  static size_t RoutesGiven(Messenger& m) {
+    std::lock_guard wl(m.worker_mu_);
+    return m.route_conn_.size();
+  }
+
   static size_t PendingCalls(Messenger& m) {
     MutexLock pl(m.pending_mu_);
     return m.pending_.size();
