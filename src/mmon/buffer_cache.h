@@ -153,7 +153,9 @@ class BufferCache : public proto::FsService {
   void DropTree(uint32_t vnode, const std::string& path) REQUIRES(mu_);
   // Flushes every file at `path` or under `path/`; the first errno or 0.
   int FlushTree(uint32_t vnode, const std::string& path) REQUIRES(mu_);
-  int FlushFile(FileState* f) REQUIRES(mu_);
+  // sync_flags (kFsWriteSync, with kFsDataSync if wanted): the last WRITE of the flush also makes the file
+  // durable, and *synced says whether it did (it cannot when nothing was written).
+  int FlushFile(FileState* f, uint32_t sync_flags = 0, bool* synced = nullptr) REQUIRES(mu_);
   int FlushAllLocked() REQUIRES(mu_);
   void SweepIdleFiles() REQUIRES(mu_);
   // Sets attr's size (and mtime, ctime) to the cache's if f has dirty blocks.

@@ -38,7 +38,7 @@ enum class FsOp : uint16_t {
   kGetattr = 1,  // path -> attr (lstat)
   kCreate = 2,   // path, mode, flags(kFsExclusive) -> attr; creates a regular file (O_CREAT[|O_EXCL])
   kRead = 3,     // path, offset, length -> data (short or empty at end of file)
-  kWrite = 4,    // path, offset, data -> value = bytes written, attr
+  kWrite = 4,    // path, offset, data, flags (kFsWriteSync, kFsDataSync) -> value = bytes written, attr
   kSetattr = 5,  // path, valid (kFsSet*), mode, uid, gid, length (new size), atime_ns, mtime_ns -> attr
   kReaddir = 6,  // path, offset (cookie: 0 first, then the reply's value) -> entries, value = next cookie
   kMkdir = 7,    // path, mode -> attr
@@ -53,7 +53,10 @@ std::string_view FsOpName(FsOp op);
 
 // FsRequest.flags bits.
 inline constexpr uint32_t kFsExclusive = 1;  // kCreate: fail with EEXIST if the path exists
-inline constexpr uint32_t kFsDataSync = 1;   // kFsync: fdatasync semantics
+inline constexpr uint32_t kFsDataSync = 1;   // kFsync, and kWrite with kFsWriteSync: fdatasync semantics
+// kWrite: once all of data is written, make the file durable as kFsync does (one round trip instead of two
+// for a buffer cache that flushes a file for an fsync).
+inline constexpr uint32_t kFsWriteSync = 2;
 // FsRequest.valid bits for kSetattr.
 inline constexpr uint32_t kFsSetMode = 1;
 inline constexpr uint32_t kFsSetUid = 2;

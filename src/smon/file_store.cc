@@ -625,6 +625,11 @@ FsReply FileStore::Write(const Target& t, const FsRequest& req) {
   Settle(estimate, have_after ? static_cast<int64_t>(Allocated(st)) - static_cast<int64_t>(before) : 0);
   if (done == 0 && err) return FsReply::Errno(err);
   if (!have_after) return FsReply::Errno(Errno());
+  if ((req.f.flags & proto::kFsWriteSync) && done == len) {
+    // A short write reports its count unsynced: the writer retries the rest, and syncs with that.
+    if (int serr = SyncOpenFile(t, fd.get(), req.f.flags & proto::kFsDataSync); serr != 0)
+      return FsReply::Errno(serr);
+  }
   FsReply r = AttrReply(st);
   r.f.value = done;
   return r;
@@ -813,10 +818,15 @@ FsReply FileStore::Fsync(const Target& t, const FsRequest& req) {
     return FsReply{};
   }
   Fd fd(rc);
-  if ((data_only ? fdatasync(fd.get()) : fsync(fd.get())) != 0) {
+  if (int err = SyncOpenFile(t, fd.get(), data_only); err != 0) return FsReply::Errno(err);
+  return FsReply{};
+}
+
+int FileStore::SyncOpenFile(const Target& t, int fd, bool data_only) {
+  if ((data_only ? fdatasync(fd) : fsync(fd)) != 0) {
     int err = Errno();
     LEGO_LOG_RATELIMITED("fs_fsync_failed error=\"{}\"", std::strerror(err));
-    return FsReply::Errno(err);
+    return err;
   }
   std::pair<uint64_t, uint64_t> key;
   uint64_t gen = 0;
@@ -825,11 +835,11 @@ FsReply FileStore::Fsync(const Target& t, const FsRequest& req) {
     if (!dir.ok() || fsync(dir.get()) != 0) {
       int err = Errno();
       LEGO_LOG_RATELIMITED("fs_fsync_failed what=parent_dir error=\"{}\"", std::strerror(err));
-      return FsReply::Errno(err);
+      return err;
     }
     DirSynced(key, gen);
   }
-  return FsReply{};
+  return 0;
 }
 
 void FileStore::DirChanged(int dirfd) {

@@ -19,7 +19,8 @@
 //     never throws and never crashes on any request; bad things are logged, rate limited.
 //   - The vNode root (path "") may be read (GETATTR, READDIR, STATFS, FSYNC, SETATTR); RMDIR, UNLINK and
 //     RENAME of it fail with EBUSY, READ/WRITE/CREATE with EISDIR, MKDIR with EEXIST.
-//   - FSYNC makes the file's data (fdatasync with kFsDataSync) and its directory entry durable.
+//   - FSYNC makes the file's data (fdatasync with kFsDataSync) and its directory entry durable; so does a
+//     WRITE with kFsWriteSync, once it has written all of its data.
 //   - READDIR is stateless: the cookie is the directory offset (d_off) after the last entry returned, and
 //     one reply carries at most Options::readdir_reply_bytes of encoded entries ("." and ".." skipped).
 //
@@ -100,6 +101,9 @@ class FileStore : public proto::FsService {
   proto::FsReply Unlink(const Target& t);
   proto::FsReply Rename(const Vnode& v, const Target& from, const proto::FsRequest& req);
   proto::FsReply Fsync(const Target& t, const proto::FsRequest& req);
+  // fsync (fdatasync if data_only) of an open file of t, then of its directory if an entry changed: 0 or
+  // errno.
+  int SyncOpenFile(const Target& t, int fd, bool data_only);
   proto::FsReply Statfs(const Vnode& v);
 
   // Directory durability without an fsync of the directory on every file fsync: each directory carries a

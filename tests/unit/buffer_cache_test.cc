@@ -35,6 +35,7 @@ class FakeFs : public proto::FsService {
   FsReply Execute(const FsRequest& req) override {
     std::lock_guard<std::mutex> l(mu_);
     calls_[req.op]++;
+    if (req.op == FsOp::kWrite && (req.f.flags & proto::kFsWriteSync)) synced_writes_++;
     if (fail_all_ || (fail_writes_ && req.op == FsOp::kWrite)) return FsReply::Errno(EIO);
     const std::string& p = req.path;
     switch (req.op) {
@@ -146,6 +147,10 @@ class FakeFs : public proto::FsService {
     std::lock_guard<std::mutex> l(mu_);
     return dirs_;
   }
+  uint64_t synced_writes() {
+    std::lock_guard<std::mutex> l(mu_);
+    return synced_writes_;
+  }
   uint64_t calls(FsOp op) {
     std::lock_guard<std::mutex> l(mu_);
     return calls_[op];
@@ -233,6 +238,7 @@ class FakeFs : public proto::FsService {
   std::map<std::string, File> files_;
   std::set<std::string> dirs_{""};
   std::map<FsOp, uint64_t> calls_;
+  uint64_t synced_writes_ = 0;  // WRITEs with kFsWriteSync
   bool fail_writes_ = false;
   bool fail_all_ = false;
   uint64_t next_ino_ = 2;
@@ -308,9 +314,30 @@ TEST(BufferCache, ReadAfterWriteBeforeFlushAndDownstreamSeesItOnlyAfterFsync) {
   ASSERT_EQ(Simple(c, FsOp::kFsync, "a").err(), 0);
   EXPECT_EQ(*fs.Contents("a"), data);
   EXPECT_EQ(fs.calls(FsOp::kWrite), 1u);  // three adjacent blocks, one coalesced WRITE
-  EXPECT_EQ(fs.calls(FsOp::kFsync), 1u);
+  EXPECT_EQ(fs.synced_writes(), 1u);      // which carried the sync: no separate FSYNC
+  EXPECT_EQ(fs.calls(FsOp::kFsync), 0u);
   EXPECT_EQ(c.stats().dirty_bytes, 0u);
   EXPECT_EQ(c.stats().flushed_bytes, data.size());
+  // Nothing dirty: the FSYNC itself goes down.
+  ASSERT_EQ(Simple(c, FsOp::kFsync, "a").err(), 0);
+  EXPECT_EQ(fs.calls(FsOp::kFsync), 1u);
+  EXPECT_EQ(fs.synced_writes(), 1u);
+}
+
+TEST(BufferCache, FsyncOfScatteredDirtyBlocksSyncsWithTheLastWriteOnly) {
+  FakeFs fs;
+  fs.Put("a", Bytes(10 * kCacheBlockSize, 0));
+  BufferCache c(Opts(1 << 20), &fs);
+  for (uint64_t blk : {1, 5, 8}) ASSERT_EQ(Write(c, "a", blk * kCacheBlockSize, Pattern(100, blk)).err(), 0);
+  ASSERT_EQ(Simple(c, FsOp::kFsync, "a").err(), 0);
+  EXPECT_EQ(fs.calls(FsOp::kWrite), 3u);  // three runs
+  EXPECT_EQ(fs.synced_writes(), 1u);
+  EXPECT_EQ(fs.calls(FsOp::kFsync), 0u);
+  // The timer's flush does not sync.
+  ASSERT_EQ(Write(c, "a", 0, Pattern(100, 9)).err(), 0);
+  ASSERT_TRUE(c.FlushAll().ok());
+  EXPECT_EQ(fs.calls(FsOp::kWrite), 4u);
+  EXPECT_EQ(fs.synced_writes(), 1u);
 }
 
 TEST(BufferCache, FlusherTickWritesBack) {

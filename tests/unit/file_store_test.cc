@@ -384,6 +384,21 @@ TEST_F(FileStoreTest, FsyncFileDirAndRoot) {
   EXPECT_EQ(Do(FsOp::kFsync, "d").err(), 0);
   EXPECT_EQ(Do(FsOp::kFsync, "").err(), 0);
   EXPECT_EQ(Do(FsOp::kFsync, "missing").err(), ENOENT);
+  // A WRITE that syncs (what the buffer cache sends for an fsync with dirty data).
+  const std::string more = "and synced";
+  FsRequest w;
+  w.op = FsOp::kWrite;
+  w.f.vnode = 1;
+  w.f.offset = 7;
+  w.f.flags = proto::kFsWriteSync | proto::kFsDataSync;
+  w.path = "d/f";
+  w.data = std::span(reinterpret_cast<const uint8_t*>(more.data()), more.size());
+  FsReply wr = store_->Execute(w);
+  ASSERT_EQ(wr.err(), 0);
+  EXPECT_EQ(wr.f.value, more.size());
+  EXPECT_EQ(wr.f.attr.size, 7 + more.size());
+  w.path = "missing";
+  EXPECT_EQ(store_->Execute(w).err(), ENOENT);
 }
 
 TEST_F(FileStoreTest, StatfsReportsTheQuota) {
