@@ -289,13 +289,21 @@ std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uin
 // handlers must not do but may) gets a fresh one.
 Result<Bytes> Channel::CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
                                 Bytes* owned, bool small_reply) {
-  thread_local PendingCall slot;
+  thread_local std::unique_ptr<PendingCall> slot = std::make_unique<PendingCall>();
   thread_local bool slot_busy = false;
-  if (slot_busy) return Begin(opcode, payload, timeout, owned, small_reply)->Wait();
+  if (slot_busy || !slot) return Begin(opcode, payload, timeout, owned, small_reply)->Wait();
   slot_busy = true;
-  Result<Bytes> reply = Begin(opcode, payload, timeout, owned, small_reply, &slot)->Wait();
-  slot_busy = false;
-  return reply;
+  try {
+    Result<Bytes> reply = Begin(opcode, payload, timeout, owned, small_reply, slot.get())->Wait();
+    slot_busy = false;
+    return reply;
+  } catch (...) {
+    // Thrown between entering the pending table and completion (bad_alloc): the object may still be in the
+    // table, so it is leaked rather than freed under a completer, and this thread allocates from now on.
+    (void)slot.release();
+    slot_busy = false;
+    throw;
+  }
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
