@@ -12,6 +12,7 @@
 namespace lego::mmon {
 namespace {
 
+using proto::Bytes;
 using proto::FsOp;
 using proto::FsReply;
 using proto::FsRequest;
@@ -267,22 +268,17 @@ FsReply BufferCache::Read(const FsRequest& req) {
     rr.f.length = n * kBs;
     FsReply fetched = downstream_->Execute(rr);
     if (fetched.err() != 0) return FsReply::Errno(fetched.err());
-    std::vector<uint8_t> buf(n * kBs, 0);
-    if (!fetched.data.empty()) {
-      std::memcpy(buf.data(), fetched.data.data(), std::min<size_t>(fetched.data.size(), buf.size()));
-    }
-    if (idx * kBs + buf.size() > f->size) {  // nothing past the size, whatever downstream holds
-      std::fill(buf.begin() + (f->size - idx * kBs), buf.end(), 0);
-    }
+    // The window's bytes, in place in the reply: zeros past what downstream returned (a short read at its
+    // end of file) and past the size we know, whatever downstream holds there.
+    Bytes& buf = fetched.data;
+    buf.resize(n * kBs);
+    if (idx * kBs + buf.size() > f->size) std::fill(buf.begin() + (f->size - idx * kBs), buf.end(), 0);
     for (uint64_t k = idx; k <= j; ++k) copy_out(k, buf.data() + (k - idx) * kBs);
     misses_.fetch_add(j - idx + 1, std::memory_order_relaxed);
     readaround_.fetch_add(win_end - j, std::memory_order_relaxed);
     // Cache the window if room can be made without touching what this request still needs.
     if (MakeRoom(n, f, first, last) == 0) {
-      for (uint64_t k = idx; k <= win_end; ++k) {
-        Block* b = Insert(f, k);
-        std::memcpy(b->data, buf.data() + (k - idx) * kBs, kBs);
-      }
+      for (uint64_t k = idx; k <= win_end; ++k) Insert(f, k, buf.data() + (k - idx) * kBs);
     }
     idx = j + 1;
   }
@@ -490,10 +486,11 @@ int BufferCache::FlushFile(FileState* f, uint32_t sync_flags, bool* synced) {
       continue;
     }
     const uint64_t len = std::min<uint64_t>((j - i) * kBs, f->size - start);
-    std::vector<uint8_t> data(len);
+    Bytes data;  // appended block by block: no zero fill first
+    data.reserve(len);
     for (size_t k = i; k < j; ++k) {
       uint64_t o = (k - i) * kBs;
-      if (o < len) std::memcpy(data.data() + o, dirty[k]->data, std::min(kBs, len - o));
+      if (o < len) data.insert(data.end(), dirty[k]->data, dirty[k]->data + std::min(kBs, len - o));
     }
     FsRequest w = MakeReq(FsOp::kWrite, f->key.first, f->key.second);
     w.f.offset = start;
@@ -551,9 +548,12 @@ void BufferCache::Touch(Block* b) {
   lru.splice(lru.begin(), lru, b->lru);
 }
 
-BufferCache::Block* BufferCache::Insert(FileState* f, uint64_t index) {
-  auto blk = std::make_unique<Block>();
-  std::memset(blk->data, 0, kBs);
+BufferCache::Block* BufferCache::Insert(FileState* f, uint64_t index, const uint8_t* src) {
+  std::unique_ptr<Block> blk(new Block);  // default-initialized: `data` is written once, below
+  if (src != nullptr)
+    std::memcpy(blk->data, src, kBs);
+  else
+    std::memset(blk->data, 0, kBs);
   Block* b = blk.get();
   b->file = f;
   b->index = index;

@@ -163,7 +163,8 @@ class BufferCache : public proto::FsService {
 
   Block* Lookup(FileState* f, uint64_t index);
   void Touch(Block* b) REQUIRES(mu_);
-  Block* Insert(FileState* f, uint64_t index) REQUIRES(mu_);  // REQUIRES: room (resident < max)
+  // A new clean block holding src's kCacheBlockSize bytes, or zeros. REQUIRES: room (resident < max).
+  Block* Insert(FileState* f, uint64_t index, const uint8_t* src = nullptr) REQUIRES(mu_);
   void MarkDirty(Block* b) REQUIRES(mu_);
   void MarkClean(Block* b) REQUIRES(mu_);
   void DropBlock(Block* b) REQUIRES(mu_);
