@@ -188,6 +188,11 @@ static int drop_runs(const struct iovec* iov, uint32_t n) {
           syscall(SYS_process_madvise, PIDFD_SELF_THREAD_GROUP, iov + i, (size_t)(n - i), MADV_DONTNEED, 0U);
       err = rc < 0 ? errno : 0;
       size_t done = rc > 0 ? (size_t)rc : 0;
+      static int batched_logged = 0; /* helper thread only */
+      if (done > 0 && !batched_logged) {
+        batched_logged = 1;
+        lego_log("helper: drops batched with process_madvise");
+      }
       while (i < n && done >= iov[i].iov_len) done -= iov[i++].iov_len;
       if (i == n) break;
       if (err == EBADF || err == ENOSYS || err == EPERM) batch_drop_ok = 0; /* an older kernel: one by one */
