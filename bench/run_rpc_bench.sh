@@ -299,10 +299,10 @@ for transport in shm tcp; do
         p50=""; p99=""; ops=""; lanes="(failed)"
       fi
       ratio=""
-      # Against the lower of the two raw round trips (with and without UCP_FEATURE_WAKEUP).
-      floor="$rtt"
-      [[ -n "$rtti" && ( -z "$floor" || $(awk -v a="$rtti" -v b="$floor" 'BEGIN{print (a < b)}') == 1 ) ]] && floor="$rtti"
-      [[ -n "$p50" && -n "$floor" ]] && ratio="$(awk -v a="$p50" -v b="$floor" 'BEGIN{ if (b > 0) printf "%.1f", a / b }')"
+      # Against the lower of the two raw round trips (with and without UCP_FEATURE_WAKEUP) that were measured.
+      [[ -n "$p50" ]] && ratio="$(awk -v p="$p50" -v a="$rtt" -v b="$rtti" 'BEGIN{
+        f = (a == "") ? b : (b == "" || a + 0 <= b + 0) ? a : b
+        if (f != "" && f > 0) printf "%.1f", p / f }')"
       printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
         "$transport" "$reply" "$threads" "$(fmt2 "$p50")" "$(fmt2 "$p99")" "${ops:--}" "$(fmt2 "$rtt")" \
         "$(fmt2 "$rtt2")" "$(fmt2 "$rtti")" "${ratio:--}x" "${lanes:--}" "${RAWLANES[$transport,$reply]:--}"

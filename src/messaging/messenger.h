@@ -138,7 +138,9 @@ class PendingCall {
   int64_t coarse_deadline_ns_ = 0;
   void SetTimeout(Millis timeout);
   std::chrono::steady_clock::time_point Deadline() const;
-  void Reset(Messenger* m);  // for reuse by the next synchronous call of its thread (Channel::CallSync)
+  // For reuse by the next synchronous call of its thread (Channel::CallSync): every field below except the
+  // mutex and condition variable back to its initial value. A field added here must be reset there too.
+  void Reset(Messenger* m);
   std::mutex mu_;
   std::condition_variable cv_;
   // A waiter that sleeps in poll() on the worker's wake-up fd (an FS call: Messenger::WaitFsCall) gets this

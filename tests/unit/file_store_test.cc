@@ -384,7 +384,9 @@ TEST_F(FileStoreTest, FsyncFileDirAndRoot) {
   EXPECT_EQ(Do(FsOp::kFsync, "d").err(), 0);
   EXPECT_EQ(Do(FsOp::kFsync, "").err(), 0);
   EXPECT_EQ(Do(FsOp::kFsync, "missing").err(), ENOENT);
-  // A WRITE that syncs (what the buffer cache sends for an fsync with dirty data).
+  // A WRITE that syncs (what the buffer cache sends for an fsync with dirty data) writes and answers as a
+  // plain one does, and fails as one for a missing file. That the data reached the disk is not observable
+  // short of losing the host; the buffer cache's tests check that the flag is sent instead of an FSYNC.
   const std::string more = "and synced";
   FsRequest w;
   w.op = FsOp::kWrite;
