@@ -176,7 +176,7 @@ FsReply BufferCache::ExecuteLocked(const FsRequest& req) {
         DropFile(f->key);
       } else if (rep.err() == 0 && (rep.f.flags & proto::kFsReplyAttr)) {
         f->attr = rep.f.attr;
-        if (f->dirty_count == 0 && rep.f.attr.size != f->size) {
+        if (f->dirty_blocks.empty() && rep.f.attr.size != f->size) {
           // Downstream changed behind our back: its size wins and the clean blocks are suspect.
           while (!f->blocks.empty()) DropBlock(f->blocks.begin()->second.get());
           f->size = rep.f.attr.size;
@@ -375,7 +375,7 @@ FsReply BufferCache::Setattr(const FsRequest& req) {
   }
   FsReply rep = downstream_->Execute(req);
   if (rep.err() != 0) {
-    if (rep.err() == ENOENT || (rep.err() == EIO && f->dirty_count == 0)) DropFile(f->key);
+    if (rep.err() == ENOENT || (rep.err() == EIO && f->dirty_blocks.empty())) DropFile(f->key);
     return rep;
   }
   if (req.f.valid & proto::kFsSetSize) {
@@ -431,7 +431,7 @@ BufferCache::FileState* BufferCache::EnsureFile(uint32_t vnode, const std::strin
 }
 
 void BufferCache::PatchAttr(const FileState& f, proto::FsAttr* attr) {
-  if (f.dirty_count == 0) return;
+  if (f.dirty_blocks.empty()) return;
   attr->size = f.size;
   attr->mtime_ns = std::max(attr->mtime_ns, f.last_write_ns);
   attr->ctime_ns = std::max(attr->ctime_ns, f.last_write_ns);
@@ -471,9 +471,9 @@ int BufferCache::FlushTree(uint32_t vnode, const std::string& path) {
 
 int BufferCache::FlushFile(FileState* f, uint32_t sync_flags, bool* synced) {
   if (synced) *synced = false;
-  if (f->dirty_count == 0) return 0;
+  if (f->dirty_blocks.empty()) return 0;
   std::vector<Block*> dirty;
-  dirty.reserve(f->dirty_count);
+  dirty.reserve(f->dirty_blocks.size());
   for (auto& [idx, b] : f->dirty_blocks) dirty.push_back(b);
   size_t i = 0;
   while (i < dirty.size()) {
@@ -570,7 +570,6 @@ void BufferCache::MarkDirty(Block* b) {
   dirty_lru_.push_front(b);
   b->lru = dirty_lru_.begin();
   b->dirty = true;
-  b->file->dirty_count++;
   b->file->dirty_blocks.emplace(b->index, b);
   dirty_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -581,7 +580,6 @@ void BufferCache::MarkClean(Block* b) {
   clean_lru_.push_front(b);
   b->lru = clean_lru_.begin();
   b->dirty = false;
-  b->file->dirty_count--;
   b->file->dirty_blocks.erase(b->index);
   dirty_.fetch_sub(1, std::memory_order_relaxed);
 }
@@ -589,7 +587,6 @@ void BufferCache::MarkClean(Block* b) {
 void BufferCache::DropBlock(Block* b) {
   if (b->dirty) {
     dirty_lru_.erase(b->lru);
-    b->file->dirty_count--;
     b->file->dirty_blocks.erase(b->index);
     dirty_.fetch_sub(1, std::memory_order_relaxed);
   } else {

@@ -131,7 +131,6 @@ class BufferCache : public proto::FsService {
     int64_t last_write_ns = 0;
     uint64_t read_end = 0;  // where the last READ ended: the next one is sequential if it starts here
     std::map<uint64_t, std::unique_ptr<Block>> blocks;
-    uint64_t dirty_count = 0;
     // The dirty ones among `blocks`, by index: a flush walks these, not every cached block of the file
     // (an fsync of one dirty block in a file with 16k cached ones walked all 16k).
     std::map<uint64_t, Block*> dirty_blocks;
