@@ -235,14 +235,14 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
   auto reply = m_->StartCall(id, salt, proto::kHello, payload, timeout)->Wait();
   if (!reply.ok()) {
     std::lock_guard wl(m_->worker_mu_);
-    m_->CloseConn(id, /*force=*/true);
+    m_->CloseConn(id, /*force=*/false);  // not forced: see Reset (a hello that timed out is answered later)
     Status st = reply.status();
     return Status(st.code(), fmt::format("connect to {}: {}", addr_.ToString(), st.message()));
   }
   auto peer = proto::DecodeFixed<proto::HelloMsg>(reply.value(), "any.hello reply");
   if (!peer.ok() || peer->version != proto::kProtocolVersion) {
     std::lock_guard wl(m_->worker_mu_);
-    m_->CloseConn(id, /*force=*/true);
+    m_->CloseConn(id, /*force=*/false);
     if (!peer.ok()) return peer.status();
     return Status(StatusCode::kVersionMismatch,
                   fmt::format("{} speaks protocol v{}, this is v{}", addr_.ToString(), peer->version,
@@ -323,7 +323,11 @@ void Channel::Reset() {
   uint64_t id = conn_id_.exchange(0);
   if (id == 0) return;
   std::lock_guard wl(m_->worker_mu_);
-  m_->CloseConn(id, /*force=*/true);
+  // Closed with UCX's disconnect, not forced: a forced close tells the peer nothing, and over loopback (no
+  // peer error handling, ErrMode) the server kept its side of every reset connection until it stopped (a
+  // member heartbeating a SIGSTOPped gm left one per failed heartbeat). The close is not waited for: it
+  // completes when the peer answers, or fails when UCX finds the peer gone.
+  m_->CloseConn(id, /*force=*/false);
 }
 
 Status Channel::Send(uint16_t opcode, std::span<const uint8_t> payload) {
@@ -343,6 +347,7 @@ Messenger::Messenger(const MessengerOptions& options) : options_(options) {
   c_timeouts_ = &m->Counter("lego_msg_timeouts_total", "Calls that timed out");
   c_peer_failures_ = &m->Counter("lego_msg_peer_failures_total", "Connections failed by peer errors");
   c_conns_accepted_ = &m->Counter("lego_msg_connections_accepted_total", "Connections accepted");
+  g_conns_ = &m->Gauge("lego_msg_connections", "Open connections (opened and accepted)");
   stats_provider_ = [m] { return m->Snapshot(); };
 }
 
@@ -507,6 +512,7 @@ void Messenger::Shutdown() {
   for (auto& [id, c] : conns_) close(c.ep, /*force=*/false);
   for (ucp_ep_h ep : to_close_) close(ep, /*force=*/true);
   conns_.clear();
+  g_conns_->Set(0);
   conns_closed_.fetch_add(1, std::memory_order_release);
   ep_conn_.clear();
   route_conn_.clear();
@@ -804,6 +810,7 @@ Result<uint64_t> Messenger::CreateClientConn(const HostPort& addr) {
   uint64_t id = next_conn_id_++;
   conns_[id] = Conn{id, h, true, addr.ToString()};
   ep_conn_[h] = id;
+  g_conns_->Set(static_cast<double>(conns_.size()));
   LEGO_LOG_DEBUG("connecting conn={} peer={}", id, addr.ToString());
   return id;
 }
@@ -838,6 +845,7 @@ void Messenger::OnConnRequest(ucp_conn_request_h req, void* arg) {
   uint64_t id = self->next_conn_id_++;
   self->conns_[id] = Conn{id, h, false, peer};
   self->ep_conn_[h] = id;
+  self->g_conns_->Set(static_cast<double>(self->conns_.size()));
   self->c_conns_accepted_->Increment();
   LEGO_LOG_DEBUG("accepted conn={} peer={}", id, peer);
 }
@@ -879,6 +887,7 @@ void Messenger::ForgetConn(std::unordered_map<uint64_t, Conn>::iterator it) {
   ep_conn_.erase(it->second.ep);
   if (!it->second.client && it->second.route != 0) route_conn_.erase(it->second.route);
   conns_.erase(it);
+  g_conns_->Set(static_cast<double>(conns_.size()));
 }
 
 uint32_t Messenger::AssignRoute(uint64_t conn_id) {

@@ -394,6 +394,7 @@ class Messenger {
   prometheus::Counter* c_timeouts_;
   prometheus::Counter* c_peer_failures_;
   prometheus::Counter* c_conns_accepted_;
+  prometheus::Gauge* g_conns_;  // open connections, both ways (conns_.size())
 };
 
 }  // namespace lego::msg

@@ -308,6 +308,23 @@ TEST_F(MessengerTest, RequestsTravelByRouteAndAnUnknownRouteIsDropped) {
   EXPECT_NE(route2, route);
 }
 
+TEST_F(MessengerTest, ResetChannelLeavesNoConnectionOnTheServer) {
+  // On loopback UCX runs without peer error handling, so only a real disconnect tells the server that a
+  // client closed: a channel reset (after a timeout, say) must not leave its connection and route there.
+  ASSERT_TRUE(ch_->Call(proto::kPing, {}, 5s).ok());
+  const size_t before = server_->connection_count();
+  for (int i = 0; i < 20; ++i) {
+    ch_->Reset();
+    ASSERT_TRUE(ch_->Call(proto::kPing, {}, 5s).ok());
+  }
+  // The close is not waited for: give the server a moment to see the last one.
+  for (int i = 0; i < 200 && server_->connection_count() > before; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(server_->connection_count(), before);
+  EXPECT_EQ(MessengerTestPeer::RoutesGiven(*server_), before);
+  EXPECT_EQ(ServerCounter("lego_msg_connections"), static_cast<double>(before + 1));  // + ServerCounter's own
+  ExpectServerAlive();
+}
+
 TEST_F(MessengerTest, WrongProtocolVersionIsRejected) {
   // In the header of any message.
   auto hdr = MessengerTestPeer::RequestHeader(proto::kPing, 0);
