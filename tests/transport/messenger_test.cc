@@ -318,7 +318,7 @@ TEST_F(MessengerTest, ResetChannelLeavesNoConnectionOnTheServer) {
     ASSERT_TRUE(ch_->Call(proto::kPing, {}, 5s).ok());
   }
   // The close is not waited for: give the server a moment to see the last one.
-  for (int i = 0; i < 200 && server_->connection_count() > before; ++i) std::this_thread::sleep_for(10ms);
+  for (int i = 0; i < 500 && server_->connection_count() > before; ++i) std::this_thread::sleep_for(10ms);
   EXPECT_EQ(server_->connection_count(), before);
   EXPECT_EQ(MessengerTestPeer::RoutesGiven(*server_), before);
   EXPECT_EQ(ServerCounter("lego_msg_connections"), static_cast<double>(before + 1));  // + ServerCounter's own
