@@ -265,12 +265,18 @@ std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const
   return Begin(opcode, payload, timeout, nullptr);
 }
 
+std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const uint8_t> payload,
+                                                Millis timeout, Bytes&& reply_buffer) {
+  return Begin(opcode, payload, timeout, nullptr, false, nullptr, &reply_buffer);
+}
+
 std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout) {
   return Begin(opcode, payload, timeout, &payload);
 }
 
 std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                            Bytes* owned, bool small_reply, PendingCall* reuse) {
+                                            Bytes* owned, bool small_reply, PendingCall* reuse,
+                                            Bytes* reply_buffer) {
   auto id = EnsureConnected(std::min(timeout, connect_timeout_));
   if (!id.ok()) {
     auto call = std::make_shared<PendingCall>();
@@ -280,7 +286,7 @@ std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uin
     return call;
   }
   return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, owned,
-                       small_reply, reuse);
+                       small_reply, reuse, reply_buffer);
 }
 
 // A synchronous call waits in this thread until its call is out of the pending table and done, so the call
@@ -1018,7 +1024,8 @@ uint64_t Messenger::NewIdSalt() {
 
 std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                                   std::span<const uint8_t> payload, Millis timeout,
-                                                  Bytes* owned, bool small_reply, PendingCall* reuse) {
+                                                  Bytes* owned, bool small_reply, PendingCall* reuse,
+                                                  Bytes* reply_buffer) {
   std::shared_ptr<PendingCall> call;
   if (reuse) {
     reuse->Reset(this);
@@ -1034,6 +1041,7 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_
   call->opcode_ = opcode;
   call->request_bytes_ = payload.size();
   call->small_reply_ = small_reply;
+  if (reply_buffer) call->reply_ = std::move(*reply_buffer);
   call->SetTimeout(timeout);
   {
     MutexLock pl(pending_mu_);
@@ -1151,11 +1159,16 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     Reject(conn_id, hdr, check.code, check.problem);
     return;
   }
+  Bytes buf;  // for a rendezvous reply: the buffer its caller gave (CallAsync), if any
   if (rndv && kind == proto::MsgKind::kReply) {
-    bool wanted;
+    bool wanted = false;
     {
       MutexLock pl(pending_mu_);
-      wanted = pending_.Contains(hdr.request_id);
+      // While the call is in the table no completer touches its reply_, nor does its caller.
+      if (PendingCall* call = pending_.Find(hdr.request_id)) {
+        wanted = true;
+        buf = std::move(call->reply_);
+      }
     }
     if (!wanted) {  // timed out or abandoned: not worth the transfer
       LEGO_LOG_DEBUG("late_reply request_id={} bytes={}", hdr.request_id, len);
@@ -1163,8 +1176,10 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     }
   }
   if (rndv) {
-    // Large payload: fetch it, then dispatch from the completion callback.
-    auto* rr = new RndvRecv{this, hdr, conn_id, Bytes(len)};
+    // Large payload: fetch it, then dispatch from the completion callback. A given buffer is resized, which
+    // zero-fills only what it grows by.
+    buf.resize(len);
+    auto* rr = new RndvRecv{this, hdr, conn_id, std::move(buf)};
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
     p.cb.recv_am = &Messenger::OnRndvDone;

@@ -150,7 +150,9 @@ class PendingCall {
   void WakeWaiterLocked();  // REQUIRES mu_, after done_ is set
   std::atomic<bool> done_{false};
   Status status_;  // guarded by mu_ until done_
-  Bytes reply_;    // guarded by mu_ until done_
+  // Guarded by mu_ until done_. Before that it may hold a buffer for the reply (CallAsync), which a
+  // rendezvous receive takes under the messenger's pending_mu_ while the call is still in the table.
+  Bytes reply_;
 };
 
 // A client connection to one HOST:PORT. Thread-safe. If the connection fails, the next call reconnects
@@ -163,6 +165,11 @@ class Channel {
   enum class Reply { kAnySize, kSmall };
   Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Reply reply);
   std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
+  // The same, with a buffer for the reply (the previous call's, say): Wait() returns the reply in it. Its
+  // capacity is reused, and so are its bytes up to its current size for a reply large enough to travel by
+  // rendezvous, which would otherwise land in a fresh, zero-filled buffer.
+  std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
+                                         Bytes&& reply_buffer);
   // The same, handing the request buffer over (an rvalue Bytes): a large request is sent from it without a
   // copy. Templates so that Call(op, {}, t) still means the span overload.
   template <class B>
@@ -192,8 +199,10 @@ class Channel {
   Result<Bytes> CallOwnedSync(uint16_t opcode, Bytes&& payload, Millis timeout);
   // Connects if needed and starts the call; owned (if set) holds payload and may be kept by the send.
   // reuse (if set) is the call object to use instead of a new one (CallSync).
+  // reply_buffer (if set) is moved into the call to receive its reply (CallAsync).
   std::shared_ptr<PendingCall> Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                     Bytes* owned, bool small_reply = false, PendingCall* reuse = nullptr);
+                                     Bytes* owned, bool small_reply = false, PendingCall* reuse = nullptr,
+                                     Bytes* reply_buffer = nullptr);
   // Call and wait, with this thread's reusable call object.
   Result<Bytes> CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Bytes* owned,
                          bool small_reply);
@@ -294,7 +303,7 @@ class Messenger {
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                          std::span<const uint8_t> payload, Millis timeout,
                                          Bytes* owned = nullptr, bool small_reply = false,
-                                         PendingCall* reuse = nullptr);
+                                         PendingCall* reuse = nullptr, Bytes* reply_buffer = nullptr);
   uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
   // `owned`: the buffer that is exactly `payload` (a rendezvous receive); the reply takes it instead of a

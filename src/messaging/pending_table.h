@@ -53,10 +53,15 @@ class PendingTable {
     return call;
   }
 
-  bool Contains(uint64_t id) const {
+  bool Contains(uint64_t id) const { return Find(id) != nullptr; }
+
+  // The call with this id, left in the table; null if there is none. Valid while the table is not changed.
+  Call* Find(uint64_t id) const {
     const Slot& s = slots_[id & (kSlots - 1)];
-    if (s.call != nullptr && s.id == id) return true;
-    return !overflow_.empty() && overflow_.count(id) > 0;
+    if (s.call != nullptr && s.id == id) return s.call.get();
+    if (overflow_.empty()) return nullptr;
+    auto it = overflow_.find(id);
+    return it == overflow_.end() ? nullptr : it->second.get();
   }
 
   // Removes every call for which pred(const Call&) is true and passes it to out(std::shared_ptr<Call>).

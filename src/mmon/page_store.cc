@@ -78,22 +78,27 @@ Status PageStore::Write(uint64_t space, std::span<const PageRef> pages) {
 }
 
 bool PageStore::Read(uint64_t space, uint64_t vaddr, uint8_t* out) const {
-  uint8_t present = 0;
-  return ReadMany(space, std::span(&vaddr, 1), &present, out) == 1;
+  std::vector<uint8_t> buf;
+  if (AppendPages(space, std::span(&vaddr, 1), &buf) != 1) return false;
+  std::memcpy(out, buf.data() + 1, kPageSize);
+  return true;
 }
 
-size_t PageStore::ReadMany(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present,
-                           uint8_t* out) const {
+size_t PageStore::AppendPages(uint64_t space, std::span<const uint64_t> vaddrs,
+                              std::vector<uint8_t>* out) const {
   MutexLock lk(mu_);
-  std::fill(present, present + vaddrs.size(), 0);
+  const size_t flags_at = out->size();
+  out->resize(flags_at + vaddrs.size(), 0);
   auto s = spaces_.find(space);
   if (s == spaces_.end()) return 0;
   size_t n = 0;
   for (size_t i = 0; i < vaddrs.size(); ++i) {
     auto it = s->second.find(vaddrs[i]);
     if (it == s->second.end()) continue;
-    present[i] = 1;
-    std::memcpy(out + n++ * kPageSize, Frame(it->second), kPageSize);
+    (*out)[flags_at + i] = 1;  // by index: the insert below may move the buffer
+    const uint8_t* frame = Frame(it->second);
+    out->insert(out->end(), frame, frame + kPageSize);
+    ++n;
   }
   return n;
 }

@@ -41,9 +41,10 @@ class PageStore {
   Status Write(uint64_t space, std::span<const PageRef> pages);
   // Copies the page into out (kPageSize bytes) and returns true, or returns false if it was never written.
   bool Read(uint64_t space, uint64_t vaddr, uint8_t* out) const;
-  // The batch form, under one lock: sets present[i] and copies each written page into out, packed in
-  // request order (out must hold vaddrs.size() pages). Returns how many were present.
-  size_t ReadMany(uint64_t space, std::span<const uint64_t> vaddrs, uint8_t* present, uint8_t* out) const;
+  // The batch form, under one lock, in p2m.read_pages's reply layout: appends vaddrs.size() presence bytes
+  // (1: written) to out, then each written page, packed in request order. Returns how many were present.
+  // Appending (into reserved capacity) instead of filling a sized buffer spares zeroing the pages first.
+  size_t AppendPages(uint64_t space, std::span<const uint64_t> vaddrs, std::vector<uint8_t>* out) const;
   // Frees the pages of [start, start+len); returns how many were stored.
   uint64_t FreeRange(uint64_t space, uint64_t start, uint64_t len);
   uint64_t DestroySpace(uint64_t space);

@@ -37,10 +37,12 @@ Result<std::shared_ptr<msg::Channel>> MemoryClient::Owner(uint64_t space, uint64
 }
 
 Result<std::shared_ptr<msg::PendingCall>> MemoryClient::ReadStart(uint64_t space,
-                                                                  std::span<const uint64_t> vaddrs) {
+                                                                  std::span<const uint64_t> vaddrs,
+                                                                  proto::Bytes&& reply_buffer) {
   auto ch = Owner(space, vaddrs[0] >> kRegionShift);
   if (!ch.ok()) return ch.status();
-  return (*ch)->CallAsync(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_);
+  return (*ch)->CallAsync(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_,
+                          std::move(reply_buffer));
 }
 
 Status MemoryClient::ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,

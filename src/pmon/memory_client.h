@@ -31,7 +31,9 @@ class MemoryClient {
   // to 1 if the mmon held page i and 0 if it was never written. The pages are not copied out: *reply keeps
   // the reply, and *pages points at the present pages' bytes in request order, packed (the k-th present page
   // is at *pages + k * kPage).
-  Result<std::shared_ptr<msg::PendingCall>> ReadStart(uint64_t space, std::span<const uint64_t> vaddrs);
+  // reply_buffer, if given, receives the reply (an earlier reply's buffer: no allocation, no zeroing).
+  Result<std::shared_ptr<msg::PendingCall>> ReadStart(uint64_t space, std::span<const uint64_t> vaddrs,
+                                                      proto::Bytes&& reply_buffer = proto::Bytes());
   static Status ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
                            const uint8_t** pages);
   // Writes pages (any vRegions; data holds vaddrs.size() pages in order). All-or-nothing per vRegion.

@@ -427,7 +427,7 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   ClampWindow(w.vaddrs);
   const size_t n = w.vaddrs.size();
   ReserveOrOvercommit(n);
-  auto call = memory_.ReadStart(space_, w.vaddrs);
+  auto call = memory_.ReadStart(space_, w.vaddrs, SpareReply());
   if (!call.ok()) {
     excache_.Release(*this, n);
     return Fatal(
@@ -513,7 +513,7 @@ void ProcessSession::IssueAhead(uint64_t fault_addr) {
   }
   ClampWindow(w.vaddrs);
   if (!excache_.Reserve(*this, w.vaddrs.size(), kAheadRoomWait)) return;
-  auto call = memory_.ReadStart(space_, w.vaddrs);
+  auto call = memory_.ReadStart(space_, w.vaddrs, SpareReply());
   if (!call.ok()) {
     excache_.Release(*this, w.vaddrs.size());
     return;  // the miss that reaches these pages fetches them itself (and reports the error)
@@ -524,6 +524,13 @@ void ProcessSession::IssueAhead(uint64_t fault_addr) {
 }
 
 // Waits for a window's pages and installs them; wakes the fault at fault_addr (0: none) once its page is in.
+proto::Bytes ProcessSession::SpareReply() {
+  if (spare_replies_.empty()) return {};
+  proto::Bytes b = std::move(spare_replies_.back());
+  spare_replies_.pop_back();
+  return b;
+}
+
 void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_first) {
   size_t n = w.vaddrs.size();
   const size_t fetched = n;
@@ -607,6 +614,7 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
           prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
   }
   remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
+  if (spare_replies_.size() < 2) spare_replies_.push_back(std::move(reply));
   if (fault_addr != 0) Count(&MemStats::misses);
   Count(&MemStats::fetched_pages, fetched);
   Count(&MemStats::prefetch_issued, w.ahead ? fetched : fetched - 1);

@@ -175,6 +175,10 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   uint64_t windows_ = 0;                        // fetches (fault thread only)
   std::optional<Window> ahead_;                 // the window fetched ahead of the stream (fault thread only)
   std::optional<Staged> staged_;                // fault thread only
+  // Buffers of installed windows' replies, given to the next page reads (fault thread only): a reply then
+  // needs no allocation, and a large one no zero-filled buffer (Channel::CallAsync). At most two are kept.
+  std::vector<proto::Bytes> spare_replies_;
+  proto::Bytes SpareReply();
   std::vector<uint64_t> parked_;  // fault addresses on pages being evicted; woken after the batch
 
   std::mutex evict_mu_;  // one eviction batch at a time; owns reads of sock_

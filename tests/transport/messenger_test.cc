@@ -114,6 +114,27 @@ TEST_F(MessengerTest, LargeReplyTakesRendezvousPath) {
   c2->Shutdown();
 }
 
+// CallAsync with a buffer for the reply: the reply lands in that buffer (same storage, so no allocation),
+// for a small reply and for a rendezvous-sized one, and is the same as without a buffer.
+TEST_F(MessengerTest, ReplyLandsInTheBufferTheCallerGave) {
+  proto::Bytes small(64, 7);
+  proto::Bytes buf(100000, 0x11);
+  const uint8_t* storage = buf.data();
+  auto r = ch_->CallAsync(proto::kEcho, small, 5s, std::move(buf))->Wait();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, small);
+  EXPECT_EQ(r->data(), storage);
+  proto::EchoSizedReq req{60000, 0};
+  auto big = ch_->CallAsync(proto::kEchoSized, proto::EncodeFixed(req), 5s, std::move(*r))->Wait();
+  ASSERT_TRUE(big.ok()) << big.status().ToString();
+  EXPECT_EQ(*big, proto::Bytes(60000, 0x5a));
+  EXPECT_EQ(big->data(), storage);
+  // A buffer smaller than the reply grows to fit it.
+  auto grown = ch_->CallAsync(proto::kEchoSized, proto::EncodeFixed(req), 5s, proto::Bytes(10, 1))->Wait();
+  ASSERT_TRUE(grown.ok()) << grown.status().ToString();
+  EXPECT_EQ(*grown, proto::Bytes(60000, 0x5a));
+}
+
 // A rendezvous-sized request offers its buffer to the handler (Incoming::owned): taken, it keeps the
 // payload's bytes where they are, so a handler can queue work on them without a copy. A small one does not.
 TEST_F(MessengerTest, HandlerMayTakeALargeRequestsBuffer) {

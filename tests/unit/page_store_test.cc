@@ -1,6 +1,8 @@
 // PageStore: the memory monitor's page pool.
 #include "mmon/page_store.h"
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 namespace lego::mmon {
@@ -28,6 +30,27 @@ TEST(PageStore, WritesReadBackAndAbsentPagesAreReported) {
   ASSERT_TRUE(s->Read(7, 0x1000, out.data()));
   EXPECT_EQ(out, c);
   EXPECT_EQ(s->used_bytes(), 2 * kPageSize);
+}
+
+TEST(PageStore, AppendPagesGivesPresenceBytesThenPresentPagesInRequestOrder) {
+  auto s = PageStore::Create(16 * kPageSize).value();
+  auto a = Page(1), b = Page(2);
+  PageStore::PageRef pages[] = {{0x1000, a}, {0x7000, b}};
+  ASSERT_TRUE(s->Write(7, pages).ok());
+  std::vector<uint8_t> out = {0xee, 0xee};  // a header already there stays
+  const uint64_t want[] = {0x7000, 0x2000, 0x1000};
+  EXPECT_EQ(s->AppendPages(7, want, &out), 2u);
+  ASSERT_EQ(out.size(), 2 + 3 + 2 * kPageSize);
+  EXPECT_EQ(out[0], 0xee);
+  EXPECT_EQ(out[2], 1);
+  EXPECT_EQ(out[3], 0);
+  EXPECT_EQ(out[4], 1);
+  EXPECT_TRUE(std::equal(b.begin(), b.end(), out.begin() + 5));
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), out.begin() + 5 + kPageSize));
+  // An unknown space: every presence byte 0, no pages.
+  std::vector<uint8_t> none;
+  EXPECT_EQ(s->AppendPages(8, want, &none), 0u);
+  EXPECT_EQ(none, std::vector<uint8_t>(3, 0));
 }
 
 TEST(PageStore, FullPoolRefusesWholeBatchAndFreeingMakesRoom) {
