@@ -523,7 +523,6 @@ void ProcessSession::IssueAhead(uint64_t fault_addr) {
   ahead_ = std::move(w);
 }
 
-// Waits for a window's pages and installs them; wakes the fault at fault_addr (0: none) once its page is in.
 proto::Bytes ProcessSession::SpareReply() {
   if (spare_replies_.empty()) return {};
   proto::Bytes b = std::move(spare_replies_.back());
@@ -531,6 +530,7 @@ proto::Bytes ProcessSession::SpareReply() {
   return b;
 }
 
+// Waits for a window's pages and installs them; wakes the fault at fault_addr (0: none) once its page is in.
 void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_first) {
   size_t n = w.vaddrs.size();
   const size_t fetched = n;
