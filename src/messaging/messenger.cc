@@ -218,7 +218,6 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
   {
     std::lock_guard wl(m_->worker_mu_);
     if (id != 0 && m_->conns_.count(id)) return id;  // another thread reconnected meanwhile
-    if (id != 0) m_->CloseConn(id, /*force=*/true);
     auto created = m_->CreateClientConn(addr_);
     if (!created.ok()) return created.status();
     id = created.value();
@@ -235,14 +234,14 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
   auto reply = m_->StartCall(id, salt, proto::kHello, payload, timeout)->Wait();
   if (!reply.ok()) {
     std::lock_guard wl(m_->worker_mu_);
-    m_->CloseConn(id, /*force=*/false);  // not forced: see Reset (a hello that timed out is answered later)
+    m_->CloseConn(id);  // a hello that timed out is answered later: the peer must learn it was dropped
     Status st = reply.status();
     return Status(st.code(), fmt::format("connect to {}: {}", addr_.ToString(), st.message()));
   }
   auto peer = proto::DecodeFixed<proto::HelloMsg>(reply.value(), "any.hello reply");
   if (!peer.ok() || peer->version != proto::kProtocolVersion) {
     std::lock_guard wl(m_->worker_mu_);
-    m_->CloseConn(id, /*force=*/false);
+    m_->CloseConn(id);
     if (!peer.ok()) return peer.status();
     return Status(StatusCode::kVersionMismatch,
                   fmt::format("{} speaks protocol v{}, this is v{}", addr_.ToString(), peer->version,
@@ -265,9 +264,9 @@ std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const
   return Begin(opcode, payload, timeout, nullptr);
 }
 
-std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const uint8_t> payload,
-                                                Millis timeout, Bytes&& reply_buffer) {
-  return Begin(opcode, payload, timeout, nullptr, false, nullptr, &reply_buffer);
+std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, Bytes&& payload, Millis timeout,
+                                                Bytes&& reply_buffer) {
+  return Begin(opcode, payload, timeout, &payload, false, nullptr, &reply_buffer);
 }
 
 std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout) {
@@ -329,11 +328,7 @@ void Channel::Reset() {
   uint64_t id = conn_id_.exchange(0);
   if (id == 0) return;
   std::lock_guard wl(m_->worker_mu_);
-  // Closed with UCX's disconnect, not forced: a forced close tells the peer nothing, and over loopback (no
-  // peer error handling, ErrMode) the server kept its side of every reset connection until it stopped (a
-  // member heartbeating a SIGSTOPped gm left one per failed heartbeat). The close is not waited for: it
-  // completes when the peer answers, or fails when UCX finds the peer gone.
-  m_->CloseConn(id, /*force=*/false);
+  m_->CloseConn(id);
 }
 
 Status Channel::Send(uint16_t opcode, std::span<const uint8_t> payload) {
@@ -916,10 +911,14 @@ ucs_status_ptr_t Messenger::CloseEp(ucp_ep_h ep, bool force) {
   return ucp_ep_close_nbx(ep, &p);
 }
 
-void Messenger::CloseConn(uint64_t conn_id, bool force) {
+// Closed with UCX's disconnect, not forced: a forced close tells the peer nothing, and over loopback (no
+// peer error handling, ErrMode) the server kept its side of every reset connection until it stopped (a
+// member heartbeating a SIGSTOPped gm left one per failed heartbeat). The close is not waited for: it
+// completes when the peer answers, or fails when UCX finds the peer gone.
+void Messenger::CloseConn(uint64_t conn_id) {
   auto it = conns_.find(conn_id);
   if (it == conns_.end()) return;
-  ucs_status_ptr_t r = CloseEp(it->second.ep, force);
+  ucs_status_ptr_t r = CloseEp(it->second.ep, /*force=*/false);
   if (UCS_PTR_IS_PTR(r)) ucp_request_free(r);
   ForgetConn(it);
   conns_closed_.fetch_add(1, std::memory_order_release);

@@ -165,10 +165,10 @@ class Channel {
   enum class Reply { kAnySize, kSmall };
   Result<Bytes> Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Reply reply);
   std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
-  // The same, with a buffer for the reply (the previous call's, say): Wait() returns the reply in it. Its
-  // capacity is reused, and so are its bytes up to its current size for a reply large enough to travel by
-  // rendezvous, which would otherwise land in a fresh, zero-filled buffer.
-  std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
+  // The same, handing the request buffer over, and with a buffer for the reply (the previous call's, say):
+  // Wait() returns the reply in it. Its capacity is reused, and so are its bytes up to its current size for
+  // a reply large enough to travel by rendezvous, which would otherwise land in a fresh, zero-filled buffer.
+  std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, Bytes&& payload, Millis timeout,
                                          Bytes&& reply_buffer);
   // The same, handing the request buffer over (an rvalue Bytes): a large request is sent from it without a
   // copy. Templates so that Call(op, {}, t) still means the span overload.
@@ -290,7 +290,7 @@ class Messenger {
   ucs_status_ptr_t CloseEp(ucp_ep_h ep, bool force);  // REQUIRES worker_mu_
   void LockWorker();                                  // worker_mu_.lock(), letting the poll loop step aside
   ucp_err_handling_mode_t ErrMode(bool loopback_peer) const;
-  void CloseConn(uint64_t conn_id, bool force);
+  void CloseConn(uint64_t conn_id);  // a client connection dropped on purpose: disconnect, do not wait
 
   // owned, if set, holds payload and may be taken: a send that cannot complete at once keeps it alive
   // instead of copying the payload.

@@ -120,7 +120,7 @@ TEST_F(MessengerTest, ReplyLandsInTheBufferTheCallerGave) {
   proto::Bytes small(64, 7);
   proto::Bytes buf(100000, 0x11);
   const uint8_t* storage = buf.data();
-  auto r = ch_->CallAsync(proto::kEcho, small, 5s, std::move(buf))->Wait();
+  auto r = ch_->CallAsync(proto::kEcho, proto::Bytes(small), 5s, std::move(buf))->Wait();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, small);
   EXPECT_EQ(r->data(), storage);
