@@ -125,6 +125,7 @@ json ToJson(const proto::ProcessRecord& p) {
               {"job", p.job},
               {"vnode", p.fixed.vnode},
               {"ended", (f.flags & proto::kProcessEnded) != 0},
+              {"killed_why", p.killed_why},
               {"space", fmt::format("{:#x}", f.space)},
               {"resident_pages", f.resident_pages},
               {"remote_pages", f.remote_pages},
@@ -209,6 +210,29 @@ Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const
       if (all || !(p.fixed.flags & proto::kProcessEnded)) out.push_back(std::move(p));
   }
   return out;
+}
+
+// The job's processes as the pmon reports them once all have ended (it frees their remote memory right
+// after each exits: wait for that, up to 5 s); an empty list if the pmon cannot be asked.
+static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir, const std::string& job) {
+  QueryOptions q;
+  q.state_dir = state_dir;
+  auto m = MakeCliMessenger();
+  std::vector<proto::ProcessRecord> mine;
+  for (int i = 0; m.ok() && i < 50; ++i) {
+    auto procs = ListProcesses(**m, q, true);
+    if (!procs.ok()) break;
+    mine.clear();
+    bool all_ended = true;
+    for (auto& p : *procs)
+      if (p.job == job) {
+        all_ended &= (p.fixed.flags & proto::kProcessEnded) != 0;
+        mine.push_back(p);
+      }
+    if (!mine.empty() && all_ended) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return mine;
 }
 
 int RunCommand(const RunOptions& o) {
@@ -323,6 +347,7 @@ int RunCommand(const RunOptions& o) {
   }
   g_child = 0;
   int rc;
+  bool sigkill = false;
   if (WIFEXITED(status)) {
     rc = WEXITSTATUS(status);
   } else if (WIFSIGNALED(status)) {
@@ -330,28 +355,18 @@ int RunCommand(const RunOptions& o) {
     if (sig != SIGINT && sig != SIGPIPE)
       fmt::print(stderr, "lego run: {} was killed by signal {} ({})\n", o.argv[0], sig, strsignal(sig));
     rc = 128 + sig;
+    sigkill = sig == SIGKILL;
   } else {
     rc = 1;
   }
+  // A SIGKILL may have come from the process monitor (the program's memory became unreachable): ask it why.
+  std::vector<proto::ProcessRecord> mine;
+  if (o.stats || sigkill) mine = JobRecords(o.state_dir, job);
+  for (const auto& p : mine)
+    if (p.fixed.flags & proto::kProcessKilled)
+      fmt::print(stderr, "lego run: the process monitor killed pid {} ({}): {}\n", p.fixed.pid, p.comm,
+                 p.killed_why);
   if (o.stats) {
-    // The pmon frees the job's remote memory right after the program exits; wait for that, then report.
-    QueryOptions q;
-    q.state_dir = o.state_dir;
-    auto m = MakeCliMessenger();
-    std::vector<proto::ProcessRecord> mine;
-    for (int i = 0; m.ok() && i < 50; ++i) {
-      auto procs = ListProcesses(**m, q, true);
-      if (!procs.ok()) break;
-      mine.clear();
-      bool all_ended = true;
-      for (auto& p : *procs)
-        if (p.job == job) {
-          all_ended &= (p.fixed.flags & proto::kProcessEnded) != 0;
-          mine.push_back(p);
-        }
-      if (!mine.empty() && all_ended) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
     if (o.stats_json) {
       json j = json::array();
       for (auto& p : mine) j.push_back(ToJson(p));

@@ -383,7 +383,7 @@ proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended, ui
   proto::ProcessRecord rec;
   auto& f = rec.fixed;
   f.pid = i.pid;
-  f.flags = ended ? proto::kProcessEnded : 0;
+  f.flags = (ended ? proto::kProcessEnded : 0) | (i.killed_why.empty() ? 0 : proto::kProcessKilled);
   f.space = i.space;
   f.started_ms = i.started_ms;
   f.resident_pages = i.resident_pages;
@@ -404,6 +404,7 @@ proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended, ui
   f.fault_p99_ns = st.fault_latency.Quantile(0.99);
   rec.comm = i.comm;
   rec.job = i.job;
+  rec.killed_why = std::move(i.killed_why);
   f.vnode = vnode;
   return rec;
 }

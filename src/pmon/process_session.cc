@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "pmon/excache.h"
+#include "protocol/c2p.h"
 #include "protocol/local.h"
 #include "protocol/local_codec.h"
 
@@ -96,6 +97,8 @@ SessionInfo ProcessSession::Info() const {
   i.remote_pages = remote_.load(std::memory_order_relaxed);
   i.cap_pages = cap_pages_;
   i.started_ms = started_ms_;
+  std::lock_guard lock(why_mu_);
+  i.killed_why = killed_why_;
   return i;
 }
 
@@ -668,6 +671,10 @@ void ProcessSession::HandleUnmap(uint64_t start, uint64_t end) {
 
 void ProcessSession::Fatal(const std::string& why) {
   LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid_, comm_, why);
+  {
+    std::lock_guard lock(why_mu_);  // `lego run` shows its user the first reason (c2p.list_processes)
+    if (killed_why_.empty()) killed_why_ = why.substr(0, proto::kMaxKilledWhy);
+  }
   if (pid_t pid = pid_.load(); pid > 0) kill(pid, SIGKILL);
 }
 

@@ -49,6 +49,7 @@ struct SessionInfo {
   std::string comm, job;
   uint64_t resident_pages = 0, remote_pages = 0, cap_pages = 0;
   uint64_t started_ms = 0;
+  std::string killed_why;  // set if the pmon killed the process (its memory became unreachable)
 };
 
 class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
@@ -161,6 +162,8 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::thread thread_;
   std::function<void(ProcessSession*)> on_end_;
   std::atomic<bool> ended_{false};
+  mutable std::mutex why_mu_;
+  std::string killed_why_;  // guarded by why_mu_: the first reason Fatal was given
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> remote_{0};
   int64_t attach_deadline_ms_ = 0;

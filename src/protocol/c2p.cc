@@ -11,6 +11,7 @@ Bytes EncodeProcessList(const std::vector<ProcessRecord>& procs) {
     w.Put(p.fixed);
     w.PutString(p.comm);
     w.PutString(p.job);
+    w.PutString(std::string_view(p.killed_why).substr(0, kMaxKilledWhy));
   }
   return w.Take();
 }
@@ -19,13 +20,14 @@ Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> pa
   Reader r(payload, "c2p.list_processes reply");
   uint32_t n = 0;
   LEGO_RETURN_IF_ERROR(r.Get(&n, "count"));
-  if (n > kMaxProcesses || n > r.remaining() / (sizeof(ProcessFixed) + 4))
+  if (n > kMaxProcesses || n > r.remaining() / (sizeof(ProcessFixed) + 6))
     return Status(StatusCode::kBadMessage, fmt::format("c2p.list_processes reply: count {} too large", n));
   std::vector<ProcessRecord> out(n);
   for (auto& p : out) {
     LEGO_RETURN_IF_ERROR(r.Get(&p.fixed, "process"));
     LEGO_RETURN_IF_ERROR(r.GetString(&p.comm, "comm", 256));
     LEGO_RETURN_IF_ERROR(r.GetString(&p.job, "job", 256));
+    LEGO_RETURN_IF_ERROR(r.GetString(&p.killed_why, "killed_why", kMaxKilledWhy));
   }
   LEGO_RETURN_IF_ERROR(r.Finish());
   return out;

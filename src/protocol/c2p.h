@@ -41,12 +41,18 @@ struct ProcessRecord {
   ProcessFixed fixed{};
   std::string comm;  // program name
   std::string job;   // job id given by `lego run`
+  // Why the process monitor killed the process (kProcessKilled), for `lego run` to tell its user: e.g. a
+  // memory monitor holding its pages became unreachable. Empty otherwise.
+  std::string killed_why;
 };
 
 inline constexpr uint32_t kProcessEnded = 1;
+inline constexpr uint32_t kProcessKilled = 2;  // the process monitor killed it (see killed_why)
 inline constexpr uint32_t kMaxProcesses = 65536;
 
-// Reply: u32 count, then per process: ProcessFixed, string comm, string job. Empty request.
+// Reply: u32 count, then per process: ProcessFixed, string comm, string job, string killed_why (at most
+// kMaxKilledWhy bytes). Empty request.
+inline constexpr size_t kMaxKilledWhy = 1024;
 Bytes EncodeProcessList(const std::vector<ProcessRecord>& procs);
 Result<std::vector<ProcessRecord>> DecodeProcessList(std::span<const uint8_t> payload);
 

@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -297,6 +299,64 @@ TEST(FullMemoryTest, MallocReturnsNullWhenMemoryMonitorsAreFullAndNoDaemonCrashe
   auto again = lego({"run", "--", Programs() + "/working_set", "32", "2"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
   lego({"down"});
+}
+
+// kill -9 of a memory monitor that holds a running program's pages: the pmon kills the program (its memory
+// is gone) and `lego run` says why, not only "killed by signal 9"; the pmon survives and the next program
+// runs on the memory monitor that is left.
+TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
+  test::TempDir dir;
+  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"}};
+  auto lego = [&](std::vector<std::string> args) {
+    return test::Run(test::BinDir() + "/lego", args, env, 120s);
+  };
+  struct Down {
+    std::function<void()> f;
+    ~Down() { f(); }
+  } down{[&] { lego({"down", "--timeout", "10"}); }};
+  ASSERT_EQ(lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  // 48 MB through an 8 MB ExCache, touched over and over: it keeps reading pages back from the mmons.
+  test::Process run(
+      test::BinDir() + "/lego",
+      {"--state-dir", dir.path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
+       "import time\nx = bytearray(48 << 20)\nend = time.time() + 60\n"
+       "while time.time() < end:\n"
+       "    for i in range(0, len(x), 4096): x[i] = (x[i] + 1) & 255\n"},
+      dir.path() + "/run.log");
+  // The mmon holding most of its memory, once it holds a good part of it.
+  pid_t victim = 0;
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        auto st = lego({"status", "--json"});
+        if (st.exit_code != 0) return false;
+        uint64_t most = 0;
+        for (auto& c : json::parse(st.out))
+          if (c["kind"] == "mmon" && c["used_bytes"].get<uint64_t>() > most) {
+            most = c["used_bytes"].get<uint64_t>();
+            victim = c["pid"].get<pid_t>();
+          }
+        return most > (24u << 20);
+      },
+      30s));
+  ASSERT_GT(victim, 0);
+  ASSERT_EQ(kill(victim, SIGKILL), 0);
+  const int st = run.Wait(30s);
+  ASSERT_NE(st, -1) << "the program kept running without its memory: " << run.Log();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL) << st << " " << run.Log();
+  EXPECT_NE(run.Log().find("the process monitor killed pid"), std::string::npos) << run.Log();
+  EXPECT_NE(run.Log().find("from its memory monitor"), std::string::npos) << run.Log();
+  // The pmon is alive, and once the gm has seen the mmon dead, the next program runs on the one that is left
+  // (--keep-cwd: the dead mmon may have been the default vNode's cache home).
+  std::string status;
+  EXPECT_TRUE(test::WaitFor(
+      [&] {
+        status = lego({"status"}).out;
+        return status.find("4 alive, 1 dead") != std::string::npos;
+      },
+      10s))
+      << status;
+  auto again = lego({"run", "--keep-cwd", "--excache", "8M", "--", Programs() + "/working_set", "32", "2"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
 // A program stopped while the pmon waits for its helper thread to DROP evicted pages: the pmon gives up

@@ -163,8 +163,8 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   if (procs.ok()) {
     if (procs->size() > kMaxProcesses) Fail("c2p.list_processes reply", "more than kMaxProcesses");
     for (const auto& p : procs.value())
-      if (p.comm.size() > 256 || p.job.size() > 256)
-        Fail("c2p.list_processes reply", "string over 256 accepted");
+      if (p.comm.size() > 256 || p.job.size() > 256 || p.killed_why.size() > kMaxKilledWhy)
+        Fail("c2p.list_processes reply", "string over its limit accepted");
   }
 
   // FS requests and replies, under every FS opcode: what decodes must be canonical and its paths valid.

@@ -16,10 +16,11 @@ TEST(C2pTest, ProcessListRoundTrips) {
   a.fixed.fault_p99_ns = 123456;
   a.comm = "python3";
   a.job = "abc";
+  a.killed_why = "mmon gone";
   ProcessRecord b;
   b.fixed.pid = 43;
   auto bytes = EncodeProcessList({a, b});
-  EXPECT_EQ(bytes.size(), 4 + 2 * (sizeof(ProcessFixed) + 4) + 7 + 3);  // strings: u16 length + bytes
+  EXPECT_EQ(bytes.size(), 4 + 2 * (sizeof(ProcessFixed) + 6) + 7 + 3 + 9);  // strings: u16 length + bytes
   auto got = DecodeProcessList(bytes).value();
   ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].fixed.pid, 42u);
@@ -27,7 +28,24 @@ TEST(C2pTest, ProcessListRoundTrips) {
   EXPECT_EQ(got[0].fixed.fault_p99_ns, 123456u);
   EXPECT_EQ(got[0].comm, "python3");
   EXPECT_EQ(got[0].job, "abc");
+  EXPECT_EQ(got[0].killed_why, "mmon gone");
   EXPECT_EQ(got[1].comm, "");
+  EXPECT_EQ(got[1].killed_why, "");
+}
+
+TEST(C2pTest, ProcessListRefusesAnOverlongKillReason) {
+  ProcessRecord a;
+  a.killed_why = std::string(kMaxKilledWhy + 100, 'x');
+  auto bytes = EncodeProcessList({a});  // the encoder cuts it to the limit
+  auto got = DecodeProcessList(bytes);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got.value()[0].killed_why.size(), kMaxKilledWhy);
+  // A peer that sends more is refused.
+  const size_t len_at = bytes.size() - kMaxKilledWhy - 2;
+  uint16_t longer = kMaxKilledWhy + 1;
+  std::memcpy(bytes.data() + len_at, &longer, 2);
+  bytes.push_back('x');
+  EXPECT_EQ(DecodeProcessList(bytes).status().code(), StatusCode::kBadMessage);
 }
 
 TEST(C2pTest, ProcessListRejectsTruncationAndHugeCounts) {
