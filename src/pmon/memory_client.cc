@@ -142,4 +142,31 @@ Status MemoryClient::DestroySpace(uint64_t space, uint64_t* freed) {
   return first;
 }
 
+Status MemoryClient::DestroySpaceEverywhere(uint64_t space, uint64_t* freed) {
+  auto list = gm_->Call(proto::kListMembers, {}, timeout_);
+  if (!list.ok()) return list.status();
+  auto members = proto::DecodeMemberList(*list);
+  if (!members.ok()) return members.status();
+  for (const auto& m : *members) {
+    if (m.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kMmon) ||
+        m.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive))
+      continue;  // a dead mmon's pool went with it
+    auto addr = ParseHostPort(m.listen_addr);
+    if (!addr.ok()) return addr.status();
+    std::shared_ptr<msg::Channel> ch;
+    {
+      std::lock_guard lock(mu_);
+      auto& c = channels_[m.listen_addr];
+      if (!c) c = messenger_.ChannelTo(*addr, timeout_);
+      ch = c;
+    }
+    auto r = ch->Call(proto::kDestroySpace, proto::EncodeFixed(proto::DestroySpaceReq{space}), timeout_);
+    if (!r.ok()) return r.status();
+    auto resp = proto::DecodeFixed<proto::FreedResp>(*r, "p2m.freed");
+    if (resp.ok() && freed) *freed += resp->pages_freed;
+  }
+  auto r = gm_->Call(proto::kReleaseSpace, proto::EncodeFixed(proto::ReleaseSpaceReq{space}), timeout_);
+  return r.ok() ? Status::Ok() : r.status();
+}
+
 }  // namespace lego::pmon

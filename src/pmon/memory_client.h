@@ -42,6 +42,10 @@ class MemoryClient {
   Status FreeRange(uint64_t space, uint64_t start, uint64_t len, uint64_t* freed = nullptr);
   // Frees everything of the space on every mmon that holds part of it, and tells the gm to forget it.
   Status DestroySpace(uint64_t space, uint64_t* freed = nullptr);
+  // The same for a space whose holders this client does not know (one of a previous life of the pmon, or
+  // one whose DestroySpace failed): every mmon the gm lists alive is asked to free it. Fails if any of
+  // them, or the gm, could not be asked.
+  Status DestroySpaceEverywhere(uint64_t space, uint64_t* freed = nullptr);
   // fork(): `child` gets a copy-on-write copy of every page of `parent`, on the same memory monitors.
   Status ForkSpace(uint64_t parent, uint64_t child, uint64_t* pages = nullptr);
 

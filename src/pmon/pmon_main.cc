@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
     o.gm = ctx.config.gm;
     o.vnode_root = (std::filesystem::path(ctx.config.data_dir) / "vnodes").string();
     o.storage_timeout = msg::Millis(ctx.config.storage_timeout_ms + 2000);
+    o.space_journal = (std::filesystem::path(ctx.config.data_dir) / "spaces").string();
     auto policy = pmon::ParseEvictionPolicy(ctx.config.eviction);
     if (!policy.ok()) return policy.status();
     o.session.policy = *policy;

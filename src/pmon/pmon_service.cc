@@ -82,6 +82,18 @@ PmonService::PmonService(const PmonOptions& options, msg::Messenger& messenger, 
 PmonService::~PmonService() { Stop(); }
 
 Status PmonService::Start() {
+  if (!options_.space_journal.empty()) {
+    auto j = SpaceJournal::Open(options_.space_journal);
+    if (!j.ok()) return Status(j.status().code(), "space journal: " + j.status().message());
+    journal_ = std::move(*j);
+    if (!journal_->leftovers().empty())
+      LEGO_LOG_WARN(
+          "spaces_left_behind count={} journal={}: a previous run of this pmon ended without "
+          "freeing them; freeing them now",
+          journal_->leftovers().size(), options_.space_journal);
+    std::lock_guard lock(mu_);
+    unfreed_ = journal_->leftovers();
+  }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (options_.socket_path.size() >= sizeof addr.sun_path)
@@ -97,6 +109,7 @@ Status PmonService::Start() {
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   excache_.Start();
   listener_ = std::thread([this] { ListenLoop(); });
+  reaper_ = std::thread([this] { ReapLoop(); });
   LEGO_LOG_INFO("pmon_serving socket={} excache_bytes={} eviction={} prefetch={}", options_.socket_path,
                 options_.excache_bytes, EvictionPolicyName(options_.session.policy),
                 options_.session.prefetch);
@@ -110,6 +123,12 @@ void PmonService::Stop() {
   if (listener_.joinable()) listener_.join();
   attach_queue_.Stop();
   for (auto& s : Sessions()) s->Stop();  // each frees its remote memory on the way out
+  {
+    std::lock_guard lock(mu_);
+    reap_stop_ = true;  // what is still unfreed stays in the journal for the next start
+  }
+  reap_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
   excache_.Stop();
   vnodes_->UnmountAll();
   {
@@ -121,6 +140,40 @@ void PmonService::Stop() {
   close(stop_fd_);
   unlink(options_.socket_path.c_str());
   stop_fd_ = -1;
+}
+
+void PmonService::Created(uint64_t space) {
+  if (journal_) journal_->Added(space);
+}
+
+void PmonService::ReapLoop() {
+  std::unique_lock lock(mu_);
+  while (!reap_stop_) {
+    if (unfreed_.empty()) {
+      reap_cv_.wait(lock, [&] { return reap_stop_ || !unfreed_.empty(); });
+      continue;
+    }
+    const std::set<uint64_t> todo = unfreed_;
+    lock.unlock();
+    for (uint64_t space : todo) {
+      uint64_t freed = 0;
+      Status st = memory_.DestroySpaceEverywhere(space, &freed);
+      if (st.ok()) {
+        if (journal_) journal_->Removed(space);
+        LEGO_LOG_INFO("space_reaped space={:#x} pages_freed={}", space, freed);
+      } else {
+        LEGO_LOG_RATELIMITED("space_reap_failed space={:#x} err={} (retrying every {} ms)", space,
+                             st.ToString(), options_.reap_interval.count());
+      }
+      lock.lock();
+      if (st.ok()) unfreed_.erase(space);
+      const bool stop = reap_stop_;
+      lock.unlock();
+      if (stop) break;
+    }
+    lock.lock();
+    reap_cv_.wait_for(lock, options_.reap_interval, [&] { return reap_stop_; });
+  }
 }
 
 std::vector<std::shared_ptr<ProcessSession>> PmonService::Sessions() const {
@@ -207,9 +260,10 @@ void PmonService::Accept(int conn) {
   const uint64_t budget = excache_.budget_pages();
   uint64_t cap = hello.excache_cap ? std::min<uint64_t>(hello.excache_cap / kPage, budget) : budget;
   cap = std::max<uint64_t>(cap, 64);
-  auto s =
-      std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), NewSpaceId(), hello.comm,
-                                       hello.job, cap, options_.session, excache_, memory_, totals_);
+  const uint64_t space = NewSpaceId();
+  Created(space);
+  auto s = std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), space, hello.comm,
+                                            hello.job, cap, options_.session, excache_, memory_, totals_);
   LEGO_LOG_INFO("process_started pid={} comm={} job={} cap_bytes={} uffd_features={:#x}", hello.pid,
                 hello.comm, hello.job, cap * kPage, hello.uffd_features);
   StartSession(s);
@@ -233,6 +287,7 @@ void PmonService::OnFork(ProcessSession* parent, int child_uffd) {
   fcntl(child_uffd, F_SETFL, fcntl(child_uffd, F_GETFL) | O_NONBLOCK | O_CLOEXEC);
   fcntl(child_uffd, F_SETFD, FD_CLOEXEC);
   const uint64_t child_space = NewSpaceId();
+  Created(child_space);
   uint64_t pages = 0;
   Status st = memory_.ForkSpace(parent->space(), child_space, &pages);
   if (!st.ok())
@@ -288,7 +343,12 @@ void PmonService::AttachForkChild(int conn, const lego_local_hello& hello) {
 void PmonService::SessionEnded(ProcessSession* s) {
   excache_.Remove(s);
   processes_ended_++;
+  if (s->remote_freed() && journal_) journal_->Removed(s->space());
   std::lock_guard lock(mu_);
+  if (!s->remote_freed()) {
+    unfreed_.insert(s->space());
+    reap_cv_.notify_all();
+  }
   std::erase_if(pending_children_,
                 [s](const PendingChild& p) { return p.child.get() == s || p.parent == s; });
   auto it = sessions_.find(s);

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -19,6 +20,7 @@
 #include "pmon/excache.h"
 #include "pmon/memory_client.h"
 #include "pmon/process_session.h"
+#include "pmon/space_journal.h"
 #include "pmon/stats.h"
 #include "pmon/vnode_manager.h"
 #include "protocol/c2p.h"
@@ -34,6 +36,8 @@ struct PmonOptions {
   Millis rpc_timeout{5000};
   std::string vnode_root;        // vNode mounts go under it (DATA_DIR/vnodes)
   Millis storage_timeout{7000};  // an FS request whose mmon stays silent this long fails with EIO
+  std::string space_journal;     // DATA_DIR/spaces (SpaceJournal); empty: none (unit tests)
+  Millis reap_interval{5000};    // how often spaces whose free failed are tried again
 };
 
 class PmonService {
@@ -63,6 +67,10 @@ class PmonService {
   // The vNode of the running Lego process `pid` (0: not one of ours).
   uint32_t VnodeOfProcess(pid_t pid) const;
   static constexpr size_t kRecentEnded = 256;
+  void Created(uint64_t space);  // journals a new space
+  // Frees the spaces a previous life of this pmon left on the memory monitors, and those whose free failed
+  // at their process's exit, retrying every reap_interval until each is gone.
+  void ReapLoop();
 
   PmonOptions options_;
   Metrics& metrics_;
@@ -92,6 +100,11 @@ class PmonService {
   std::map<std::string, Job> jobs_;  // by `lego run` job id; guarded by mu_
   std::unique_ptr<VnodeManager> vnodes_;
   WorkQueue attach_queue_{1};  // c2p.attach_vnode blocks (gm lookup, FUSE mount)
+  std::unique_ptr<SpaceJournal> journal_;
+  std::set<uint64_t> unfreed_;  // guarded by mu_: spaces to free again (ReapLoop)
+  std::condition_variable reap_cv_;
+  bool reap_stop_ = false;  // guarded by mu_
+  std::thread reaper_;
 };
 
 }  // namespace lego::pmon

@@ -691,7 +691,9 @@ void ProcessSession::Teardown() {
   uint64_t freed = 0;
   Status st = memory_.DestroySpace(space_, &freed);
   if (!st.ok())
-    LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={}", pid_.load(), space_, st.ToString());
+    LEGO_LOG_WARN("destroy_space_failed pid={} space={:#x} err={} (retried later)", pid_.load(), space_,
+                  st.ToString());
+  remote_freed_.store(st.ok(), std::memory_order_release);
   Count(&MemStats::freed_remote_pages, freed);
   remote_.store(0);
   LEGO_LOG_INFO("process_ended pid={} comm={} space={:#x} faults={} misses={} remote_pages_freed={}",

@@ -74,6 +74,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
     resident_.fetch_sub(std::min(n, resident_pages()), std::memory_order_relaxed);
   }
   bool ended() const { return ended_.load(std::memory_order_acquire); }
+  // After the session ended: whether its space was freed on every mmon that held it (else the pmon's
+  // reaper retries: PmonService, SpaceJournal).
+  bool remote_freed() const { return remote_freed_.load(std::memory_order_acquire); }
 
   SessionInfo Info() const;
   const MemStats& stats() const { return stats_; }
@@ -162,6 +165,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::thread thread_;
   std::function<void(ProcessSession*)> on_end_;
   std::atomic<bool> ended_{false};
+  std::atomic<bool> remote_freed_{false};
   mutable std::mutex why_mu_;
   std::string killed_why_;  // guarded by why_mu_: the first reason Fatal was given
   std::atomic<uint64_t> resident_{0};

@@ -359,6 +359,68 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
+// kill -9 of the pmon under a running program: the program dies (its preload sees the pmon gone), and its
+// pages stay on the mmons, since nobody is left to free them. The pmon, started again with the same data
+// dir, finds the space in its journal (DATA_DIR/spaces) and frees it.
+TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
+  test::TempDir dir;
+  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"}};
+  auto lego = [&](std::vector<std::string> args) {
+    return test::Run(test::BinDir() + "/lego", args, env, 120s);
+  };
+  std::unique_ptr<test::Process> pmon;  // the restarted one (lego down stops it too: it is a member)
+  struct Down {
+    std::function<void()> f;
+    ~Down() { f(); }
+  } down{[&] {
+    lego({"down", "--timeout", "10"});
+    pmon.reset();
+  }};
+  ASSERT_EQ(lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  auto used = [&] {
+    uint64_t n = 0;
+    auto st = lego({"status", "--json"});
+    if (st.exit_code == 0)
+      for (auto& c : json::parse(st.out))
+        if (c["kind"] == "mmon") n += c["used_bytes"].get<uint64_t>();
+    return n;
+  };
+  auto pmon_pid = [&]() -> pid_t {
+    auto st = lego({"status", "--json"});
+    if (st.exit_code == 0)
+      for (auto& c : json::parse(st.out))
+        if (c["kind"] == "pmon" && c["state"] == "alive") return c["pid"].get<pid_t>();
+    return 0;
+  };
+  test::Process run(
+      test::BinDir() + "/lego",
+      {"--state-dir", dir.path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
+       "import time\nx = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+       "time.sleep(60)\n"},
+      dir.path() + "/run.log");
+  ASSERT_TRUE(test::WaitFor([&] { return used() > (32u << 20); }, 30s)) << used();
+  const pid_t old_pmon = pmon_pid();
+  ASSERT_GT(old_pmon, 0);
+  std::vector<std::string> argv;  // the pmon's command line, to start it again the same way
+  {
+    std::ifstream f("/proc/" + std::to_string(old_pmon) + "/cmdline");
+    std::string arg;
+    while (std::getline(f, arg, '\0')) argv.push_back(arg);
+  }
+  ASSERT_GE(argv.size(), 2u);
+  ASSERT_EQ(kill(old_pmon, SIGKILL), 0);
+  ASSERT_NE(run.Wait(20s), -1) << "the program outlived its pmon: " << run.Log();
+  EXPECT_NE(run.Log().find("lost the process monitor"), std::string::npos) << run.Log();
+  // Nobody freed its pages: they are still on the mmons (so the rest of the test can fail).
+  std::this_thread::sleep_for(2s);  // a heartbeat or two
+  EXPECT_GT(used(), 32u << 20);
+  pmon = std::make_unique<test::Process>(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()),
+                                         dir.path() + "/pmon-again.log");
+  EXPECT_TRUE(test::WaitFor([&] { return used() == 0; }, 20s)) << used() << " bytes still used; pmon log:\n"
+                                                               << pmon->Log();
+  EXPECT_NE(pmon->Log().find("event=space_reaped"), std::string::npos) << pmon->Log();
+}
+
 // A program stopped while the pmon waits for its helper thread to DROP evicted pages: the pmon gives up
 // waiting after LEGO_DROP_TIMEOUT_MS, but the DROP still runs when the program resumes. Its pages must stay
 // in doubt until the late ACK (settling them at the timeout would let a write through that the DROP then
