@@ -147,10 +147,16 @@ Status MemoryClient::DestroySpaceEverywhere(uint64_t space, uint64_t* freed) {
   if (!list.ok()) return list.status();
   auto members = proto::DecodeMemberList(*list);
   if (!members.ok()) return members.status();
+  std::string
+      dead;  // an mmon the gm thinks dead may only be stopped, its pool intact: ask it when it is back
   for (const auto& m : *members) {
     if (m.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kMmon) ||
-        m.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive))
-      continue;  // a dead mmon's pool went with it
+        m.fixed.state == static_cast<uint8_t>(proto::MemberState::kLeft))
+      continue;  // an mmon that left cleanly took its pool with it
+    if (m.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive)) {
+      dead = fmt::format("{} ({})", m.name, m.listen_addr);
+      continue;
+    }
     auto addr = ParseHostPort(m.listen_addr);
     if (!addr.ok()) return addr.status();
     std::shared_ptr<msg::Channel> ch;
@@ -165,6 +171,9 @@ Status MemoryClient::DestroySpaceEverywhere(uint64_t space, uint64_t* freed) {
     auto resp = proto::DecodeFixed<proto::FreedResp>(*r, "p2m.freed");
     if (resp.ok() && freed) *freed += resp->pages_freed;
   }
+  if (!dead.empty())
+    return Status(StatusCode::kPeerUnreachable,
+                  fmt::format("memory monitor {} is dead, perhaps only stopped: waiting for it", dead));
   auto r = gm_->Call(proto::kReleaseSpace, proto::EncodeFixed(proto::ReleaseSpaceReq{space}), timeout_);
   return r.ok() ? Status::Ok() : r.status();
 }

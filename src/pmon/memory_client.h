@@ -44,7 +44,9 @@ class MemoryClient {
   Status DestroySpace(uint64_t space, uint64_t* freed = nullptr);
   // The same for a space whose holders this client does not know (one of a previous life of the pmon, or
   // one whose DestroySpace failed): every mmon the gm lists alive is asked to free it. Fails if any of
-  // them, or the gm, could not be asked.
+  // them, or the gm, could not be asked, or if the gm lists an mmon as dead (not left): a stopped mmon is
+  // dead to the gm but keeps its pool, so the space is not gone until it has answered too (a restarted
+  // one answers with an empty pool).
   Status DestroySpaceEverywhere(uint64_t space, uint64_t* freed = nullptr);
   // fork(): `child` gets a copy-on-write copy of every page of `parent`, on the same memory monitors.
   Status ForkSpace(uint64_t parent, uint64_t child, uint64_t* pages = nullptr);

@@ -147,23 +147,31 @@ void PmonService::Created(uint64_t space) {
 }
 
 void PmonService::ReapLoop() {
+  std::set<uint64_t> told;  // spaces whose failure was logged (once each)
+  Millis wait = options_.reap_interval;
   std::unique_lock lock(mu_);
   while (!reap_stop_) {
     if (unfreed_.empty()) {
+      wait = options_.reap_interval;
       reap_cv_.wait(lock, [&] { return reap_stop_ || !unfreed_.empty(); });
       continue;
     }
     const std::set<uint64_t> todo = unfreed_;
     lock.unlock();
+    bool all = true;
     for (uint64_t space : todo) {
       uint64_t freed = 0;
       Status st = memory_.DestroySpaceEverywhere(space, &freed);
       if (st.ok()) {
         if (journal_) journal_->Removed(space);
+        told.erase(space);
         LEGO_LOG_INFO("space_reaped space={:#x} pages_freed={}", space, freed);
+      } else if (told.insert(space).second) {
+        all = false;
+        LEGO_LOG_WARN("space_not_freed_yet space={:#x} err=\"{}\" (retried until it is)", space,
+                      st.ToString());
       } else {
-        LEGO_LOG_RATELIMITED("space_reap_failed space={:#x} err={} (retrying every {} ms)", space,
-                             st.ToString(), options_.reap_interval.count());
+        all = false;
       }
       lock.lock();
       if (st.ok()) unfreed_.erase(space);
@@ -171,8 +179,10 @@ void PmonService::ReapLoop() {
       lock.unlock();
       if (stop) break;
     }
+    // Back off while something stays unreachable (an mmon that is gone for good is asked once a minute).
+    wait = all ? options_.reap_interval : std::min<Millis>(wait * 2, Millis(60000));
     lock.lock();
-    reap_cv_.wait_for(lock, options_.reap_interval, [&] { return reap_stop_; });
+    reap_cv_.wait_for(lock, wait, [&] { return reap_stop_; });
   }
 }
 

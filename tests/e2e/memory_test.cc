@@ -421,6 +421,64 @@ TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
   EXPECT_NE(pmon->Log().find("event=space_reaped"), std::string::npos) << pmon->Log();
 }
 
+// An mmon SIGSTOPped under a running program: the program's reads time out and the pmon kills it, and
+// freeing its space times out too. The gm then lists the mmon as dead, but its pool is intact: the pmon
+// keeps the space and frees it once the mmon answers again (decision 008).
+TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
+  test::TempDir dir;
+  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"}};
+  auto lego = [&](std::vector<std::string> args) {
+    return test::Run(test::BinDir() + "/lego", args, env, 120s);
+  };
+  pid_t stopped = 0;
+  struct Down {
+    std::function<void()> f;
+    ~Down() { f(); }
+  } down{[&] {
+    if (stopped > 0) kill(stopped, SIGCONT);
+    lego({"down", "--timeout", "10"});
+  }};
+  ASSERT_EQ(lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  auto mmons = [&] {
+    std::map<pid_t, uint64_t> used;  // pid -> used bytes
+    auto st = lego({"status", "--json"});
+    if (st.exit_code == 0)
+      for (auto& c : json::parse(st.out))
+        if (c["kind"] == "mmon") used[c["pid"].get<pid_t>()] = c["used_bytes"].get<uint64_t>();
+    return used;
+  };
+  test::Process run(test::BinDir() + "/lego",
+                    {"--state-dir", dir.path() + "/state", "run", "--keep-cwd", "--excache", "8M", "--",
+                     "/usr/bin/python3", "-c",
+                     "import time\nx = bytearray(48 << 20)\nend = time.time() + 60\n"
+                     "while time.time() < end:\n"
+                     "    for i in range(0, len(x), 4096): x[i] = (x[i] + 1) & 255\n"},
+                    dir.path() + "/run.log");
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        for (auto& [pid, used] : mmons())
+          if (used > (24u << 20)) stopped = pid;
+        return stopped > 0;
+      },
+      30s));
+  ASSERT_EQ(kill(stopped, SIGSTOP), 0);
+  const int st = run.Wait(40s);
+  ASSERT_NE(st, -1) << "the program hung on a stopped mmon: " << run.Log();
+  EXPECT_NE(run.Log().find("timed out"), std::string::npos) << run.Log();
+  std::this_thread::sleep_for(2s);  // the pmon's free of the space has timed out by now
+  ASSERT_EQ(kill(stopped, SIGCONT), 0);
+  stopped = 0;
+  uint64_t total = 0;
+  EXPECT_TRUE(test::WaitFor(
+      [&] {
+        total = 0;
+        for (auto& [pid, used] : mmons()) total += used;
+        return total == 0;
+      },
+      40s))
+      << total << " bytes still used after the mmon resumed";
+}
+
 // A program stopped while the pmon waits for its helper thread to DROP evicted pages: the pmon gives up
 // waiting after LEGO_DROP_TIMEOUT_MS, but the DROP still runs when the program resumes. Its pages must stay
 // in doubt until the late ACK (settling them at the timeout would let a write through that the DROP then
