@@ -346,7 +346,9 @@ Messenger::Messenger(const MessengerOptions& options) : options_(options) {
   c_requests_served_ = &m->Counter("lego_msg_requests_served_total", "Requests and one-way messages handled");
   c_bad_messages_ = &m->Counter("lego_msg_bad_messages_total", "Malformed, truncated or oversized messages");
   c_timeouts_ = &m->Counter("lego_msg_timeouts_total", "Calls that timed out");
-  c_peer_failures_ = &m->Counter("lego_msg_peer_failures_total", "Connections failed by peer errors");
+  c_peer_failures_ = &m->Counter("lego_msg_peer_failures_total", "Connections we opened that failed");
+  c_clients_gone_ = &m->Counter("lego_msg_clients_gone_total",
+                                "Accepted connections whose client went away (closed it, exited or died)");
   c_conns_accepted_ = &m->Counter("lego_msg_connections_accepted_total", "Connections accepted");
   g_conns_ = &m->Gauge("lego_msg_connections", "Open connections (opened and accepted)");
   stats_provider_ = [m] { return m->Snapshot(); };
@@ -872,9 +874,15 @@ void Messenger::FailConn(ucp_ep_h ep, ucs_status_t status) {
   if (it == ep_conn_.end()) return;
   const uint64_t id = it->second;
   const Conn conn = conns_[id];  // a copy: the entry is erased below
-  c_peer_failures_->Increment();
-  LEGO_LOG_INFO("peer_failed conn={} peer={} client={} error=\"{}\"", id, conn.peer, conn.client,
-                ucs_status_string(status));
+  if (conn.client) {
+    c_peer_failures_->Increment();
+    LEGO_LOG_INFO("peer_failed conn={} peer={} error=\"{}\"", id, conn.peer, ucs_status_string(status));
+  } else {
+    // An accepted connection ends this way however its client left: a disconnect on purpose (the CLI after
+    // each command, Channel::Reset), an exit, or a crash look the same to UCX here. Not a failure of ours.
+    c_clients_gone_->Increment();
+    LEGO_LOG_DEBUG("client_gone conn={} peer={} error=\"{}\"", id, conn.peer, ucs_status_string(status));
+  }
   // UCX forbids closing the endpoint from inside its own error callback: the progress loop closes it.
   to_close_.push_back(ep);
   ForgetConn(conns_.find(id));

@@ -401,7 +401,8 @@ class Messenger {
   prometheus::Counter* c_requests_served_;
   prometheus::Counter* c_bad_messages_;
   prometheus::Counter* c_timeouts_;
-  prometheus::Counter* c_peer_failures_;
+  prometheus::Counter* c_peer_failures_;  // connections we opened
+  prometheus::Counter* c_clients_gone_;   // connections we accepted
   prometheus::Counter* c_conns_accepted_;
   prometheus::Gauge* g_conns_;  // open connections, both ways (conns_.size())
 };
