@@ -420,7 +420,9 @@ int PsCommand(const QueryOptions& o, bool all) {
                p.comm.substr(0, 16), p.job, vnode_of(f.vnode).substr(0, 12),
                fmt::format("{} pages", f.resident_pages), fmt::format("{} pages", f.remote_pages), f.faults,
                f.misses, f.evicted_clean + f.evicted_dirty, f.fault_p50_ns / 1000.0,
-               (f.flags & proto::kProcessEnded) ? " (ended)" : "");
+               (f.flags & proto::kProcessKilled)  ? " (killed by the pmon: " + p.killed_why + ")"
+               : (f.flags & proto::kProcessEnded) ? std::string(" (ended)")
+                                                  : std::string());
   }
   if (procs->empty()) fmt::print("(no processes are running under Lego)\n");
   return 0;

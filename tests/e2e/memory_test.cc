@@ -345,6 +345,8 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL) << st << " " << run.Log();
   EXPECT_NE(run.Log().find("the process monitor killed pid"), std::string::npos) << run.Log();
   EXPECT_NE(run.Log().find("from its memory monitor"), std::string::npos) << run.Log();
+  auto ps = lego({"ps", "--all"});
+  EXPECT_NE(ps.out.find("killed by the pmon: cannot read page"), std::string::npos) << ps.out;
   // The pmon is alive, and once the gm has seen the mmon dead, the next program runs on the one that is left
   // (--keep-cwd: the dead mmon may have been the default vNode's cache home).
   std::string status;
