@@ -213,13 +213,14 @@ Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const
 }
 
 // The job's processes as the pmon reports them once all have ended (it frees their remote memory right
-// after each exits: wait for that, up to 5 s); an empty list if the pmon cannot be asked.
-static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir, const std::string& job) {
+// after each exits: wait for that, up to tries x 100 ms); an empty list if the pmon cannot be asked.
+static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir, const std::string& job,
+                                                    int tries) {
   QueryOptions q;
   q.state_dir = state_dir;
   auto m = MakeCliMessenger();
   std::vector<proto::ProcessRecord> mine;
-  for (int i = 0; m.ok() && i < 50; ++i) {
+  for (int i = 0; m.ok() && i < tries; ++i) {
     auto procs = ListProcesses(**m, q, true);
     if (!procs.ok()) break;
     mine.clear();
@@ -361,7 +362,7 @@ int RunCommand(const RunOptions& o) {
   }
   // A SIGKILL may have come from the process monitor (the program's memory became unreachable): ask it why.
   std::vector<proto::ProcessRecord> mine;
-  if (o.stats || sigkill) mine = JobRecords(o.state_dir, job);
+  if (o.stats || sigkill) mine = JobRecords(o.state_dir, job, o.stats ? 50 : 10);
   for (const auto& p : mine)
     if (p.fixed.flags & proto::kProcessKilled)
       fmt::print(stderr, "lego run: the process monitor killed pid {} ({}): {}\n", p.fixed.pid, p.comm,

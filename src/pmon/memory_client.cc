@@ -147,12 +147,14 @@ Status MemoryClient::DestroySpaceEverywhere(uint64_t space, uint64_t* freed) {
   if (!list.ok()) return list.status();
   auto members = proto::DecodeMemberList(*list);
   if (!members.ok()) return members.status();
-  std::string
-      dead;  // an mmon the gm thinks dead may only be stopped, its pool intact: ask it when it is back
+  // An mmon the gm thinks dead may only be stopped, its pool intact: the space is not gone until it answers.
+  std::string dead;
+  size_t mmons = 0;
   for (const auto& m : *members) {
     if (m.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kMmon) ||
         m.fixed.state == static_cast<uint8_t>(proto::MemberState::kLeft))
       continue;  // an mmon that left cleanly took its pool with it
+    ++mmons;
     if (m.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive)) {
       dead = fmt::format("{} ({})", m.name, m.listen_addr);
       continue;
@@ -174,6 +176,8 @@ Status MemoryClient::DestroySpaceEverywhere(uint64_t space, uint64_t* freed) {
   if (!dead.empty())
     return Status(StatusCode::kPeerUnreachable,
                   fmt::format("memory monitor {} is dead, perhaps only stopped: waiting for it", dead));
+  // A gm that has just restarted knows no member until they register again (within a heartbeat).
+  if (mmons == 0) return Status(StatusCode::kPeerUnreachable, "the gm lists no memory monitor (yet)");
   auto r = gm_->Call(proto::kReleaseSpace, proto::EncodeFixed(proto::ReleaseSpaceReq{space}), timeout_);
   return r.ok() ? Status::Ok() : r.status();
 }
