@@ -35,7 +35,13 @@ Result<std::unique_ptr<SpaceJournal>> SpaceJournal::Open(const std::string& path
         live.erase(space);
     }
   }
-  // Compact: a fresh file with only the spaces still to free, swapped in atomically.
+  auto fd = Rewrite(path, live);
+  if (!fd.ok()) return fd.status();
+  return std::unique_ptr<SpaceJournal>(new SpaceJournal(path, *fd, std::move(live)));
+}
+
+// A fresh file with only the spaces still to free, swapped in atomically.
+Result<int> SpaceJournal::Rewrite(const std::string& path, const std::set<uint64_t>& live) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
@@ -46,7 +52,7 @@ Result<std::unique_ptr<SpaceJournal>> SpaceJournal::Open(const std::string& path
   if (rename(tmp.c_str(), path.c_str()) != 0) return ErrnoError("rename " + tmp, errno);
   int fd = open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
   if (fd < 0) return ErrnoError("open " + path, errno);
-  return std::unique_ptr<SpaceJournal>(new SpaceJournal(path, fd, std::move(live)));
+  return fd;
 }
 
 SpaceJournal::~SpaceJournal() {
@@ -54,13 +60,36 @@ SpaceJournal::~SpaceJournal() {
   if (fd_ >= 0) close(fd_);
 }
 
-void SpaceJournal::Added(uint64_t space) { Append('+', space); }
-void SpaceJournal::Removed(uint64_t space) { Append('-', space); }
+void SpaceJournal::Added(uint64_t space) {
+  MutexLock lock(mu_);
+  live_.insert(space);
+  Append('+', space);
+}
+
+void SpaceJournal::Removed(uint64_t space) {
+  MutexLock lock(mu_);
+  live_.erase(space);
+  if (lines_ >= kCompactAfter + 2 * live_.size()) {
+    // Rewrite rather than append: the swap is atomic, so a crash leaves either file, both right.
+    if (auto fd = Rewrite(path_, live_); fd.ok()) {
+      close(fd_);
+      fd_ = *fd;
+      lines_ = live_.size();
+      return;
+    }  // else keep appending to the old file
+  }
+  Append('-', space);
+}
+
+size_t SpaceJournal::lines() const {
+  MutexLock lock(mu_);
+  return lines_;
+}
 
 void SpaceJournal::Append(char op, uint64_t space) {
   char line[20];
   const int n = std::snprintf(line, sizeof line, "%c%016llx\n", op, static_cast<unsigned long long>(space));
-  MutexLock lock(mu_);
+  ++lines_;
   // One write(2) per line on an O_APPEND fd: a crash leaves whole lines and at most one torn last line.
   if (write(fd_, line, static_cast<size_t>(n)) == n) return;
   if (!write_failed_) {

@@ -55,6 +55,22 @@ TEST_F(SpaceJournalTest, SpacesNotRemovedAreLeftoversOfTheNextOpen) {
   EXPECT_EQ(Contents(), "");
 }
 
+TEST_F(SpaceJournalTest, ALongLifeKeepsTheFileSmall) {
+  auto j = SpaceJournal::Open(path_);
+  ASSERT_TRUE(j.ok());
+  (*j)->Added(0x77);                                                 // one process that stays
+  for (uint64_t s = 1; s <= 5 * SpaceJournal::kCompactAfter; ++s) {  // thousands that come and go
+    (*j)->Added(0x1000 + s);
+    (*j)->Removed(0x1000 + s);
+  }
+  EXPECT_LE((*j)->lines(), SpaceJournal::kCompactAfter + 2);
+  EXPECT_LE(std::filesystem::file_size(path_), 18 * (SpaceJournal::kCompactAfter + 2));
+  (*j)->Added(0x99);
+  j = SpaceJournal::Open(path_);  // what the file says after all that
+  ASSERT_TRUE(j.ok());
+  EXPECT_EQ((*j)->leftovers(), (std::set<uint64_t>{0x77, 0x99}));
+}
+
 TEST_F(SpaceJournalTest, TornAndForeignLinesAreSkipped) {
   std::ofstream(path_) << "+0000000000000001\n"
                           "garbage\n"
