@@ -14,6 +14,8 @@ MmonService::MmonService(std::unique_ptr<PageStore> store, Metrics& metrics)
       c_pages_absent_(metrics.Counter("lego_mmon_pages_absent_total", "Reads of pages never written")),
       c_pages_freed_(metrics.Counter("lego_mmon_pages_freed_total", "Pages freed by munmap or exit")),
       c_oom_(metrics.Counter("lego_mmon_out_of_memory_total", "Writes refused because the pool was full")),
+      c_late_writes_(metrics.Counter("lego_mmon_late_writes_total",
+                                     "Writes refused because their space was destroyed before they arrived")),
       g_spaces_(metrics.Gauge("lego_mmon_address_spaces", "Address spaces with pages here")),
       g_used_(metrics.Gauge("lego_mmon_pool_used_bytes", "Bytes of the pool holding pages")) {}
 
@@ -22,10 +24,30 @@ void MmonService::UpdateGauges() {
   g_used_.Set(static_cast<double>(store_->used_bytes()));
 }
 
+void MmonService::Bury(uint64_t space) {
+  const int64_t now = MonoMillis();
+  std::lock_guard lock(tomb_mu_);
+  tombstones_[space] = now;
+  if (tombstones_.size() % 1024 == 0)  // now and then, forget the old ones
+    std::erase_if(tombstones_, [now](const auto& t) { return now - t.second > kTombstoneMs; });
+}
+
+bool MmonService::Buried(uint64_t space) {
+  std::lock_guard lock(tomb_mu_);
+  auto it = tombstones_.find(space);
+  return it != tombstones_.end() && MonoMillis() - it->second <= kTombstoneMs;
+}
+
 void MmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kWritePages, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeWritePages(in.payload);
     if (!req.ok()) return r.Error(req.status());
+    if (Buried(req->space)) {
+      c_late_writes_.Increment();
+      LEGO_LOG_RATELIMITED("late_write_dropped space={:#x} pages={}: the space was destroyed before it came",
+                           req->space, req->vaddrs.size());
+      return r.Error(NotFound(fmt::format("space {:#x} was destroyed", req->space)));
+    }
     std::vector<PageStore::PageRef> pages(req->vaddrs.size());
     for (size_t i = 0; i < pages.size(); ++i)
       pages[i] = {req->vaddrs[i], req->data.subspan(i * kPageSize, kPageSize)};
@@ -79,6 +101,7 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kDestroySpace, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::DestroySpaceReq>(in.payload, "p2m.destroy_space");
     if (!req.ok()) return r.Error(req.status());
+    Bury(req->space);
     uint64_t freed = store_->DestroySpace(req->space);
     c_pages_freed_.Increment(static_cast<double>(freed));
     UpdateGauges();

@@ -3,7 +3,10 @@
 // kMaxPagesPerRequest pages, so none blocks.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 
 #include "common/metrics.h"
 #include "messaging/messenger.h"
@@ -18,8 +21,17 @@ class MmonService {
   void InstallHandlers(msg::Messenger& messenger);
   PageStore& store() { return *store_; }
 
+  // A space destroyed less than this long ago refuses writes (see Bury).
+  static constexpr int64_t kTombstoneMs = 10 * 60 * 1000;
+
  private:
   void UpdateGauges();
+  // Remembers a destroyed space. A write for it that arrives later was sent before the destroy (a
+  // rendezvous-sized write-back whose transfer finished after the destroy, or one queued at an mmon that was
+  // stopped): applying it would bring the space back with nobody left to free it. Space ids are random and
+  // never reused, so such a write is always stale.
+  void Bury(uint64_t space);
+  bool Buried(uint64_t space);
 
   std::unique_ptr<PageStore> store_;
   prometheus::Counter& c_pages_written_;
@@ -27,6 +39,9 @@ class MmonService {
   prometheus::Counter& c_pages_absent_;
   prometheus::Counter& c_pages_freed_;
   prometheus::Counter& c_oom_;
+  prometheus::Counter& c_late_writes_;
+  std::mutex tomb_mu_;
+  std::unordered_map<uint64_t, int64_t> tombstones_;  // space -> when it was destroyed (MonoMillis)
   prometheus::Gauge& g_spaces_;
   prometheus::Gauge& g_used_;
 };

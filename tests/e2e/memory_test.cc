@@ -478,7 +478,10 @@ TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
         return total == 0;
       },
       40s))
-      << total << " bytes still used after the mmon resumed";
+      << total << " bytes still used after the mmon resumed; logs:\n"
+      << test::Run("/bin/sh", {"-c", "grep -h 'space\\|writeback\\|destroy\\|timeout\\|member_' " + dir.path() +
+                                         "/state/logs/*.log | cut -c1-260"})
+             .out;
 }
 
 // A program stopped while the pmon waits for its helper thread to DROP evicted pages: the pmon gives up

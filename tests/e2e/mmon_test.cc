@@ -107,6 +107,19 @@ TEST_F(MmonTest, FullPoolRefusesWithOutOfMemoryAndKeepsServing) {
   EXPECT_TRUE(mmon_->proc.Running());
 }
 
+// A write that arrives after its space was destroyed (sent before the destroy; its transfer finished late)
+// is refused: applied, it would bring the space back with nobody left to free it.
+TEST_F(MmonTest, WriteAfterDestroyIsRefusedAndLeavesNothing) {
+  ASSERT_TRUE(Write(9, {0x1000, 0x2000}, 3).ok());
+  auto r = ch_->Call(proto::kDestroySpace, proto::EncodeFixed(proto::DestroySpaceReq{9}), 5s);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  Status late = Write(9, {0x3000}, 4);
+  EXPECT_EQ(late.code(), StatusCode::kNotFound) << late.ToString();
+  EXPECT_EQ(Stat("lego_mmon_late_writes_total"), 1);
+  EXPECT_TRUE(Write(10, {0x3000}, 4).ok());  // other spaces are unaffected
+  EXPECT_TRUE(test::WaitFor([&] { return GmUsedBytes() == kPageBytes; }, 5s)) << GmUsedBytes();
+}
+
 TEST_F(MmonTest, MalformedPageRequestsAreRejected) {
   std::vector<uint64_t> one = {0x1000};
   auto enc = proto::EncodeWritePages(1, one, proto::Bytes(kPageBytes, 1));
