@@ -156,10 +156,10 @@ void PmonService::ReapLoop() {
       reap_cv_.wait(lock, [&] { return reap_stop_ || !unfreed_.empty(); });
       continue;
     }
-    const std::set<uint64_t> todo = unfreed_;
+    const std::set<uint64_t> pending = unfreed_;  // a copy: the calls below run without mu_
     lock.unlock();
     bool all = true;
-    for (uint64_t space : todo) {
+    for (uint64_t space : pending) {
       uint64_t freed = 0;
       Status st = memory_.DestroySpaceEverywhere(space, &freed);
       if (st.ok()) {
