@@ -301,43 +301,81 @@ TEST(FullMemoryTest, MallocReturnsNullWhenMemoryMonitorsAreFullAndNoDaemonCrashe
   lego({"down"});
 }
 
+// A private local cluster for a test that kills or stops its daemons: `lego up` in its own state dir, and
+// `lego down` however the test ends (after `before_down`, which undoes what the test did to a daemon).
+class PrivateCluster {
+ public:
+  PrivateCluster() : env_{{"LEGO_STATE_DIR", dir_.path() + "/state"}} {}
+  ~PrivateCluster() {
+    if (before_down) before_down();
+    Lego({"down", "--timeout", "10"});
+  }
+  test::RunResult Lego(std::vector<std::string> args) const {
+    return test::Run(test::BinDir() + "/lego", args, env_, 120s);
+  }
+  std::string path() const { return dir_.path(); }
+  // `lego run ARGS...` in the background, its output in path()/NAME.log.
+  test::Process Run(const std::string& name, std::vector<std::string> args) const {
+    args.insert(args.begin(), {"--state-dir", dir_.path() + "/state", "run"});
+    return test::Process(test::BinDir() + "/lego", args, dir_.path() + "/" + name + ".log");
+  }
+  // Used bytes per mmon (by pid), as the gm last heard them.
+  std::map<pid_t, uint64_t> MmonUsed() const {
+    std::map<pid_t, uint64_t> used;
+    auto st = Lego({"status", "--json"});
+    if (st.exit_code == 0)
+      for (auto& c : json::parse(st.out))
+        if (c["kind"] == "mmon") used[c["pid"].get<pid_t>()] = c["used_bytes"].get<uint64_t>();
+    return used;
+  }
+  uint64_t MmonUsedTotal() const {
+    uint64_t n = 0;
+    for (auto& [pid, used] : MmonUsed()) n += used;
+    return n;
+  }
+  // The mmon holding the most, once one holds more than `bytes` (0 if none does within 30 s).
+  pid_t MmonHoldingMoreThan(uint64_t bytes) const {
+    pid_t victim = 0;
+    const bool found = test::WaitFor(
+        [&] {
+          uint64_t most = 0;
+          for (auto& [pid, used] : MmonUsed())
+            if (used > most) {
+              most = used;
+              victim = pid;
+            }
+          return most > bytes;
+        },
+        30s);
+    return found ? victim : 0;
+  }
+  std::function<void()> before_down;
+
+ private:
+  test::TempDir dir_;
+  const std::map<std::string, std::string> env_;
+};
+
+// Python touching one byte per page of 48 MB over and over for up to 60 s: through an 8 MB ExCache it keeps
+// reading pages back from the mmons.
+const std::vector<std::string> kTouchLoop{"/usr/bin/python3", "-c",
+                                          "import time\nx = bytearray(48 << 20)\nend = time.time() + 60\n"
+                                          "while time.time() < end:\n"
+                                          "    for i in range(0, len(x), 4096): x[i] = (x[i] + 1) & 255\n"};
+
+std::vector<std::string> Args(std::vector<std::string> head, const std::vector<std::string>& tail) {
+  head.insert(head.end(), tail.begin(), tail.end());
+  return head;
+}
+
 // kill -9 of a memory monitor that holds a running program's pages: the pmon kills the program (its memory
 // is gone) and `lego run` says why, not only "killed by signal 9"; the pmon survives and the next program
 // runs on the memory monitor that is left.
 TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
-  test::TempDir dir;
-  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"}};
-  auto lego = [&](std::vector<std::string> args) {
-    return test::Run(test::BinDir() + "/lego", args, env, 120s);
-  };
-  struct Down {
-    std::function<void()> f;
-    ~Down() { f(); }
-  } down{[&] { lego({"down", "--timeout", "10"}); }};
-  ASSERT_EQ(lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
-  // 48 MB through an 8 MB ExCache, touched over and over: it keeps reading pages back from the mmons.
-  test::Process run(
-      test::BinDir() + "/lego",
-      {"--state-dir", dir.path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
-       "import time\nx = bytearray(48 << 20)\nend = time.time() + 60\n"
-       "while time.time() < end:\n"
-       "    for i in range(0, len(x), 4096): x[i] = (x[i] + 1) & 255\n"},
-      dir.path() + "/run.log");
-  // The mmon holding most of its memory, once it holds a good part of it.
-  pid_t victim = 0;
-  ASSERT_TRUE(test::WaitFor(
-      [&] {
-        auto st = lego({"status", "--json"});
-        if (st.exit_code != 0) return false;
-        uint64_t most = 0;
-        for (auto& c : json::parse(st.out))
-          if (c["kind"] == "mmon" && c["used_bytes"].get<uint64_t>() > most) {
-            most = c["used_bytes"].get<uint64_t>();
-            victim = c["pid"].get<pid_t>();
-          }
-        return most > (24u << 20);
-      },
-      30s));
+  PrivateCluster cluster;
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  test::Process run = cluster.Run("run", Args({"--excache", "8M", "--"}, kTouchLoop));
+  const pid_t victim = cluster.MmonHoldingMoreThan(24u << 20);
   ASSERT_GT(victim, 0);
   ASSERT_EQ(kill(victim, SIGKILL), 0);
   const int st = run.Wait(30s);
@@ -345,19 +383,20 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL) << st << " " << run.Log();
   EXPECT_NE(run.Log().find("the process monitor killed pid"), std::string::npos) << run.Log();
   EXPECT_NE(run.Log().find("from its memory monitor"), std::string::npos) << run.Log();
-  auto ps = lego({"ps", "--all"});
+  auto ps = cluster.Lego({"ps", "--all"});
   EXPECT_NE(ps.out.find("killed by the pmon: cannot read page"), std::string::npos) << ps.out;
   // The pmon is alive, and once the gm has seen the mmon dead, the next program runs on the one that is left
   // (--keep-cwd: the dead mmon may have been the default vNode's cache home).
   std::string status;
   EXPECT_TRUE(test::WaitFor(
       [&] {
-        status = lego({"status"}).out;
+        status = cluster.Lego({"status"}).out;
         return status.find("4 alive, 1 dead") != std::string::npos;
       },
       10s))
       << status;
-  auto again = lego({"run", "--keep-cwd", "--excache", "8M", "--", Programs() + "/working_set", "32", "2"});
+  auto again =
+      cluster.Lego({"run", "--keep-cwd", "--excache", "8M", "--", Programs() + "/working_set", "32", "2"});
   EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
@@ -365,43 +404,19 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
 // pages stay on the mmons, since nobody is left to free them. The pmon, started again with the same data
 // dir, finds the space in its journal (DATA_DIR/spaces) and frees it.
 TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
-  test::TempDir dir;
-  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"}};
-  auto lego = [&](std::vector<std::string> args) {
-    return test::Run(test::BinDir() + "/lego", args, env, 120s);
-  };
-  std::unique_ptr<test::Process> pmon;  // the restarted one (lego down stops it too: it is a member)
-  struct Down {
-    std::function<void()> f;
-    ~Down() { f(); }
-  } down{[&] {
-    lego({"down", "--timeout", "10"});
-    pmon.reset();
-  }};
-  ASSERT_EQ(lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
-  auto used = [&] {
-    uint64_t n = 0;
-    auto st = lego({"status", "--json"});
-    if (st.exit_code == 0)
-      for (auto& c : json::parse(st.out))
-        if (c["kind"] == "mmon") n += c["used_bytes"].get<uint64_t>();
-    return n;
-  };
-  auto pmon_pid = [&]() -> pid_t {
-    auto st = lego({"status", "--json"});
-    if (st.exit_code == 0)
-      for (auto& c : json::parse(st.out))
-        if (c["kind"] == "pmon" && c["state"] == "alive") return c["pid"].get<pid_t>();
-    return 0;
-  };
-  test::Process run(
-      test::BinDir() + "/lego",
-      {"--state-dir", dir.path() + "/state", "run", "--excache", "8M", "--", "/usr/bin/python3", "-c",
-       "import time\nx = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
-       "time.sleep(60)\n"},
-      dir.path() + "/run.log");
-  ASSERT_TRUE(test::WaitFor([&] { return used() > (32u << 20); }, 30s)) << used();
-  const pid_t old_pmon = pmon_pid();
+  std::unique_ptr<test::Process> pmon;  // the restarted one; declared first, so it outlives `cluster`
+  PrivateCluster cluster;
+  cluster.before_down = [&] { pmon.reset(); };
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  test::Process run =
+      cluster.Run("run", {"--excache", "8M", "--", "/usr/bin/python3", "-c",
+                          "import time\nx = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+                          "time.sleep(60)\n"});
+  ASSERT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() > (32u << 20); }, 30s))
+      << cluster.MmonUsedTotal();
+  pid_t old_pmon = 0;
+  for (auto& c : json::parse(cluster.Lego({"status", "--json"}).out))
+    if (c["kind"] == "pmon" && c["state"] == "alive") old_pmon = c["pid"].get<pid_t>();
   ASSERT_GT(old_pmon, 0);
   std::vector<std::string> argv;  // the pmon's command line, to start it again the same way
   {
@@ -415,54 +430,29 @@ TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
   EXPECT_NE(run.Log().find("lost the process monitor"), std::string::npos) << run.Log();
   // Nobody freed its pages: they are still on the mmons (so the rest of the test can fail).
   std::this_thread::sleep_for(2s);  // a heartbeat or two
-  EXPECT_GT(used(), 32u << 20);
+  EXPECT_GT(cluster.MmonUsedTotal(), 32u << 20);
   pmon = std::make_unique<test::Process>(argv[0], std::vector<std::string>(argv.begin() + 1, argv.end()),
-                                         dir.path() + "/pmon-again.log");
-  EXPECT_TRUE(test::WaitFor([&] { return used() == 0; }, 20s)) << used() << " bytes still used; pmon log:\n"
-                                                               << pmon->Log();
+                                         cluster.path() + "/pmon-again.log");
+  EXPECT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() == 0; }, 20s))
+      << cluster.MmonUsedTotal() << " bytes still used; pmon log:\n"
+      << pmon->Log();
   EXPECT_NE(pmon->Log().find("event=space_reaped"), std::string::npos) << pmon->Log();
 }
 
 // An mmon SIGSTOPped under a running program: the program's reads time out and the pmon kills it, and
-// freeing its space times out too. The gm then lists the mmon as dead, but its pool is intact: the pmon
-// keeps the space and frees it once the mmon answers again (decision 008).
+// freeing its space may time out too. The gm then lists the mmon as dead, but its pool is intact: the pmon
+// keeps the space and frees it once the mmon answers again, and the mmon refuses the write-backs that were
+// queued before the free (decision 008).
 TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
-  test::TempDir dir;
-  const std::map<std::string, std::string> env{{"LEGO_STATE_DIR", dir.path() + "/state"}};
-  auto lego = [&](std::vector<std::string> args) {
-    return test::Run(test::BinDir() + "/lego", args, env, 120s);
-  };
-  pid_t stopped = 0;
-  struct Down {
-    std::function<void()> f;
-    ~Down() { f(); }
-  } down{[&] {
+  pid_t stopped = 0;  // declared first, so it outlives `cluster`
+  PrivateCluster cluster;
+  cluster.before_down = [&] {
     if (stopped > 0) kill(stopped, SIGCONT);
-    lego({"down", "--timeout", "10"});
-  }};
-  ASSERT_EQ(lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
-  auto mmons = [&] {
-    std::map<pid_t, uint64_t> used;  // pid -> used bytes
-    auto st = lego({"status", "--json"});
-    if (st.exit_code == 0)
-      for (auto& c : json::parse(st.out))
-        if (c["kind"] == "mmon") used[c["pid"].get<pid_t>()] = c["used_bytes"].get<uint64_t>();
-    return used;
   };
-  test::Process run(test::BinDir() + "/lego",
-                    {"--state-dir", dir.path() + "/state", "run", "--keep-cwd", "--excache", "8M", "--",
-                     "/usr/bin/python3", "-c",
-                     "import time\nx = bytearray(48 << 20)\nend = time.time() + 60\n"
-                     "while time.time() < end:\n"
-                     "    for i in range(0, len(x), 4096): x[i] = (x[i] + 1) & 255\n"},
-                    dir.path() + "/run.log");
-  ASSERT_TRUE(test::WaitFor(
-      [&] {
-        for (auto& [pid, used] : mmons())
-          if (used > (24u << 20)) stopped = pid;
-        return stopped > 0;
-      },
-      30s));
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  test::Process run = cluster.Run("run", Args({"--keep-cwd", "--excache", "8M", "--"}, kTouchLoop));
+  stopped = cluster.MmonHoldingMoreThan(24u << 20);
+  ASSERT_GT(stopped, 0);
   ASSERT_EQ(kill(stopped, SIGSTOP), 0);
   const int st = run.Wait(40s);
   ASSERT_NE(st, -1) << "the program hung on a stopped mmon: " << run.Log();
@@ -470,17 +460,10 @@ TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
   std::this_thread::sleep_for(2s);  // the pmon's free of the space has timed out by now
   ASSERT_EQ(kill(stopped, SIGCONT), 0);
   stopped = 0;
-  uint64_t total = 0;
-  EXPECT_TRUE(test::WaitFor(
-      [&] {
-        total = 0;
-        for (auto& [pid, used] : mmons()) total += used;
-        return total == 0;
-      },
-      40s))
-      << total << " bytes still used after the mmon resumed; logs:\n"
-      << test::Run("/bin/sh", {"-c", "grep -h 'space\\|writeback\\|destroy\\|timeout\\|member_' " + dir.path() +
-                                         "/state/logs/*.log | cut -c1-260"})
+  EXPECT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() == 0; }, 40s))
+      << cluster.MmonUsedTotal() << " bytes still used after the mmon resumed; logs:\n"
+      << test::Run("/bin/sh", {"-c", "grep -h 'space\\|writeback\\|destroy\\|timeout\\|member_' " +
+                                         cluster.path() + "/state/logs/*.log | cut -c1-260"})
              .out;
 }
 
