@@ -72,14 +72,15 @@ Result<sockaddr_storage> Resolve(const HostPort& hp) {
   return ss;
 }
 
-struct RndvRecv {
+}  // namespace
+
+struct Messenger::RndvRecv {
   Messenger* m;
   proto::MsgHeader hdr;
   uint64_t conn_id;
   Bytes buf;
+  Ordered* ordered = nullptr;  // a request or one-way message: received into ordered->buf instead
 };
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------------------
 // Responder
@@ -1166,6 +1167,10 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     Reject(conn_id, hdr, check.code, check.problem);
     return;
   }
+  if (kind != proto::MsgKind::kReply && conn_id != 0 && (rndv || !ordered_.empty())) {
+    auto q = ordered_.find(conn_id);
+    if (rndv || q != ordered_.end()) return QueueOrdered(hdr, conn_id, data, len, rndv);
+  }
   Bytes buf;  // for a rendezvous reply: the buffer its caller gave (CallAsync), if any
   if (rndv && kind == proto::MsgKind::kReply) {
     bool wanted = false;
@@ -1218,6 +1223,21 @@ void Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span
 void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data) {
   auto* rr = static_cast<RndvRecv*>(user_data);
   if (request) ucp_request_free(request);
+  if (Ordered* e = rr->ordered) {
+    if (status == UCS_OK) {
+      e->buf.resize(std::min(length, e->buf.size()));
+      e->state = Ordered::State::kReady;
+    } else {
+      LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} op={:#06x} error=\"{}\"", rr->conn_id, rr->hdr.opcode,
+                           ucs_status_string(status));
+      e->state = Ordered::State::kFailed;
+    }
+    Messenger* m = rr->m;
+    const uint64_t conn_id = rr->conn_id;
+    delete rr;
+    m->DeliverOrdered(conn_id);
+    return;
+  }
   if (status == UCS_OK) {
     rr->buf.resize(std::min(length, rr->buf.size()));
     rr->m->Deliver(rr->hdr, rr->conn_id, std::span<const uint8_t>(rr->buf.data(), rr->buf.size()), &rr->buf);
@@ -1225,6 +1245,51 @@ void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, vo
     LEGO_LOG_RATELIMITED("rndv_recv_failed conn={} error=\"{}\"", rr->conn_id, ucs_status_string(status));
   }
   delete rr;
+}
+
+// A request or one-way message that must wait for a rendezvous transfer ahead of it on its connection (or is
+// itself one): appended to the connection's queue, a small one as a copy, a large one as the buffer its
+// transfer lands in. DeliverOrdered hands them to Deliver in arrival order, each once everything ahead of
+// it has been delivered.
+void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len,
+                             bool rndv) {
+  OrderQueue& q = ordered_[conn_id];
+  auto owned = std::make_unique<Ordered>();
+  Ordered* e = owned.get();
+  e->hdr = hdr;
+  q.entries.push_back(std::move(owned));
+  if (!rndv) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    e->buf.assign(p, p + len);
+    e->state = Ordered::State::kReady;
+    return;  // something is ahead of it (else the queue would not exist): delivered when that completes
+  }
+  e->buf.resize(len);
+  auto* rr = new RndvRecv{this, hdr, conn_id, {}, e};
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  p.cb.recv_am = &Messenger::OnRndvDone;
+  p.user_data = rr;
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker_, data, e->buf.data(), len, &p);
+  if (r == nullptr) return OnRndvDone(nullptr, UCS_OK, len, rr);
+  if (UCS_PTR_IS_ERR(r)) OnRndvDone(nullptr, UCS_PTR_STATUS(r), 0, rr);
+}
+
+void Messenger::DeliverOrdered(uint64_t conn_id) {
+  auto it = ordered_.find(conn_id);
+  // A handler that makes the worker progress (a nested call) may complete a transfer of this connection:
+  // the outer loop, still running, delivers it.
+  if (it == ordered_.end() || it->second.draining) return;
+  OrderQueue& q = it->second;  // stays valid: only this function erases, and not while draining
+  q.draining = true;
+  while (!q.entries.empty() && q.entries.front()->state != Ordered::State::kReceiving) {
+    std::unique_ptr<Ordered> e = std::move(q.entries.front());
+    q.entries.pop_front();
+    if (e->state == Ordered::State::kReady)
+      Deliver(e->hdr, conn_id, std::span<const uint8_t>(e->buf.data(), e->buf.size()), &e->buf);
+  }
+  q.draining = false;
+  if (q.entries.empty()) ordered_.erase(conn_id);
 }
 
 void Messenger::Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,

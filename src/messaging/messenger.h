@@ -28,6 +28,7 @@
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -277,6 +278,25 @@ class Messenger {
     uint32_t route = 0;
   };
 
+  // Messages on one connection are handled in the order they were sent (protocol.md, "Ordering"). A
+  // rendezvous message's data arrives after its header, while the small messages behind it arrive whole, so
+  // from the header of a rendezvous request or one-way message until it is delivered, its connection has a
+  // queue here, and the requests and one-way messages that arrive after it wait in it (replies do not:
+  // each completes its own call). All guarded by worker_mu_.
+  struct Ordered {
+    enum class State : uint8_t { kReceiving, kReady, kFailed };
+    proto::MsgHeader hdr;
+    Bytes buf;  // the payload (a copy, or where the transfer lands)
+    State state = State::kReceiving;
+  };
+  struct RndvRecv;  // a rendezvous receive in flight (messenger.cc)
+  struct OrderQueue {
+    std::deque<std::unique_ptr<Ordered>> entries;
+    bool draining = false;  // DeliverOrdered is running for this connection
+  };
+  void QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len, bool rndv);
+  void DeliverOrdered(uint64_t conn_id);  // delivers the queue's finished head entries; erases it if empty
+
   explicit Messenger(const MessengerOptions& options);
   Status Init();
   void ProgressLoop();
@@ -356,6 +376,7 @@ class Messenger {
   std::unordered_map<uint32_t, uint64_t> route_conn_;  // guarded by worker_mu_: accepted conns by route
   std::vector<ucp_ep_h> to_close_;                     // guarded by worker_mu_: failed eps to close
   std::vector<HeldSend*> free_sends_;                  // guarded by worker_mu_
+  std::unordered_map<uint64_t, OrderQueue> ordered_;   // guarded by worker_mu_: by connection id
   uint64_t next_conn_id_ = 1;                          // guarded by worker_mu_
   uint64_t salt_state_ = 0;                // guarded by worker_mu_: splitmix64 state for NewIdSalt
   std::atomic<uint64_t> conns_closed_{0};  // bumped whenever a connection leaves conns_
