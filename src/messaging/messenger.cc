@@ -351,6 +351,8 @@ Messenger::Messenger(const MessengerOptions& options) : options_(options) {
   c_clients_gone_ = &m->Counter("lego_msg_clients_gone_total",
                                 "Accepted connections whose client went away (closed it, exited or died)");
   c_conns_accepted_ = &m->Counter("lego_msg_connections_accepted_total", "Connections accepted");
+  c_held_ = &m->Counter("lego_msg_held_for_order_total",
+                        "Messages that waited for a large message ahead of them on their connection");
   g_conns_ = &m->Gauge("lego_msg_connections", "Open connections (opened and accepted)");
   stats_provider_ = [m] { return m->Snapshot(); };
 }
@@ -447,7 +449,13 @@ void Messenger::InstallBuiltinHandlers() {
   };
 }
 
-void Messenger::Handle(uint16_t opcode, Handler handler) { handlers_[opcode] = std::move(handler); }
+void Messenger::Handle(uint16_t opcode, Handler handler, Order order) {
+  handlers_[opcode] = std::move(handler);
+  if (order == Order::kMayOvertake)
+    may_overtake_.insert(opcode);
+  else
+    may_overtake_.erase(opcode);
+}
 
 void Messenger::SetStatsProvider(std::function<std::vector<proto::StatsEntry>()> provider) {
   stats_provider_ = std::move(provider);
@@ -1167,7 +1175,8 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     Reject(conn_id, hdr, check.code, check.problem);
     return;
   }
-  if (kind != proto::MsgKind::kReply && conn_id != 0 && (rndv || !ordered_.empty())) {
+  if (kind != proto::MsgKind::kReply && conn_id != 0 && (rndv || !ordered_.empty()) &&
+      !may_overtake_.contains(hdr.opcode)) {
     auto q = ordered_.find(conn_id);
     if (rndv || q != ordered_.end()) return QueueOrdered(hdr, conn_id, data, len, rndv);
   }
@@ -1254,6 +1263,7 @@ void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, vo
 void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len,
                              bool rndv) {
   OrderQueue& q = ordered_[conn_id];
+  if (!q.entries.empty()) c_held_->Increment();
   auto owned = std::make_unique<Ordered>();
   Ordered* e = owned.get();
   e->hdr = hdr;

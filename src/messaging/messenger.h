@@ -36,6 +36,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <ucp/api/ucp.h>
@@ -227,8 +228,13 @@ class Messenger {
   Messenger(const Messenger&) = delete;
   Messenger& operator=(const Messenger&) = delete;
 
+  // Whether a request may be handled before requests sent ahead of it on its connection (protocol.md,
+  // "Ordering"). kMayOvertake is for requests that only read, whose callers never read what they have not
+  // seen acknowledged (the pmon reads a page only once its write-back has been answered): p2m.read_pages
+  // then need not wait for a 1 MiB write-back's transfer ahead of it.
+  enum class Order { kAsSent, kMayOvertake };
   // REQUIRES: called before Start(). Replaces any built-in handler for that opcode.
-  void Handle(uint16_t opcode, Handler handler);
+  void Handle(uint16_t opcode, Handler handler, Order order = Order::kAsSent);
   // Provides the counters returned by any.get_stats (defaults to options.metrics->Snapshot()).
   void SetStatsProvider(std::function<std::vector<proto::StatsEntry>()> provider);
 
@@ -387,6 +393,7 @@ class Messenger {
   int64_t next_sweep_ns_ = 0;  // CLOCK_MONOTONIC_COARSE; progress thread only
 
   std::unordered_map<uint16_t, Handler> handlers_;  // read-only after Start()
+  std::unordered_set<uint16_t> may_overtake_;       // read-only after Start(): Order::kMayOvertake
   std::function<std::vector<proto::StatsEntry>()> stats_provider_;
 
   std::mutex idle_mu_;
@@ -425,7 +432,8 @@ class Messenger {
   prometheus::Counter* c_peer_failures_;  // connections we opened
   prometheus::Counter* c_clients_gone_;   // connections we accepted
   prometheus::Counter* c_conns_accepted_;
-  prometheus::Gauge* g_conns_;  // open connections, both ways (conns_.size())
+  prometheus::Counter* c_held_;  // messages that waited in an OrderQueue behind a rendezvous transfer
+  prometheus::Gauge* g_conns_;   // open connections, both ways (conns_.size())
 };
 
 }  // namespace lego::msg

@@ -64,23 +64,27 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
     UpdateGauges();
     r.Reply();
   });
-  messenger.Handle(proto::kReadPages, [this](const msg::Incoming& in, msg::Responder r) {
-    auto req = proto::DecodeReadPages(in.payload);
-    if (!req.ok()) return r.Error(req.status());
-    const size_t n = req->vaddrs.size();
-    // A fresh buffer, handed to the messenger: a window of pages is sent from it without another copy. Its
-    // capacity is reserved and the pages appended, so they are written once (not zeroed first).
-    proto::Bytes out;
-    out.reserve(8 + n + n * kPageSize);
-    out.resize(8);
-    uint32_t count = static_cast<uint32_t>(n), reserved = 0;
-    std::memcpy(out.data(), &count, 4);
-    std::memcpy(out.data() + 4, &reserved, 4);
-    size_t present = store_->AppendPages(req->space, req->vaddrs, &out);
-    c_pages_read_.Increment(static_cast<double>(present));
-    c_pages_absent_.Increment(static_cast<double>(n - present));
-    r.Reply(std::move(out));
-  });
+  messenger.Handle(
+      proto::kReadPages,
+      [this](const msg::Incoming& in, msg::Responder r) {
+        auto req = proto::DecodeReadPages(in.payload);
+        if (!req.ok()) return r.Error(req.status());
+        const size_t n = req->vaddrs.size();
+        // A fresh buffer, handed to the messenger: a window of pages is sent from it without another copy.
+        // Its capacity is reserved and the pages appended, so they are written once (not zeroed first).
+        proto::Bytes out;
+        out.reserve(8 + n + n * kPageSize);
+        out.resize(8);
+        uint32_t count = static_cast<uint32_t>(n), reserved = 0;
+        std::memcpy(out.data(), &count, 4);
+        std::memcpy(out.data() + 4, &reserved, 4);
+        size_t present = store_->AppendPages(req->space, req->vaddrs, &out);
+        c_pages_read_.Increment(static_cast<double>(present));
+        c_pages_absent_.Increment(static_cast<double>(n - present));
+        r.Reply(std::move(out));
+      },
+      msg::Messenger::Order::kMayOvertake);  // a fault need not wait for a write-back's transfer
+                                             // (protocol.md)
   messenger.Handle(proto::kFreeRange, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::FreeRangeReq>(in.payload, "p2m.free_range");
     if (!req.ok()) return r.Error(req.status());

@@ -300,6 +300,51 @@ TEST_F(MessengerTest, MessagesOnAConnectionAreHandledInTheOrderSent) {
   EXPECT_EQ(seen, want);
 }
 
+// A request whose handler was registered with Order::kMayOvertake (p2m.read_pages) is not held behind a
+// large one still arriving: over many pairs sent back to back, some small ones are handled first.
+TEST_F(MessengerTest, ARequestThatMayOvertakeIsNotHeldBehindALargeOne) {
+  constexpr uint16_t kWrite = 0x7e03, kRead = 0x7e04;
+  auto srv = Make("overtake", 4 << 20);
+  std::mutex mu;
+  std::vector<uint16_t> seen;
+  auto record = [&](uint16_t op) {
+    std::lock_guard lk(mu);
+    seen.push_back(op);
+  };
+  srv->Handle(kWrite, [&](const Incoming&, Responder r) {
+    record(kWrite);
+    r.Reply();
+  });
+  srv->Handle(
+      kRead,
+      [&](const Incoming&, Responder r) {
+        record(kRead);
+        r.Reply();
+      },
+      Messenger::Order::kMayOvertake);
+  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
+  ASSERT_TRUE(srv->Start().ok());
+  auto ch = client_->Connect(srv->listen_address(), 5s);
+  ASSERT_TRUE(ch.ok());
+  constexpr int kPairs = 100;
+  int overtaken = 0;
+  for (int i = 0; i < kPairs; ++i) {
+    {
+      std::lock_guard lk(mu);
+      seen.clear();
+    }
+    auto w = ch.value()->CallAsync(kWrite, proto::Bytes(1u << 20, 0x5a), 10s);
+    auto r = ch.value()->CallAsync(kRead, proto::Bytes(64, 1), 10s);
+    ASSERT_TRUE(w->Wait().ok());
+    ASSERT_TRUE(r->Wait().ok());
+    std::lock_guard lk(mu);
+    ASSERT_EQ(seen.size(), 2u);
+    if (seen[0] == kRead) ++overtaken;
+  }
+  srv->Shutdown();
+  EXPECT_GT(overtaken, 0) << "no read overtook a write in " << kPairs << " pairs";
+}
+
 TEST_F(MessengerTest, UnknownOpcodeGetsTypedError) {
   auto r = ch_->Call(0x7777, {}, 5s);
   ASSERT_FALSE(r.ok());
