@@ -1,6 +1,8 @@
 #include "messaging/remote_fs.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <thread>
 
 #include "common/log.h"
 
@@ -71,21 +73,37 @@ proto::FsReply RemoteFs::Fail(const proto::FsRequest& req, const Status& st) {
 
 Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& req) {
   const Bytes payload = proto::EncodeFsRequest(req);
-  // One more attempt, for an idempotent request whose peer was found gone (restarted, perhaps on another
-  // port: the route is looked up again). Never after a timeout: the program must get EIO within it.
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  // An idempotent request whose peer was found gone is sent again along a fresh route: at once (a restarted
+  // peer may be up again on another port), then every kRetryPause until the request's deadline, so that a
+  // vNode whose cache mmon died is served by the mmon the gm moves it to once it notices (its detection
+  // time), rather than failing meanwhile. The route is looked up again each time; a peer the gm lists as
+  // dead fails the request at once (ChannelFor). Never after a timeout: the program must get EIO within it.
   for (int attempt = 0;; ++attempt) {
     auto ch = ChannelFor(req.f.vnode);
     if (!ch.ok()) return ch.status();
     // A READ of up to 64 KiB has a small reply: its wait may take the one-wake-up path (decision 007).
     const auto size = req.op == proto::FsOp::kRead && req.f.length <= 64 * 1024 ? Channel::Reply::kSmall
                                                                                 : Channel::Reply::kAnySize;
-    auto reply = ch.value()->Call(proto::FsOpcode(req.op), payload, options_.timeout, size);
+    const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
+    auto reply = ch.value()->Call(proto::FsOpcode(req.op), payload, std::max(left, Millis(1)), size);
     if (!reply.ok()) {
       StatusCode c = reply.status().code();
       if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
         ch.value()->Reset();
       Forget(req.f.vnode);
-      if (attempt == 0 && c == StatusCode::kPeerUnreachable && Idempotent(req.op)) continue;
+      if (c == StatusCode::kPeerUnreachable && Idempotent(req.op)) {
+        if (attempt > 0) {
+          if (std::chrono::steady_clock::now() + kRetryPause >= deadline) return reply;
+          if (attempt == 1) {
+            retried_.fetch_add(1);
+            LEGO_LOG_RATELIMITED("fs_peer_gone op={} vnode={} why=\"{}\": retrying until the deadline",
+                                 proto::FsOpName(req.op), req.f.vnode, reply.status().ToString());
+          }
+          std::this_thread::sleep_for(kRetryPause);
+        }
+        continue;
+      }
     }
     return reply;
   }

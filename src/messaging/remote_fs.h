@@ -5,9 +5,10 @@
 // the vNode's smon. It asks lego-gm where a vNode lives (c2g.vnode_lookup) on first use and after any
 // transport failure. A request that gets no answer fails with EIO: after a timeout always (the program gets
 // its error within the timeout); after a dead connection, an idempotent request (getattr, read, write,
-// setattr, readdir, fsync, statfs) is first sent once more along a fresh route, since a restarted smon or
-// mmon may be up again on another port. Exclusive create, mkdir, rmdir, unlink and rename are never
-// repeated (a second run would answer EEXIST or ENOENT for work the first did).
+// setattr, readdir, fsync, statfs) is sent again along a fresh route until its timeout: a restarted smon or
+// mmon may be up again on another port, and a vNode whose cache mmon died is moved by the gm to another
+// once it notices (so a program sees a pause, not EIO). Exclusive create, mkdir, rmdir, unlink and rename
+// are never repeated (a second run would answer EEXIST or ENOENT for work the first did).
 //
 // ServeFs (server): installs handlers for every FS opcode that decode the request (rejecting malformed ones
 // with kBadMessage) and run it on a WorkQueue, since file systems and downstream calls block.
@@ -43,6 +44,8 @@ class RemoteFs : public proto::FsService {
   // the gm time to create the default vNode on its smon (gm::kSmonCallTimeout is 10 s).
   Result<proto::VnodeRecord> Lookup(const proto::VnodeLookupReq& req, Millis timeout = Millis(15000));
   uint64_t transport_errors() const { return transport_errors_.load(); }
+  // Requests sent again after their peer was found gone (beyond the one immediate retry).
+  uint64_t retried() const { return retried_.load(); }
 
  private:
   // Sends req and returns the raw reply, retrying once as described above.
@@ -59,6 +62,8 @@ class RemoteFs : public proto::FsService {
   std::map<uint32_t, std::shared_ptr<Channel>> routes_;      // vnode -> channel; guarded by mu_
   std::map<std::string, std::shared_ptr<Channel>> by_addr_;  // one channel per peer; guarded by mu_
   std::atomic<uint64_t> transport_errors_{0};
+  std::atomic<uint64_t> retried_{0};
+  static constexpr Millis kRetryPause{100};
 };
 
 // Installs handlers for the FS opcodes; requests run on `queue` against `service`. First, on the messenger's

@@ -220,6 +220,43 @@ TEST_F(StorageTest, DeadSmonGivesEioPromptlyNotAHang) {
   EXPECT_TRUE(test::WaitFor([&] { return Sh("eio", "echo z > d/h && cat d/f").out == "x\n"; }, 20s));
 }
 
+// kill -9 of the mmon that holds a vNode's buffer cache: a program started right after it (before the gm has
+// noticed) pauses until the gm moves the cache to the other mmon, and then works, rather than failing with
+// EIO; what was fsync'ed is all there.
+TEST_F(StorageTest, ProgramsRideOutTheDeathOfTheVnodesCacheMmon) {
+  auto mmon1 = std::make_unique<test::Daemon>(
+      test::StartDaemon("mmon", dir_.path(), "mmon-1",
+                        {"--gm", gm_addr_, "--name", "mmon-1", "--capacity", "256M", "--buffer-cache",
+                         BufferCache(), "--storage-timeout-ms", "2000", "--flush-interval-ms", "500"}));
+  ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 4; }, 10s));
+  CreateVnode("ride");
+  auto w = Sh("ride", "echo hello > f && sync f && cat f");
+  ASSERT_EQ(w.exit_code, 0) << w.err;
+  auto cache_mmon = [&] {
+    for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
+      if (v["name"] == "ride") return v["cache_mmon_id"].get<uint32_t>();
+    return 0u;
+  };
+  const uint32_t home = cache_mmon();
+  ASSERT_NE(home, 0u);
+  int home_pid = 0;
+  for (auto& c : json::parse(Lego({"status", "--gm", gm_addr_, "--json"}).out))
+    if (c["id"].get<uint32_t>() == home) home_pid = c["pid"].get<int>();
+  test::Daemon* victim = mmon_->proc.pid() == home_pid ? mmon_.get() : mmon1.get();
+  ASSERT_EQ(victim->proc.pid(), home_pid);
+  victim->proc.Kill9();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = Sh("ride", "cat f && echo again > g && cat g");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "hello\nagain\n");
+  // Detection takes about 1 s here (3 heartbeats of 300 ms); the requests wait up to 2 s.
+  EXPECT_LT(took, 15s);
+  const uint32_t moved = cache_mmon();
+  EXPECT_NE(moved, home);
+  EXPECT_NE(moved, 0u);
+}
+
 TEST_F(StorageTest, ProcessInOneVnodeCannotReachAnothersFiles) {
   CreateVnode("a");
   CreateVnode("b");
