@@ -20,6 +20,8 @@ GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOpti
           metrics.Counter("lego_gm_member_deaths_total", "Members marked dead after missed heartbeats")),
       c_registrations_(metrics.Counter("lego_gm_registrations_total", "Registrations, including rejoins")),
       c_regions_assigned_(metrics.Counter("lego_gm_region_lookups_total", "vRegion owner lookups (GMM)")),
+      c_regions_reassigned_(metrics.Counter("lego_gm_regions_reassigned_total",
+                                            "vRegions moved off a dead mmon that held none of their pages")),
       c_region_refusals_(
           metrics.Counter("lego_gm_region_refusals_total", "vRegions refused: every mmon full")),
       vnodes_(std::move(vnodes)) {}
@@ -88,7 +90,9 @@ void GmService::InstallMemoryHandlers() {
                        m.fixed.capacity_bytes, m.fixed.used_bytes});
       addrs[m.fixed.id] = m.listen_addr;
     }
-    auto owner = regions_.Assign(req->space, req->region, mmons);
+    bool replaced = false;
+    auto owner = regions_.Assign(req->space, req->region, mmons, &replaced);
+    if (replaced) c_regions_reassigned_.Increment();
     if (!owner.ok()) {
       c_region_refusals_.Increment();
       LEGO_LOG_RATELIMITED("region_refused space={:#x} region={} why=\"{}\"", req->space, req->region,

@@ -64,6 +64,7 @@ class GmService {
   prometheus::Counter& c_deaths_;
   prometheus::Counter& c_registrations_;
   prometheus::Counter& c_regions_assigned_;
+  prometheus::Counter& c_regions_reassigned_;
   prometheus::Counter& c_region_refusals_;
   std::unique_ptr<VnodeTable> vnodes_;  // null: vNodes are not served (tests of membership only)
   std::mutex mu_;

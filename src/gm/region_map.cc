@@ -1,5 +1,8 @@
 #include "gm/region_map.h"
 
+#include <algorithm>
+#include <optional>
+
 #include <fmt/format.h>
 
 #include "common/log.h"
@@ -16,10 +19,16 @@ bool ParsePlacementPolicy(std::string_view s, PlacementPolicy* out) {
   return true;
 }
 
-Result<uint32_t> RegionMap::Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons) {
+Result<uint32_t> RegionMap::Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons,
+                                   bool* replaced) {
   MutexLock lk(mu_);
   auto key = std::make_pair(space, region);
-  if (auto it = owner_.find(key); it != owner_.end()) return it->second;
+  std::optional<uint32_t> old_owner;
+  if (auto it = owner_.find(key); it != owner_.end()) {
+    auto m = std::find_if(mmons.begin(), mmons.end(), [&](const MmonView& v) { return v.id == it->second; });
+    if (m != mmons.end() && m->alive) return it->second;
+    old_owner = it->second;  // dead or gone: choose again (below), unless nobody has room
+  }
 
   auto free_of = [](const MmonView& m) {
     return m.capacity_bytes > m.used_bytes ? m.capacity_bytes - m.used_bytes : 0;
@@ -54,6 +63,12 @@ Result<uint32_t> RegionMap::Assign(uint64_t space, uint64_t region, const std::v
     };
     for (auto* c : candidates)
       if (!pick || score(c) > score(pick) || (score(c) == score(pick) && c->id < pick->id)) pick = c;
+  }
+  if (old_owner) {
+    if (auto& count = regions_per_mmon_[*old_owner]; count) --count;
+    if (replaced) *replaced = true;
+    LEGO_LOG_INFO("region_reassigned space={:#x} region={} from_mmon={} to_mmon={}", space, region,
+                  *old_owner, pick->id);
   }
   owner_[key] = pick->id;
   regions_per_mmon_[pick->id]++;

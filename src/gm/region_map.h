@@ -37,9 +37,12 @@ class RegionMap {
  public:
   explicit RegionMap(PlacementPolicy policy) : policy_(policy) {}
 
-  // The owner of (space, region), choosing one if the region has none. kOutOfMemory if no alive mmon has
-  // room.
-  Result<uint32_t> Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons);
+  // The owner of (space, region), choosing one if the region has none, or if its owner is dead or gone from
+  // `mmons` (*replaced is then set). Only a caller that holds no page in the region asks again once it has an
+  // owner (the pmon, after writing to an owner that died before taking any: MemoryClient::Write), so
+  // replacing loses nothing. kOutOfMemory if no alive mmon has room.
+  Result<uint32_t> Assign(uint64_t space, uint64_t region, const std::vector<MmonView>& mmons,
+                          bool* replaced = nullptr);
   // Forgets every region of the space (process exit); returns how many it had.
   size_t ReleaseSpace(uint64_t space);
   // A forked child's vRegions start on the same mmons as its parent's (their pages are copied there).

@@ -74,7 +74,17 @@ Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, con
                          proto::EncodeWritePages(space, vaddrs.subspan(i, j - i),
                                                  std::span(data + i * kPage, (j - i) * kPage)),
                          timeout_);
-    if (!r.ok()) return r.status();
+    std::lock_guard lock(mu_);
+    if (!r.ok()) {
+      if (r.status().code() == StatusCode::kPeerUnreachable && !holding_.contains({space, region}) &&
+          owners_.erase({space, region}))
+        LEGO_LOG_RATELIMITED(
+            "region_owner_unreachable space={:#x} region={} why=\"{}\": it holds none of the "
+            "region's pages, so the gm is asked again",
+            space, region, r.status().ToString());
+      return r.status();
+    }
+    holding_.insert({space, region});
     i = j;
   }
   return Status::Ok();
@@ -107,7 +117,10 @@ Status MemoryClient::ForkSpace(uint64_t parent, uint64_t child, uint64_t* pages)
       holders.insert(it->second);
       copy.emplace_back(it->first.second, it->second);
     }
-    for (auto& [region, ch] : copy) owners_[{child, region}] = ch;
+    for (auto& [region, ch] : copy) {
+      owners_[{child, region}] = ch;
+      if (holding_.contains({parent, region})) holding_.insert({child, region});
+    }
   }
   for (auto& ch : holders) {
     auto c = ch->Call(proto::kCopySpace, proto::EncodeFixed(proto::CopySpaceReq{parent, child}), timeout_);
@@ -126,6 +139,8 @@ Status MemoryClient::DestroySpace(uint64_t space, uint64_t* freed) {
       holders.insert(it->second);
       it = owners_.erase(it);
     }
+    for (auto it = holding_.lower_bound({space, 0}); it != holding_.end() && it->first == space;)
+      it = holding_.erase(it);
   }
   Status first = Status::Ok();
   for (auto& ch : holders) {

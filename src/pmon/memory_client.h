@@ -37,6 +37,10 @@ class MemoryClient {
   static Status ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
                            const uint8_t** pages);
   // Writes pages (any vRegions; data holds vaddrs.size() pages in order). All-or-nothing per vRegion.
+  // A vRegion whose owner is found gone (kPeerUnreachable) before it took any of the region's pages is
+  // forgotten, so that the next write asks the gm again, which moves the region to an alive mmon once it
+  // has seen the old one dead (RegionMap::Assign): a program whose first region went to an mmon that had
+  // just died goes on instead of failing every write-back.
   Status Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data);
   // Frees [start, start+len) on the owners of the vRegions it touches that were ever assigned.
   Status FreeRange(uint64_t space, uint64_t start, uint64_t len, uint64_t* freed = nullptr);
@@ -60,7 +64,10 @@ class MemoryClient {
   const Millis timeout_;
   std::mutex mu_;
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<msg::Channel>> owners_;  // (space, region)
-  std::map<std::string, std::shared_ptr<msg::Channel>> channels_;                  // by mmon address
+  // (space, region)s whose owner holds pages: a write was answered, or the space was forked from one that
+  // did. Such an owner is never forgotten (its pages would read as zero anywhere else).
+  std::set<std::pair<uint64_t, uint64_t>> holding_;
+  std::map<std::string, std::shared_ptr<msg::Channel>> channels_;  // by mmon address
 };
 
 }  // namespace lego::pmon

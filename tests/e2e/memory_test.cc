@@ -400,6 +400,38 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   EXPECT_EQ(again.exit_code, 0) << again.err;
 }
 
+// kill -9 of the mmon the gm gives a new program's memory to, and at once a program: the gm, not knowing
+// yet, gives it that mmon; its write-backs fail until the gm sees the mmon dead, and then go to another (the
+// region held none of its pages: RegionMap::Assign, MemoryClient::Write). Without that, the program ran on
+// with its memory held locally past its cap, every write-back failing, until it ended.
+TEST(MmonFailureTest, ProgramGivenAnMmonThatJustDiedMovesToTheOther) {
+  PrivateCluster cluster;
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  // A third, much larger mmon: the gm's most-free placement gives it every new region.
+  auto st = cluster.Lego({"status", "--json"});
+  ASSERT_EQ(st.exit_code, 0) << st.err;
+  std::string gm;
+  for (auto& c : json::parse(st.out))
+    if (c["kind"] == "gm") gm = c["address"].get<std::string>();
+  ASSERT_FALSE(gm.empty()) << st.out;
+  auto big = test::StartDaemon("mmon", cluster.path(), "mmon-big",
+                               {"--gm", gm, "--name", "mmon-big", "--capacity", "4G", "--metrics", "off"});
+  ASSERT_TRUE(
+      test::WaitFor([&] { return cluster.Lego({"status"}).out.find("6 alive") != std::string::npos; }, 10s));
+  big.proc.Kill9();
+  auto r = cluster.Lego(
+      {"run", "--keep-cwd", "--excache", "8M", "--stats-json", "--", Programs() + "/working_set", "48", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("checksum"), std::string::npos) << r.out;
+  EXPECT_GT(Sum(StatsOf(r.err), "writeback_bytes"), 16u << 20) << r.err;
+  auto stats = cluster.Lego({"stats", "--json"});
+  ASSERT_EQ(stats.exit_code, 0) << stats.err;
+  double reassigned = 0;
+  for (auto& c : json::parse(stats.out))
+    if (c["kind"] == "gm") reassigned = c["stats"].value("lego_gm_regions_reassigned_total", 0.0);
+  EXPECT_GE(reassigned, 1.0) << stats.out;
+}
+
 // kill -9 of the pmon under a running program: the program dies (its preload sees the pmon gone), and its
 // pages stay on the mmons, since nobody is left to free them. The pmon, started again with the same data
 // dir, finds the space in its journal (DATA_DIR/spaces) and frees it.

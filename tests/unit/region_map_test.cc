@@ -33,6 +33,27 @@ TEST(RegionMap, FullOrDeadMmonIsNeverChosenWhileAnotherHasRoom) {
   }
 }
 
+// A region whose owner died (or left the table) is moved when asked again; one whose owner lives is not.
+TEST(RegionMap, AskedAgainARegionOfADeadMmonMovesToALiveOne) {
+  RegionMap m(PlacementPolicy::kMostFree);
+  std::vector<MmonView> mmons = {{1, true, GiB, 0}, {2, true, GiB, GiB / 2}};
+  bool replaced = false;
+  ASSERT_EQ(m.Assign(5, 0, mmons, &replaced).value(), 1u);
+  EXPECT_FALSE(replaced);
+  mmons[0].alive = false;
+  EXPECT_EQ(m.Assign(5, 0, mmons, &replaced).value(), 2u);
+  EXPECT_TRUE(replaced);
+  replaced = false;
+  mmons[0].alive = true;  // back: the region stays where it went
+  EXPECT_EQ(m.Assign(5, 0, mmons, &replaced).value(), 2u);
+  EXPECT_FALSE(replaced);
+  EXPECT_EQ(m.Assign(5, 0, {{1, true, GiB, 0}}, &replaced).value(), 1u);  // mmon 2 gone from the table
+  EXPECT_TRUE(replaced);
+  // Nobody alive with room: the old owner stays recorded and the caller gets OutOfMemory.
+  EXPECT_EQ(m.Assign(5, 0, {{1, false, GiB, 0}}).status().code(), StatusCode::kOutOfMemory);
+  EXPECT_EQ(m.RegionCount(), 1u);
+}
+
 TEST(RegionMap, EveryMmonFullIsOutOfMemory) {
   RegionMap m(PlacementPolicy::kMostFree);
   std::vector<MmonView> mmons = {{1, true, GiB, GiB}, {2, false, GiB, 0}};
