@@ -1295,7 +1295,9 @@ void Messenger::DeliverOrdered(uint64_t conn_id) {
   while (!q.entries.empty() && q.entries.front()->state != Ordered::State::kReceiving) {
     std::unique_ptr<Ordered> e = std::move(q.entries.front());
     q.entries.pop_front();
-    if (e->state == Ordered::State::kReady)
+    // Not while shutting down (a transfer cancelled by the worker's teardown): nobody could be answered,
+    // and the handlers' owners may be gone.
+    if (e->state == Ordered::State::kReady && !stop_.load(std::memory_order_relaxed))
       Deliver(e->hdr, conn_id, std::span<const uint8_t>(e->buf.data(), e->buf.size()), &e->buf);
   }
   q.draining = false;
