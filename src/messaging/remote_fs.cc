@@ -92,20 +92,17 @@ Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& req) {
       if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
         ch.value()->Reset();
       Forget(req.f.vnode);
-      if (c == StatusCode::kPeerUnreachable && Idempotent(req.op)) {
-        if (attempt > 0) {
-          if (std::chrono::steady_clock::now() + kRetryPause >= deadline) return reply;
-          if (attempt == 1) {
-            retried_.fetch_add(1);
-            LEGO_LOG_RATELIMITED("fs_peer_gone op={} vnode={} why=\"{}\": retrying until the deadline",
-                                 proto::FsOpName(req.op), req.f.vnode, reply.status().ToString());
-          }
-          std::this_thread::sleep_for(kRetryPause);
-        }
-        continue;
-      }
     }
-    return reply;
+    if (reply.ok() || reply.status().code() != StatusCode::kPeerUnreachable || !Idempotent(req.op))
+      return reply;
+    if (attempt == 0) continue;  // at once
+    if (std::chrono::steady_clock::now() + kRetryPause >= deadline) return reply;
+    if (attempt == 1) {
+      retried_.fetch_add(1);
+      LEGO_LOG_RATELIMITED("fs_peer_gone op={} vnode={} why=\"{}\": retrying until the deadline",
+                           proto::FsOpName(req.op), req.f.vnode, reply.status().ToString());
+    }
+    std::this_thread::sleep_for(kRetryPause);
   }
 }
 

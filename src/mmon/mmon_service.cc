@@ -64,6 +64,8 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
     UpdateGauges();
     r.Reply();
   });
+  // A read may overtake a write-back still arriving on its connection: the pmon never reads a page whose
+  // write-back is unanswered, and a fault should not wait for a 1 MiB transfer (protocol.md, "Ordering").
   messenger.Handle(
       proto::kReadPages,
       [this](const msg::Incoming& in, msg::Responder r) {
@@ -83,8 +85,7 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
         c_pages_absent_.Increment(static_cast<double>(n - present));
         r.Reply(std::move(out));
       },
-      msg::Messenger::Order::kMayOvertake);  // a fault need not wait for a write-back's transfer
-                                             // (protocol.md)
+      msg::Messenger::Order::kMayOvertake);
   messenger.Handle(proto::kFreeRange, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::FreeRangeReq>(in.payload, "p2m.free_range");
     if (!req.ok()) return r.Error(req.status());
