@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <random>
 #include <thread>
 
 #include "common/log.h"
@@ -9,7 +10,12 @@
 namespace lego::msg {
 
 RemoteFs::RemoteFs(Messenger& messenger, HostPort gm, RemoteFsOptions options)
-    : messenger_(messenger), options_(options), gm_(messenger.ChannelTo(gm, Millis(2000))) {}
+    : messenger_(messenger),
+      options_(options),
+      gm_(messenger.ChannelTo(gm, Millis(2000))),
+      // Random, so that ids of two pmons (or of one pmon's two lives) never meet at a smon; the top bit set,
+      // so that counting up from it never reaches 0.
+      request_ids_((uint64_t{std::random_device()()} << 32 | std::random_device()()) | (uint64_t{1} << 63)) {}
 
 Result<proto::VnodeRecord> RemoteFs::Lookup(const proto::VnodeLookupReq& req, Millis timeout) {
   auto reply = gm_->Call(proto::kVnodeLookup, proto::EncodeVnodeLookupReq(req), timeout);
@@ -46,24 +52,6 @@ void RemoteFs::Forget(uint32_t vnode) {
   routes_.erase(vnode);
 }
 
-namespace {
-// Requests that give the same result when run twice: safe to send again after a connection failure.
-bool Idempotent(proto::FsOp op) {
-  switch (op) {
-    case proto::FsOp::kGetattr:
-    case proto::FsOp::kRead:
-    case proto::FsOp::kWrite:
-    case proto::FsOp::kSetattr:
-    case proto::FsOp::kReaddir:
-    case proto::FsOp::kFsync:
-    case proto::FsOp::kStatfs:
-      return true;
-    default:
-      return false;  // create (exclusive), mkdir, rmdir, unlink, rename: a second run answers differently
-  }
-}
-}  // namespace
-
 proto::FsReply RemoteFs::Fail(const proto::FsRequest& req, const Status& st) {
   transport_errors_.fetch_add(1);
   LEGO_LOG_RATELIMITED("fs_request_failed op={} vnode={} path=\"{}\" why=\"{}\"", proto::FsOpName(req.op),
@@ -71,36 +59,51 @@ proto::FsReply RemoteFs::Fail(const proto::FsRequest& req, const Status& st) {
   return proto::FsReply::Errno(EIO);
 }
 
-Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& req) {
-  const Bytes payload = proto::EncodeFsRequest(req);
+bool RemoteFs::MayResend(const proto::FsRequest& req) const {
+  if (proto::FsOpIdempotent(req.op)) return true;
+  // The smon runs a request with an id once (its duplicate-request cache) as long as it stays up. Past a dead
+  // cache mmon the smon is the same, so the copy sent again is answered, not run twice; but a dead peer
+  // that is the smon itself may have restarted and forgotten the id, so the mmon never resends.
+  return req.f.request_id != 0 && options_.target == RemoteFsOptions::Target::kCacheMmon;
+}
+
+Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& in) {
+  const proto::FsRequest* req = &in;
+  proto::FsRequest stamped;
+  if (!proto::FsOpIdempotent(in.op) && in.f.request_id == 0) {
+    stamped = in;
+    stamped.f.request_id = request_ids_.fetch_add(1);
+    req = &stamped;
+  }
+  const Bytes payload = proto::EncodeFsRequest(*req);
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
-  // An idempotent request whose peer was found gone is sent again along a fresh route: at once (a restarted
-  // peer may be up again on another port), then every kRetryPause until the request's deadline, so that a
-  // vNode whose cache mmon died is served by the mmon the gm moves it to once it notices (its detection
-  // time), rather than failing meanwhile. The route is looked up again each time; a peer the gm lists as
-  // dead fails the request at once (ChannelFor). Never after a timeout: the program must get EIO within it.
+  // A request whose peer was found gone is sent again along a fresh route, if that is safe (MayResend): at
+  // once (a restarted peer may be up again on another port), then every kRetryPause until the request's
+  // deadline, so that a vNode whose cache mmon died is served by the mmon the gm moves it to once it notices
+  // (its detection time), rather than failing meanwhile. The route is looked up again each time; a peer the
+  // gm lists as dead fails the request at once (ChannelFor). Never after a timeout: the program must get EIO
+  // within it, and the first copy may still be running.
   for (int attempt = 0;; ++attempt) {
-    auto ch = ChannelFor(req.f.vnode);
+    auto ch = ChannelFor(req->f.vnode);
     if (!ch.ok()) return ch.status();
     // A READ of up to 64 KiB has a small reply: its wait may take the one-wake-up path (decision 007).
-    const auto size = req.op == proto::FsOp::kRead && req.f.length <= 64 * 1024 ? Channel::Reply::kSmall
-                                                                                : Channel::Reply::kAnySize;
+    const auto size = req->op == proto::FsOp::kRead && req->f.length <= 64 * 1024 ? Channel::Reply::kSmall
+                                                                                  : Channel::Reply::kAnySize;
     const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
-    auto reply = ch.value()->Call(proto::FsOpcode(req.op), payload, std::max(left, Millis(1)), size);
+    auto reply = ch.value()->Call(proto::FsOpcode(req->op), payload, std::max(left, Millis(1)), size);
     if (!reply.ok()) {
       StatusCode c = reply.status().code();
       if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)
         ch.value()->Reset();
-      Forget(req.f.vnode);
+      Forget(req->f.vnode);
     }
-    if (reply.ok() || reply.status().code() != StatusCode::kPeerUnreachable || !Idempotent(req.op))
-      return reply;
+    if (reply.ok() || reply.status().code() != StatusCode::kPeerUnreachable || !MayResend(*req)) return reply;
     if (attempt == 0) continue;  // at once
     if (std::chrono::steady_clock::now() + kRetryPause >= deadline) return reply;
     if (attempt == 1) {
       retried_.fetch_add(1);
       LEGO_LOG_RATELIMITED("fs_peer_gone op={} vnode={} why=\"{}\": retrying until the deadline",
-                           proto::FsOpName(req.op), req.f.vnode, reply.status().ToString());
+                           proto::FsOpName(req->op), req->f.vnode, reply.status().ToString());
     }
     std::this_thread::sleep_for(kRetryPause);
   }

@@ -7,8 +7,10 @@
 // its error within the timeout); after a dead connection, an idempotent request (getattr, read, write,
 // setattr, readdir, fsync, statfs) is sent again along a fresh route until its timeout: a restarted smon or
 // mmon may be up again on another port, and a vNode whose cache mmon died is moved by the gm to another
-// once it notices (so a program sees a pause, not EIO). Exclusive create, mkdir, rmdir, unlink and rename
-// are never repeated (a second run would answer EEXIST or ENOENT for work the first did).
+// once it notices (so a program sees a pause, not EIO). Create, mkdir, rmdir, unlink and rename would
+// answer EEXIST or ENOENT for work a first copy did, so each is stamped with a request id (unique to this
+// RemoteFs: a random base plus a count) that the smon remembers (src/smon/duplicate_request_cache.h); the
+// pmon (target kCacheMmon) sends them again past a dead cache mmon as well, the mmon (target kSmon) never.
 //
 // ServeFs (server): installs handlers for every FS opcode that decode the request (rejecting malformed ones
 // with kBadMessage) and run it on a WorkQueue, since file systems and downstream calls block.
@@ -48,8 +50,11 @@ class RemoteFs : public proto::FsService {
   uint64_t retried() const { return retried_.load(); }
 
  private:
-  // Sends req and returns the raw reply, retrying once as described above.
+  // Sends req (stamped with a request id if it needs one) and returns the raw reply, sending it again as
+  // described above.
   Result<Bytes> Exchange(const proto::FsRequest& req);
+  // Whether req may be sent again after its peer was found gone.
+  bool MayResend(const proto::FsRequest& req) const;
   // Counts and logs a transport failure; the program gets EIO.
   proto::FsReply Fail(const proto::FsRequest& req, const Status& st);
   Result<std::shared_ptr<Channel>> ChannelFor(uint32_t vnode);
@@ -63,6 +68,7 @@ class RemoteFs : public proto::FsService {
   std::map<std::string, std::shared_ptr<Channel>> by_addr_;  // one channel per peer; guarded by mu_
   std::atomic<uint64_t> transport_errors_{0};
   std::atomic<uint64_t> retried_{0};
+  std::atomic<uint64_t> request_ids_;  // the next request id; never 0
   static constexpr Millis kRetryPause{100};
 };
 

@@ -24,6 +24,21 @@ std::string_view FsOpName(FsOp op) {
   return i >= 1 && i <= kFsOpCount ? kOpNames[i] : "unknown";
 }
 
+bool FsOpIdempotent(FsOp op) {
+  switch (op) {
+    case FsOp::kGetattr:
+    case FsOp::kRead:
+    case FsOp::kWrite:
+    case FsOp::kSetattr:
+    case FsOp::kReaddir:
+    case FsOp::kFsync:
+    case FsOp::kStatfs:
+      return true;
+    default:
+      return false;
+  }
+}
+
 uint16_t FsOpcode(FsOp op) { return static_cast<uint16_t>(kFsGetattr + static_cast<uint16_t>(op) - 1); }
 
 Result<FsOp> FsOpFromOpcode(uint16_t opcode) {

@@ -81,11 +81,17 @@ struct FsReqFixed {
   uint32_t gid;     // kSetattr
   int64_t atime_ns;
   int64_t mtime_ns;
+  // kCreate, kMkdir, kRmdir, kUnlink, kRename (FsOpIdempotent false): the sender's id for this operation, the
+  // same each time it is sent again, or 0 for none. The smon runs a request with an id once and answers a
+  // repeat of it from its duplicate-request cache (src/smon/duplicate_request_cache.h), so that the pmon may
+  // send it again after a dead connection. Ignored for the other ops.
+  uint64_t request_id;
 };
-static_assert(sizeof(FsReqFixed) == 56);
+static_assert(sizeof(FsReqFixed) == 64);
 static_assert(offsetof(FsReqFixed, offset) == 8);
 static_assert(offsetof(FsReqFixed, mode) == 24);
 static_assert(offsetof(FsReqFixed, atime_ns) == 40);
+static_assert(offsetof(FsReqFixed, request_id) == 56);
 
 struct FsRequest {
   FsOp op = FsOp::kGetattr;
@@ -165,6 +171,11 @@ struct FsReply {
   }
   int err() const { return f.err; }
 };
+
+// Whether running the request twice gives the same result as running it once (getattr, read, write, setattr,
+// readdir, fsync, statfs): such a request may be sent again freely. Create, mkdir, rmdir, unlink and rename
+// may not (a second run answers EEXIST or ENOENT for work the first did) unless they carry a request_id.
+bool FsOpIdempotent(FsOp op);
 
 uint16_t FsOpcode(FsOp op);
 // The FsOp of an FS opcode, or an error for anything else.

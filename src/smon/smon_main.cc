@@ -9,6 +9,7 @@
 #include "messaging/remote_fs.h"
 #include "protocol/any.h"
 #include "protocol/vnode.h"
+#include "smon/duplicate_request_cache.h"
 #include "smon/file_store.h"
 
 int main(int argc, char** argv) {
@@ -19,19 +20,28 @@ int main(int argc, char** argv) {
       "registers with lego-gm.",
       "--capacity", "disk quota for stored files (e.g. 10G)", "10G"};
   std::unique_ptr<smon::FileStore> store;
+  std::unique_ptr<smon::DuplicateRequestCache> dedup;
   std::unique_ptr<WorkQueue> queue;
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) -> Status {
     auto s = smon::FileStore::Open(ctx.config.data_dir, ctx.config.capacity);
     if (!s.ok()) return s.status();
     store = std::move(s.value());
+    dedup = std::make_unique<smon::DuplicateRequestCache>(*store);
     // Two threads: one request may wait for fsync while another is served.
     queue = std::make_unique<WorkQueue>(2);
     // Local file calls run on the progress thread (no wake-ups); fsync waits for the disk, so it queues.
-    msg::ServeFs(ctx.messenger, *queue, *store, [&](const proto::FsRequest& req, proto::FsReply* out) {
+    msg::ServeFs(ctx.messenger, *queue, *dedup, [&](const proto::FsRequest& req, proto::FsReply* out) {
       if (req.op == proto::FsOp::kFsync) return false;
-      *out = store->Execute(req);
+      *out = dedup->Execute(req);
       return true;
+    });
+    Metrics* metrics = &ctx.metrics;
+    ctx.messenger.SetStatsProvider([metrics, d = dedup.get()] {
+      auto v = metrics->Snapshot();
+      v.push_back({"lego_smon_fs_replayed_total", static_cast<double>(d->replayed())});
+      v.push_back({"lego_smon_fs_request_ids_kept", static_cast<double>(d->size())});
+      return v;
     });
     auto vnode_op = [&](uint16_t opcode, const char* what) {
       ctx.messenger.Handle(opcode, [&, opcode, what](const msg::Incoming& in, msg::Responder r) {

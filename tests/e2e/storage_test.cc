@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "messaging/remote_fs.h"
 #include "support/test_support.h"
 
 namespace lego {
@@ -102,10 +103,33 @@ class StorageTest : public ::testing::Test {
   }
   // Where the smon keeps a vNode's files.
   std::string SmonDir(int id) { return fmt::format("{}/smon-0/vnodes/{}", dir_.path(), id); }
+  // A second mmon (mmon-1), so that a vNode's buffer cache has somewhere to move to.
+  void StartSecondMmon() {
+    mmon1_ = std::make_unique<test::Daemon>(
+        test::StartDaemon("mmon", dir_.path(), "mmon-1",
+                          {"--gm", gm_addr_, "--name", "mmon-1", "--capacity", "256M", "--buffer-cache",
+                           BufferCache(), "--storage-timeout-ms", "2000", "--flush-interval-ms", "500"}));
+    ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 4; }, 10s));
+  }
+  // The id of the vNode's buffer-cache mmon, as lego-gm has it now (0: unknown).
+  uint32_t CacheMmon(const std::string& vnode) {
+    for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
+      if (v["name"] == vnode) return v["cache_mmon_id"].get<uint32_t>();
+    return 0;
+  }
+  // kill -9 of the mmon with member id `id` (mmon-0 or mmon-1).
+  void KillMmon(uint32_t id) {
+    int pid = 0;
+    for (auto& c : json::parse(Lego({"status", "--gm", gm_addr_, "--json"}).out))
+      if (c["id"].get<uint32_t>() == id) pid = c["pid"].get<int>();
+    test::Daemon* victim = mmon_->proc.pid() == pid ? mmon_.get() : mmon1_.get();
+    ASSERT_TRUE(victim != nullptr && victim->proc.pid() == pid) << "no mmon with id " << id;
+    victim->proc.Kill9();
+  }
 
   test::TempDir dir_;
   std::string gm_addr_;
-  std::unique_ptr<test::Daemon> gm_, smon_, mmon_, pmon_, pmon2_;
+  std::unique_ptr<test::Daemon> gm_, smon_, mmon_, mmon1_, pmon_, pmon2_;
 };
 
 TEST_F(StorageTest, SourceTreeTarredAndCopiedInVnodeIsByteIdentical) {
@@ -224,27 +248,13 @@ TEST_F(StorageTest, DeadSmonGivesEioPromptlyNotAHang) {
 // noticed) pauses until the gm moves the cache to the other mmon, and then works, rather than failing with
 // EIO; what was fsync'ed is all there.
 TEST_F(StorageTest, ProgramsRideOutTheDeathOfTheVnodesCacheMmon) {
-  auto mmon1 = std::make_unique<test::Daemon>(
-      test::StartDaemon("mmon", dir_.path(), "mmon-1",
-                        {"--gm", gm_addr_, "--name", "mmon-1", "--capacity", "256M", "--buffer-cache",
-                         BufferCache(), "--storage-timeout-ms", "2000", "--flush-interval-ms", "500"}));
-  ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 4; }, 10s));
+  StartSecondMmon();
   CreateVnode("ride");
   auto w = Sh("ride", "echo hello > f && sync f && cat f");
   ASSERT_EQ(w.exit_code, 0) << w.err;
-  auto cache_mmon = [&] {
-    for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
-      if (v["name"] == "ride") return v["cache_mmon_id"].get<uint32_t>();
-    return 0u;
-  };
-  const uint32_t home = cache_mmon();
+  const uint32_t home = CacheMmon("ride");
   ASSERT_NE(home, 0u);
-  int home_pid = 0;
-  for (auto& c : json::parse(Lego({"status", "--gm", gm_addr_, "--json"}).out))
-    if (c["id"].get<uint32_t>() == home) home_pid = c["pid"].get<int>();
-  test::Daemon* victim = mmon_->proc.pid() == home_pid ? mmon_.get() : mmon1.get();
-  ASSERT_EQ(victim->proc.pid(), home_pid);
-  victim->proc.Kill9();
+  KillMmon(home);
   const auto t0 = std::chrono::steady_clock::now();
   auto r = Sh("ride", "cat f && echo again > g && cat g");
   const auto took = std::chrono::steady_clock::now() - t0;
@@ -252,9 +262,57 @@ TEST_F(StorageTest, ProgramsRideOutTheDeathOfTheVnodesCacheMmon) {
   EXPECT_EQ(r.out, "hello\nagain\n");
   // Detection takes about 1 s here (3 heartbeats of 300 ms); the requests wait up to 2 s.
   EXPECT_LT(took, 15s);
-  const uint32_t moved = cache_mmon();
+  const uint32_t moved = CacheMmon("ride");
   EXPECT_NE(moved, home);
   EXPECT_NE(moved, 0u);
+}
+
+// Create, mkdir, rename, unlink and rmdir are not idempotent, yet they too wait out a dead cache mmon: the
+// pmon's RemoteFs stamps each with a request id and sends it again along the vNode's new route, and the
+// smon runs an id once (its duplicate-request cache). Driven from the test process with the pmon's RemoteFs,
+// so that the first request after the kill is a rename (through a FUSE mount, a lookup would go first).
+TEST_F(StorageTest, MetadataRequestsRideOutTheDeathOfTheCacheMmonAndRunOnce) {
+  StartSecondMmon();
+  CreateVnode("meta");
+  uint32_t vnode = 0;
+  for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
+    if (v["name"] == "meta") vnode = v["id"].get<uint32_t>();
+  ASSERT_NE(vnode, 0u);
+  msg::MessengerOptions o;
+  o.name = "test-pmon";
+  auto client = std::move(msg::Messenger::Create(o).value());
+  ASSERT_TRUE(client->Start().ok());
+  msg::RemoteFs rfs(*client, gm_->addr,
+                    msg::RemoteFsOptions{msg::RemoteFsOptions::Target::kCacheMmon, msg::Millis(8000)});
+  auto op = [&](proto::FsOp what, const std::string& path, const std::string& path2 = "", uint64_t id = 0) {
+    proto::FsRequest r;
+    r.op = what;
+    r.f.vnode = vnode;
+    r.f.mode = 0755;
+    r.f.request_id = id;
+    r.path = path;
+    r.path2 = path2;
+    return rfs.Execute(r).err();
+  };
+  ASSERT_EQ(op(proto::FsOp::kMkdir, "a"), 0);  // the route to the cache mmon is now open
+  KillMmon(CacheMmon("meta"));
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(op(proto::FsOp::kRename, "a", "b"), 0);  // EIO before request ids
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 8s);
+  EXPECT_GE(rfs.retried(), 1u);
+  EXPECT_EQ(op(proto::FsOp::kMkdir, "b/c"), 0);
+  EXPECT_EQ(op(proto::FsOp::kRmdir, "b/c"), 0);
+  EXPECT_TRUE(fs::is_directory(SmonDir(vnode) + "/b"));
+  EXPECT_FALSE(fs::exists(SmonDir(vnode) + "/a"));
+  // The id travels pmon -> mmon -> smon: the same request sent twice runs once; a new one runs.
+  EXPECT_EQ(op(proto::FsOp::kMkdir, "d", "", 0x8000'0000'0000'00d0), 0);
+  EXPECT_EQ(op(proto::FsOp::kMkdir, "d", "", 0x8000'0000'0000'00d0), 0);
+  EXPECT_EQ(op(proto::FsOp::kMkdir, "d"), EEXIST);
+  double replayed = -1;
+  for (auto& c : json::parse(Lego({"stats", "--gm", gm_addr_, "--json"}).out))
+    if (c["kind"] == "smon") replayed = c["stats"].value("lego_smon_fs_replayed_total", -1.0);
+  EXPECT_GE(replayed, 1);
+  client->Shutdown();
 }
 
 TEST_F(StorageTest, ProcessInOneVnodeCannotReachAnothersFiles) {

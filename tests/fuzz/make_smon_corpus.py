@@ -14,16 +14,19 @@ OPS = ["getattr", "create", "read", "write", "setattr", "readdir", "mkdir", "rmd
 
 
 def seed(op, path="", path2="", data=b"", flags=0, offset=0, length=0, mode=0, valid=0, uid=0, gid=0,
-         atime=0, mtime=0, vnode=1):
+         atime=0, mtime=0, vnode=1, request_id=0):
     sel = OPS.index(op) + 12 + (24 if vnode == 2 else 0)
-    fixed = struct.pack("<IIQQIIIIqq", vnode, flags, offset, length, mode, valid, uid, gid, atime, mtime)
-    assert len(fixed) == 56
+    fixed = struct.pack("<IIQQIIIIqqQ", vnode, flags, offset, length, mode, valid, uid, gid, atime, mtime,
+                        request_id)
+    assert len(fixed) == 64
     body = fixed + struct.pack("<H", len(path)) + path.encode() + struct.pack("<H", len(path2)) + path2.encode()
     return struct.pack("<H", sel) + body + data
 
 
 SEEDS = {
     "mkdir_d.bin": seed("mkdir", "d", mode=0o755),
+    "mkdir_with_id.bin": seed("mkdir", "e", mode=0o755, request_id=7),
+    "unlink_with_id.bin": seed("unlink", "d/f", request_id=7),
     "create_d_f.bin": seed("create", "d/f", mode=0o644),
     "create_excl.bin": seed("create", "x", mode=0o600, flags=1),
     "write_d_f.bin": seed("write", "d/f", offset=5, data=b"hello, smon"),

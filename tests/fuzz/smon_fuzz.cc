@@ -1,5 +1,6 @@
 // libFuzzer target for the storage monitor's file store (src/smon/file_store.h): FS requests from the
-// wire, decoded and executed on a real namespace (see docs/decisions/003-fuzzing.md).
+// wire, decoded and executed on a real namespace through the smon's duplicate-request cache
+// (src/smon/duplicate_request_cache.h), as lego-smon runs them (see docs/decisions/003-fuzzing.md).
 //
 // Input: 2 bytes (little-endian u16 `sel`) then an FS request payload. The opcode is
 // kFsGetattr + sel % kFsOpCount; if (sel / kFsOpCount) is odd, the request's vNode is forced to
@@ -34,6 +35,7 @@
 
 #include "protocol/fs.h"
 #include "protocol/wire.h"
+#include "smon/duplicate_request_cache.h"
 #include "smon/file_store.h"
 
 namespace lego::smon {
@@ -61,6 +63,7 @@ struct Fixture {
   struct stat canary_st {};
   std::set<std::string> tmp_names;
   std::unique_ptr<FileStore> store;
+  std::unique_ptr<DuplicateRequestCache> dedup;  // in front of store; small, so that it also forgets
   uint64_t inputs = 0;
 
   void Plant() {
@@ -110,11 +113,13 @@ Fixture& Get() {
     auto s = FileStore::Open(f->store_root, kCapacity);
     if (!s.ok()) Fail("FileStore::Open: " + s.status().ToString());
     f->store = std::move(s).value();
+    f->dedup = std::make_unique<DuplicateRequestCache>(*f->store, 64);
     f->Reset();
     for (const auto& e : fs::directory_iterator(f->tmp)) f->tmp_names.insert(e.path().filename());
     std::atexit([] {
       std::error_code ec;
       std::string tmp = Get().tmp;
+      Get().dedup.reset();
       Get().store.reset();
       fs::remove_all(tmp, ec);
     });
@@ -152,7 +157,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if ((sel / proto::kFsOpCount) % 2) req->f.vnode = 1 + (sel / (2 * proto::kFsOpCount)) % 2;
-  proto::FsReply reply = fx.store->Execute(req.value());
+  proto::FsReply reply = fx.dedup->Execute(req.value());
   smon::CheckReply(req.value(), reply);
   fx.CheckOutside();
   if (fx.store->used_bytes() > smon::kCapacity + smon::kCapacity / 16) smon::Fail("used_bytes beyond quota");

@@ -42,6 +42,7 @@ TEST(FsCodec, RequestRoundTripsForEveryOp) {
     FsRequest r = Req(op, "dir/file");
     r.f.offset = 77;
     r.f.length = 4096;
+    r.f.request_id = 0x8000'0000'0000'0042;
     if (op == FsOp::kRename) r.path2 = "dir/other";
     const uint8_t data[] = {1, 2, 3};
     if (op == FsOp::kWrite) r.data = data;
@@ -52,6 +53,7 @@ TEST(FsCodec, RequestRoundTripsForEveryOp) {
     EXPECT_EQ(d->path, "dir/file");
     EXPECT_EQ(d->path2, r.path2);
     EXPECT_EQ(d->f.offset, 77u);
+    EXPECT_EQ(d->f.request_id, 0x8000'0000'0000'0042u);
     EXPECT_EQ(d->data.size(), op == FsOp::kWrite ? 3u : 0u);
     EXPECT_EQ(OpcodeName(FsOpcode(op)), "fs." + std::string(FsOpName(op)));
   }

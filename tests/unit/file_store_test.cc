@@ -1,5 +1,6 @@
 // FileStore: the storage monitor's vNode namespaces (every FS op, errnos, escapes, quota, restart).
 #include "smon/file_store.h"
+#include "smon/duplicate_request_cache.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -632,6 +633,64 @@ TEST_F(FileStoreTest, ConcurrentWritersOnDifferentFiles) {
   EXPECT_GE(used, uint64_t{kThreads} * kChunks * kChunk);
   Reopen();
   EXPECT_EQ(store_->used_bytes(), used);  // the running count matches a fresh walk
+}
+
+// The smon's duplicate-request cache in front of a real store: a repeated non-idempotent request (same id)
+// is answered, not run again; a new id runs; idempotent requests and requests without an id pass through.
+TEST_F(FileStoreTest, ARepeatedRequestIdRunsOnce) {
+  DuplicateRequestCache dedup(*store_, 3);
+  auto op = [&](FsOp o, const std::string& path, uint64_t id, const std::string& path2 = "") {
+    FsRequest r;
+    r.op = o;
+    r.f.vnode = 1;
+    r.f.mode = 0755;
+    r.f.flags = o == FsOp::kCreate ? proto::kFsExclusive : 0;
+    r.f.request_id = id;
+    r.path = path;
+    r.path2 = path2;
+    return dedup.Execute(r);
+  };
+  ASSERT_EQ(op(FsOp::kMkdir, "d", 1).err(), 0);
+  const FsReply again = op(FsOp::kMkdir, "d", 1);  // a resend: the first run's answer, with its attr
+  EXPECT_EQ(again.err(), 0);
+  EXPECT_TRUE(again.f.flags & proto::kFsReplyAttr);
+  EXPECT_TRUE(S_ISDIR(again.f.attr.mode));
+  EXPECT_EQ(op(FsOp::kMkdir, "d", 2).err(), EEXIST);  // another request: it runs
+  EXPECT_EQ(op(FsOp::kMkdir, "d", 0).err(), EEXIST);  // no id: it runs
+  EXPECT_EQ(dedup.replayed(), 1u);
+
+  ASSERT_EQ(op(FsOp::kCreate, "d/f", 3).err(), 0);
+  EXPECT_EQ(op(FsOp::kCreate, "d/f", 3).err(), 0);  // exclusive create sent twice: one file, no EEXIST
+  ASSERT_EQ(op(FsOp::kRename, "d/f", 4, "d/g").err(), 0);
+  EXPECT_EQ(op(FsOp::kRename, "d/f", 4, "d/g").err(), 0);  // not ENOENT
+  EXPECT_TRUE(fs::exists(VnodeDir(1) + "/d/g"));
+  EXPECT_FALSE(fs::exists(VnodeDir(1) + "/d/f"));
+  ASSERT_EQ(op(FsOp::kUnlink, "d/g", 5).err(), 0);
+  EXPECT_EQ(op(FsOp::kUnlink, "d/g", 5).err(), 0);
+  EXPECT_EQ(dedup.replayed(), 4u);
+  // An error is an answer too: the resend gets it again rather than a different one.
+  EXPECT_EQ(op(FsOp::kRmdir, "nothing", 6).err(), ENOENT);
+  ASSERT_EQ(op(FsOp::kMkdir, "nothing", 7).err(), 0);
+  EXPECT_EQ(op(FsOp::kRmdir, "nothing", 6).err(), ENOENT);
+  // Idempotent ops never enter the cache, whatever id they carry.
+  FsRequest g;
+  g.op = FsOp::kGetattr;
+  g.f.vnode = 1;
+  g.f.request_id = 99;
+  g.path = "d";
+  EXPECT_EQ(dedup.Execute(g).err(), 0);
+  // The cache holds 3 ids: the oldest are forgotten, and a very late resend of one runs again.
+  EXPECT_EQ(dedup.size(), 3u);
+  EXPECT_EQ(op(FsOp::kMkdir, "d", 1).err(), EEXIST);
+  // Ids are per vNode: the same id on vNode 2 is another request.
+  FsRequest m2;
+  m2.op = FsOp::kMkdir;
+  m2.f.vnode = 2;
+  m2.f.mode = 0755;
+  m2.f.request_id = 7;
+  m2.path = "nothing";
+  EXPECT_EQ(dedup.Execute(m2).err(), 0);
+  EXPECT_TRUE(fs::is_directory(VnodeDir(2) + "/nothing"));
 }
 
 }  // namespace
