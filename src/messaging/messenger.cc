@@ -353,6 +353,10 @@ Messenger::Messenger(const MessengerOptions& options) : options_(options) {
   c_conns_accepted_ = &m->Counter("lego_msg_connections_accepted_total", "Connections accepted");
   c_held_ = &m->Counter("lego_msg_held_for_order_total",
                         "Messages that waited for a large message ahead of them on their connection");
+  c_order_refused_ =
+      &m->Counter("lego_msg_refused_order_full_total",
+                  "Messages refused because too many bytes already waited behind a large message "
+                  "on their connection (MessengerOptions::max_held_bytes)");
   g_conns_ = &m->Gauge("lego_msg_connections", "Open connections (opened and accepted)");
   stats_provider_ = [m] { return m->Snapshot(); };
 }
@@ -1263,6 +1267,22 @@ void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, vo
 void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len,
                              bool rndv) {
   OrderQueue& q = ordered_[conn_id];
+  if (!rndv && q.held_bytes + len > options_.max_held_bytes) {
+    // Refused, not reordered: the sender learns at once, and what it sent later still waits its turn.
+    c_order_refused_->Increment();
+    LEGO_LOG_RATELIMITED("order_queue_full conn={} op={:#06x} kind={} held_bytes={} limit={}", conn_id,
+                         hdr.opcode, hdr.kind, q.held_bytes, options_.max_held_bytes);
+    if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kRequest)) return;
+    const std::string why = fmt::format(
+        "{} bytes of messages already wait behind a large one on this connection (limit {}): refused rather "
+        "than handled out of order",
+        q.held_bytes, options_.max_held_bytes);
+    Status st = SendMsg(conn_id, proto::MsgKind::kReply, hdr.opcode, hdr.request_id,
+                        static_cast<int32_t>(StatusCode::kOutOfMemory),
+                        std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size()));
+    (void)st;
+    return;
+  }
   if (!q.entries.empty()) c_held_->Increment();
   auto owned = std::make_unique<Ordered>();
   Ordered* e = owned.get();
@@ -1272,6 +1292,8 @@ void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void
     const auto* p = static_cast<const uint8_t*>(data);
     e->buf.assign(p, p + len);
     e->state = Ordered::State::kReady;
+    e->copy = true;
+    q.held_bytes += len;
     return;  // something is ahead of it (else the queue would not exist): delivered when that completes
   }
   e->buf.resize(len);
@@ -1295,6 +1317,7 @@ void Messenger::DeliverOrdered(uint64_t conn_id) {
   while (!q.entries.empty() && q.entries.front()->state != Ordered::State::kReceiving) {
     std::unique_ptr<Ordered> e = std::move(q.entries.front());
     q.entries.pop_front();
+    if (e->copy) q.held_bytes -= e->buf.size();
     // Not while shutting down (a transfer cancelled by the worker's teardown): nobody could be answered,
     // and the handlers' owners may be gone.
     if (e->state == Ordered::State::kReady && !stop_.load(std::memory_order_relaxed))

@@ -66,6 +66,10 @@ struct MessengerOptions {
   // TCP loopback even on one host. kAuto: NONE (shared memory) for loopback peers, PEER for all others.
   enum class ErrorMode { kAuto, kPeer, kNone } error_mode = ErrorMode::kAuto;
   Metrics* metrics = nullptr;  // counters go here if set
+  // Per connection: at most this many bytes of small messages are held (copied) behind a rendezvous transfer
+  // still arriving (protocol.md, "Ordering"); a request past it is refused with kOutOfMemory, a one-way
+  // message dropped, both logged. Bounds what a peer that stalls a transfer can make the receiver keep.
+  size_t max_held_bytes = 64u << 20;
 };
 
 // A request or one-way message as a handler sees it. payload is valid only during the handler call.
@@ -294,10 +298,12 @@ class Messenger {
     proto::MsgHeader hdr;
     Bytes buf;  // the payload (a copy, or where the transfer lands)
     State state = State::kReceiving;
+    bool copy = false;  // buf is a small message's copy (counted in OrderQueue::held_bytes)
   };
   struct RndvRecv;  // a rendezvous receive in flight (messenger.cc)
   struct OrderQueue {
     std::deque<std::unique_ptr<Ordered>> entries;
+    size_t held_bytes = 0;  // payload bytes of the small messages (copies) in entries
     bool draining = false;  // DeliverOrdered is running for this connection
   };
   void QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len, bool rndv);
@@ -433,7 +439,8 @@ class Messenger {
   prometheus::Counter* c_clients_gone_;   // connections we accepted
   prometheus::Counter* c_conns_accepted_;
   prometheus::Counter* c_held_;  // messages that waited in an OrderQueue behind a rendezvous transfer
-  prometheus::Gauge* g_conns_;   // open connections, both ways (conns_.size())
+  prometheus::Counter* c_order_refused_;  // messages refused: their OrderQueue held max_held_bytes
+  prometheus::Gauge* g_conns_;            // open connections, both ways (conns_.size())
 };
 
 }  // namespace lego::msg

@@ -22,10 +22,12 @@ constexpr uint16_t kSlowOp = 0x7f01;     // test-only opcode: replies after the 
 constexpr uint16_t kNotifyOp = 0x7f02;   // test-only one-way opcode
 constexpr uint16_t kSlowBigOp = 0x7f03;  // test-only opcode: u32 delay (ms), u32 n: replies n bytes after it
 
-std::unique_ptr<Messenger> Make(const std::string& name, uint32_t max_payload = proto::kDefaultMaxPayload) {
+std::unique_ptr<Messenger> Make(const std::string& name, uint32_t max_payload = proto::kDefaultMaxPayload,
+                                size_t max_held_bytes = MessengerOptions{}.max_held_bytes) {
   MessengerOptions o;
   o.name = name;
   o.max_payload = max_payload;
+  o.max_held_bytes = max_held_bytes;
   auto m = Messenger::Create(o);
   EXPECT_TRUE(m.ok()) << m.status().ToString();
   return std::move(m.value());
@@ -298,6 +300,53 @@ TEST_F(MessengerTest, MessagesOnAConnectionAreHandledInTheOrderSent) {
   std::vector<uint32_t> want(kMessages);
   for (uint32_t i = 0; i < kMessages; ++i) want[i] = i;
   EXPECT_EQ(seen, want);
+}
+
+// What waits behind a large message is bounded: past max_held_bytes a request is refused with kOutOfMemory
+// (and counted), never handled out of order; what is handled stays in the order sent.
+TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
+  constexpr uint16_t kOrdered = 0x7e05;
+  auto srv = Make("bounded", 4 << 20, /*max_held_bytes=*/256);
+  std::mutex mu;
+  std::vector<uint32_t> seen;
+  srv->Handle(kOrdered, [&](const Incoming& in, Responder r) {
+    uint32_t seq = ~0u;
+    if (in.payload.size() >= 4) std::memcpy(&seq, in.payload.data(), 4);
+    {
+      std::lock_guard lk(mu);
+      seen.push_back(seq);
+    }
+    r.Reply();
+  });
+  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
+  ASSERT_TRUE(srv->Start().ok());
+  auto ch = client_->Connect(srv->listen_address(), 5s);
+  ASSERT_TRUE(ch.ok());
+  constexpr uint32_t kMessages = 300;
+  std::vector<std::shared_ptr<PendingCall>> calls;
+  for (uint32_t i = 0; i < kMessages; ++i) {
+    proto::Bytes p(i % 10 == 0 ? (2u << 20) : 64u, 0x5a);  // a 2 MiB message, then nine small ones
+    std::memcpy(p.data(), &i, 4);
+    calls.push_back(ch.value()->CallAsync(kOrdered, std::move(p), 10s));
+  }
+  size_t refused = 0;
+  for (auto& c : calls) {
+    auto r = c->Wait();
+    if (r.ok()) continue;
+    EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory) << r.status().ToString();
+    ++refused;
+  }
+  double counted = -1;
+  auto stats = ch.value()->Call(proto::kGetStats, {}, 5s);
+  ASSERT_TRUE(stats.ok());
+  for (auto& e : proto::DecodeStats(stats.value()).value())
+    if (e.name == "lego_msg_refused_order_full_total") counted = e.value;
+  EXPECT_EQ(counted, static_cast<double>(refused));
+  srv->Shutdown();
+  std::lock_guard lk(mu);
+  EXPECT_EQ(seen.size() + refused, kMessages);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_GT(refused, 0u);  // 64-byte messages: at most 4 of the 9 behind each large one may wait
 }
 
 // A request whose handler was registered with Order::kMayOvertake (p2m.read_pages) is not held behind a
