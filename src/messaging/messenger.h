@@ -387,11 +387,13 @@ class Messenger {
   std::unordered_map<ucp_ep_h, uint64_t> ep_conn_;     // guarded by worker_mu_
   std::unordered_map<uint32_t, uint64_t> route_conn_;  // guarded by worker_mu_: accepted conns by route
   std::vector<ucp_ep_h> to_close_;                     // guarded by worker_mu_: failed eps to close
-  std::vector<HeldSend*> free_sends_;                  // guarded by worker_mu_
-  std::unordered_map<uint64_t, OrderQueue> ordered_;   // guarded by worker_mu_: by connection id
-  uint64_t next_conn_id_ = 1;                          // guarded by worker_mu_
-  uint64_t salt_state_ = 0;                // guarded by worker_mu_: splitmix64 state for NewIdSalt
-  std::atomic<uint64_t> conns_closed_{0};  // bumped whenever a connection leaves conns_
+  std::vector<ucs_status_ptr_t> closing_;              // guarded by worker_mu_: CloseConn's closes in flight
+  bool keep_worker_ = false;  // set by Shutdown: an endpoint did not close, so the worker is never destroyed
+  std::vector<HeldSend*> free_sends_;                 // guarded by worker_mu_
+  std::unordered_map<uint64_t, OrderQueue> ordered_;  // guarded by worker_mu_: by connection id
+  uint64_t next_conn_id_ = 1;                         // guarded by worker_mu_
+  uint64_t salt_state_ = 0;                           // guarded by worker_mu_: splitmix64 state for NewIdSalt
+  std::atomic<uint64_t> conns_closed_{0};             // bumped whenever a connection leaves conns_
 
   Mutex pending_mu_;
   PendingTable<PendingCall> pending_ GUARDED_BY(pending_mu_);

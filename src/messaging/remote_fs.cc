@@ -159,7 +159,7 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
         proto::FsReply reply = service.Execute(p->req);
         p->r.Reply(proto::EncodeFsReply(p->req.op, reply));
       };
-      if (!queue.Submit(std::move(job)))
+      if (!queue.Submit(p->req.f.vnode, std::move(job)))  // keyed by vNode: see WorkQueue
         LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
     });
   }

@@ -45,13 +45,37 @@ bool UnderPath(const std::string& p, const std::string& dir_prefix) {
 
 BufferCache::BufferCache(const BufferCacheOptions& opts, proto::FsService* downstream)
     : downstream_(downstream),
-      max_blocks_(opts.capacity_bytes / kBs),
-      max_dirty_blocks_(
-          max_blocks_ == 0 ? 0
-                           : std::clamp<uint64_t>(static_cast<uint64_t>(opts.max_dirty * double(max_blocks_)),
-                                                  1, max_blocks_)),
-      readaround_blocks_(std::clamp<uint64_t>(max_blocks_ / 2, 1, kMaxReadAround / kBs)),
-      flush_interval_(opts.flush_interval) {}
+      enabled_(opts.capacity_bytes / kBs > 0),
+      max_dirty_(opts.max_dirty),
+      flush_interval_(opts.flush_interval),
+      target_blocks_(opts.capacity_bytes / kBs),
+      applied_blocks_(opts.capacity_bytes / kBs) {
+  MutexLock l(mu_);
+  ApplyCapacity();
+}
+
+void BufferCache::SetCapacity(uint64_t bytes) {
+  if (!enabled_) return;
+  target_blocks_.store(bytes / kBs, std::memory_order_relaxed);
+  {
+    std::lock_guard<std::mutex> l(thread_mu_);
+    resized_ = true;
+  }
+  thread_cv_.notify_all();
+}
+
+void BufferCache::ApplyCapacity() {
+  const uint64_t blocks = target_blocks_.load(std::memory_order_relaxed);
+  if (blocks == max_blocks_ && resident_.load(std::memory_order_relaxed) <= blocks) return;
+  max_blocks_ = blocks;
+  max_dirty_blocks_ =
+      blocks == 0 ? 0 : std::clamp<uint64_t>(static_cast<uint64_t>(max_dirty_ * double(blocks)), 1, blocks);
+  readaround_blocks_ = std::clamp<uint64_t>(blocks / 2, 1, kMaxReadAround / kBs);
+  applied_blocks_.store(blocks, std::memory_order_relaxed);
+  // Down to the new size: least recently used first, clean before dirty (a dirty victim's file is flushed
+  // first; if that fails the blocks stay, over the size, until a later try).
+  (void)MakeRoom(0, nullptr, 1, 0);
+}
 
 BufferCache::~BufferCache() { Stop(); }
 
@@ -82,13 +106,17 @@ void BufferCache::Stop() {
 void BufferCache::FlusherLoop() {
   std::unique_lock<std::mutex> lk(thread_mu_);
   while (!stop_) {
-    thread_cv_.wait_for(lk, flush_interval_, [this] { return stop_; });
+    const bool resized = thread_cv_.wait_for(lk, flush_interval_, [this] { return stop_ || resized_; });
     if (stop_) break;
+    resized_ = false;
     lk.unlock();
     {
       MutexLock l(mu_);
-      (void)FlushAllLocked();  // errors are logged and counted by FlushFile; the blocks stay dirty
-      SweepIdleFiles();
+      ApplyCapacity();
+      if (!resized) {
+        (void)FlushAllLocked();  // errors are logged and counted by FlushFile; the blocks stay dirty
+        SweepIdleFiles();
+      }
     }
     lk.lock();
   }
@@ -122,13 +150,16 @@ BufferCacheStats BufferCache::stats() const {
 
 FsReply BufferCache::Execute(const FsRequest& req) {
   if (!enabled()) return downstream_->Execute(req);
+  last_used_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   MutexLock l(mu_);
+  ApplyCapacity();
   if (files_.size() > kMaxIdleFiles) SweepIdleFiles();
   return ExecuteLocked(req);
 }
 
 bool BufferCache::TryServeRead(const FsRequest& req, FsReply* out) {
   if (!enabled() || req.op != FsOp::kRead || req.f.length > proto::kFsMaxIo) return false;
+  last_used_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   if (!mu_.try_lock()) return false;
   MutexLock l(mu_, std::adopt_lock);
   FileState* f = Find(req.f.vnode, req.path);

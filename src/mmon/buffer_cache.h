@@ -37,9 +37,10 @@
 // FlushAll that finds the file gone (ENOENT) discards that file's dirty blocks.
 //
 // Thread safety: Execute, FlushAll, stats and Start/Stop may be called from any thread. One mutex guards the
-// cache and is HELD ACROSS DOWNSTREAM CALLS: the traffic of all vNodes homed here is serialized through the
-// cache (correctness first: no request can observe a half-applied flush, rename or truncation). The flusher
-// thread takes the same mutex. stats() does not take it (counters are atomics).
+// cache and is HELD ACROSS DOWNSTREAM CALLS: the traffic through one cache is serialized (correctness first:
+// no request can observe a half-applied flush, rename or truncation), which is why the mmon keeps one cache
+// per vNode (buffer_cache_set.h): a vNode whose smon is stuck holds up only itself. The flusher thread takes
+// the same mutex. stats() does not take it (counters are atomics).
 #pragma once
 
 #include <atomic>
@@ -111,8 +112,17 @@ class BufferCache : public proto::FsService {
   Status FlushAll() EXCLUDES(mu_);
 
   BufferCacheStats stats() const;
-  bool enabled() const { return max_blocks_ > 0; }
-  uint64_t capacity_blocks() const { return max_blocks_; }
+  bool enabled() const { return enabled_; }
+  // The capacity in force (blocks): changed only between requests, under the cache's lock.
+  uint64_t capacity_blocks() const { return applied_blocks_.load(std::memory_order_relaxed); }
+
+  // A new capacity for an enabled cache (0 allowed: it then keeps nothing, reads go uncached and writes
+  // through). Applied at the start of the next request or flusher tick (the flusher is woken), never in the
+  // middle of one; shrinking evicts least recently used blocks, flushing dirty ones first. For
+  // BufferCacheSet, which shares one budget among the vNodes' caches.
+  void SetCapacity(uint64_t bytes);
+  // When the cache last served a request (steady clock, ns), for BufferCacheSet's sharing.
+  int64_t last_used_ns() const { return last_used_ns_.load(std::memory_order_relaxed); }
 
  private:
   struct FileState;
@@ -175,12 +185,22 @@ class BufferCache : public proto::FsService {
 
   void FlusherLoop();
 
+  // Makes a capacity set by SetCapacity the one in force, evicting down to it.
+  void ApplyCapacity() REQUIRES(mu_);
+
   proto::FsService* const downstream_;
-  const uint64_t max_blocks_;
-  const uint64_t max_dirty_blocks_;
-  const uint64_t
-      readaround_blocks_;  // blocks a sequential READ miss fetches: kMaxReadAround, clipped to half the cache
+  const bool enabled_;
+  const double max_dirty_;
   const std::chrono::milliseconds flush_interval_;
+  std::atomic<uint64_t> target_blocks_;  // set by SetCapacity
+  // In force (all GUARDED_BY(mu_) for writing): the capacity, the dirty limit (max_dirty of it, at least one
+  // block unless the capacity is 0), and the blocks a sequential READ miss fetches (kMaxReadAround, clipped
+  // to half the cache).
+  std::atomic<uint64_t> applied_blocks_;
+  uint64_t max_blocks_ GUARDED_BY(mu_) = 0;
+  uint64_t max_dirty_blocks_ GUARDED_BY(mu_) = 0;
+  uint64_t readaround_blocks_ GUARDED_BY(mu_) = 1;
+  std::atomic<int64_t> last_used_ns_{0};
 
   Mutex mu_;
   std::map<FileKey, std::unique_ptr<FileState>> files_ GUARDED_BY(mu_);
@@ -195,7 +215,8 @@ class BufferCache : public proto::FsService {
 
   std::mutex thread_mu_;
   std::condition_variable thread_cv_;
-  bool stop_ = false;  // GUARDED_BY(thread_mu_)
+  bool stop_ = false;     // GUARDED_BY(thread_mu_)
+  bool resized_ = false;  // GUARDED_BY(thread_mu_): SetCapacity since the flusher last looked
   bool started_ = false;
   std::thread flusher_;
 };

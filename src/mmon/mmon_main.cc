@@ -5,7 +5,7 @@
 #include "common/work_queue.h"
 #include "daemon/daemon.h"
 #include "messaging/remote_fs.h"
-#include "mmon/buffer_cache.h"
+#include "mmon/buffer_cache_set.h"
 #include "mmon/mmon_service.h"
 
 int main(int argc, char** argv) {
@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
       "--capacity", "size of the memory pool (e.g. 512M, 4G)", "1G"};
   std::unique_ptr<mmon::MmonService> service;
   std::unique_ptr<msg::RemoteFs> storage;
-  std::unique_ptr<mmon::BufferCache> cache;
+  std::unique_ptr<mmon::BufferCacheSet> cache;
   std::unique_ptr<WorkQueue> fs_queue;
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) -> Status {
@@ -35,8 +35,10 @@ int main(int argc, char** argv) {
     mmon::BufferCacheOptions bo;
     bo.capacity_bytes = cache_bytes.value();
     bo.flush_interval = std::chrono::milliseconds(ctx.config.flush_interval_ms);
-    cache = std::make_unique<mmon::BufferCache>(bo, storage.get());
-    fs_queue = std::make_unique<WorkQueue>(2);
+    // One cache per vNode, sharing the budget (buffer_cache_set.h), and at most two threads per vNode: a
+    // vNode whose smon is stuck holds only its own cache and two of the four threads.
+    cache = std::make_unique<mmon::BufferCacheSet>(bo, storage.get());
+    fs_queue = std::make_unique<WorkQueue>(4, 2);
     // Buffer-cache hits are answered on the progress thread; everything else may wait for the smon.
     msg::ServeFs(ctx.messenger, *fs_queue, *cache,
                  [bc = cache.get()](const proto::FsRequest& req, proto::FsReply* out) {

@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <thread>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -33,10 +35,13 @@ std::string ReadAll(const std::string& path) {
 class StorageTest : public ::testing::Test {
  protected:
   virtual std::string BufferCache() const { return "32M"; }
+  // Missed heartbeats (of 300 ms) before the gm declares a member dead.
+  virtual std::string HeartbeatMisses() const { return "3"; }
 
   void SetUp() override {
-    gm_ = std::make_unique<test::Daemon>(test::StartDaemon(
-        "gm", dir_.path(), "gm", {"--heartbeat-interval-ms", "300", "--heartbeat-misses", "3"}));
+    gm_ = std::make_unique<test::Daemon>(
+        test::StartDaemon("gm", dir_.path(), "gm",
+                          {"--heartbeat-interval-ms", "300", "--heartbeat-misses", HeartbeatMisses()}));
     gm_addr_ = gm_->addr.ToString();
     StartSmon();
     mmon_ = std::make_unique<test::Daemon>(
@@ -313,6 +318,73 @@ TEST_F(StorageTest, MetadataRequestsRideOutTheDeathOfTheCacheMmonAndRunOnce) {
     if (c["kind"] == "smon") replayed = c["stats"].value("lego_smon_fs_replayed_total", -1.0);
   EXPECT_GE(replayed, 1);
   client->Shutdown();
+}
+
+// A vNode whose smon is stopped does not hold up another vNode cached on the same mmon: each vNode has a
+// buffer cache (and at most two of the mmon's FS threads) of its own. Before, vNode a's requests, each stuck
+// until its timeout, held the one cache, and vNode b's requests waited behind them.
+// The gm notices a stopped member only after 30 missed heartbeats (9 s): until then a stopped smon's vNodes
+// have their requests stuck for the whole timeout, rather than refused at once as the gm's dead smon's.
+class StorageSlowDetectionTest : public StorageTest {
+ protected:
+  std::string HeartbeatMisses() const override { return "30"; }
+};
+
+TEST_F(StorageSlowDetectionTest, AStoppedSmonDoesNotHoldUpOtherVnodesOnTheSameMmon) {
+  auto smon1 = test::StartDaemon("smon", dir_.path(), "smon-1",
+                                 {"--gm", gm_addr_, "--name", "smon-1", "--capacity", "128M"});
+  ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 4; }, 10s));
+  std::map<std::string, uint32_t> smon_id;
+  for (auto& c : json::parse(Lego({"status", "--gm", gm_addr_, "--json"}).out))
+    if (c["kind"] == "smon") smon_id[c["name"].get<std::string>()] = c["id"].get<uint32_t>();
+  ASSERT_EQ(
+      Lego({"vnode", "create", "a", "--smon", std::to_string(smon_id["smon-0"]), "--gm", gm_addr_}).exit_code,
+      0);
+  ASSERT_EQ(
+      Lego({"vnode", "create", "b", "--smon", std::to_string(smon_id["smon-1"]), "--gm", gm_addr_}).exit_code,
+      0);
+  uint32_t a = 0;
+  for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
+    if (v["name"] == "a") a = v["id"].get<uint32_t>();
+  ASSERT_EQ(Sh("a", "echo one > f && sync f").exit_code, 0);
+  ASSERT_EQ(Sh("b", "seq 1 100000 > f && sync f").exit_code, 0);
+
+  // vNode a's smon stops; three threads keep sending a's requests, each stuck until its 2 s timeout.
+  smon_->proc.Stop();
+  msg::MessengerOptions o;
+  o.name = "test-pmon";
+  auto client = std::move(msg::Messenger::Create(o).value());
+  ASSERT_TRUE(client->Start().ok());
+  msg::RemoteFs rfs(*client, gm_->addr,
+                    msg::RemoteFsOptions{msg::RemoteFsOptions::Target::kCacheMmon, msg::Millis(2000)});
+  std::atomic<bool> stop{false};
+  std::atomic<int> stuck{0};
+  std::vector<std::thread> pressure;
+  for (int i = 0; i < 3; ++i)
+    pressure.emplace_back([&, i] {
+      while (!stop) {
+        proto::FsRequest r;
+        r.op = proto::FsOp::kGetattr;  // always goes to the smon
+        r.f.vnode = a;
+        r.path = i == 0 ? "f" : "";
+        if (rfs.Execute(r).err() != 0) ++stuck;
+      }
+    });
+  std::this_thread::sleep_for(500ms);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = Sh("b", "md5sum < f && for i in $(seq 20); do echo $i > g$i; done && cat g20");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  stop = true;
+  for (auto& t : pressure) t.join();
+  smon_->proc.Signal(SIGCONT);
+  client->Shutdown();
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, test::Run("/bin/sh", {"-c", "seq 1 100000 | md5sum"}).out + "20\n");
+  // About 0.1 s here. With one cache for both vNodes, b's requests waited behind a's stuck ones past their
+  // own timeout: b's program failed with EIO after 4 s.
+  EXPECT_LT(took, 5s) << "vNode b waited for vNode a's stopped smon";
+  EXPECT_GT(stuck.load(), 0);                // a's requests really were stuck (and failed at their timeout)
+  EXPECT_EQ(Sh("a", "cat f").out, "one\n");  // and a is served again once its smon runs
 }
 
 TEST_F(StorageTest, ProcessInOneVnodeCannotReachAnothersFiles) {

@@ -1,5 +1,6 @@
 // BufferCache: the memory monitor's write-back cache of file blocks, tested over an in-memory FsService.
 #include "mmon/buffer_cache.h"
+#include "mmon/buffer_cache_set.h"
 
 #include <sys/stat.h>
 
@@ -8,6 +9,8 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -787,6 +790,125 @@ TEST(BufferCache, TryServeReadAnswersOnlyFullHitsAndNeverWaits) {
   ASSERT_TRUE(c.TryServeRead(r, &out));
   EXPECT_TRUE(out.data.empty());
   EXPECT_FALSE(c.TryServeRead(Req(FsOp::kGetattr, "a"), &out));
+}
+
+// The downstream of two vNodes (1 and 2, each a FakeFs); requests of vNode 1 can be held at a gate, as if
+// its smon were stopped.
+class TwoVnodes : public proto::FsService {
+ public:
+  FsReply Execute(const FsRequest& req) override {
+    if (req.f.vnode == 1) {
+      std::unique_lock l(mu_);
+      ++waiting_;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return open_; });
+      --waiting_;
+    }
+    return (req.f.vnode == 1 ? one : two).Execute(req);
+  }
+  void Close() {
+    std::lock_guard l(mu_);
+    open_ = false;
+  }
+  void Open() {
+    std::lock_guard l(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  bool WaitForHeld() {
+    std::unique_lock l(mu_);
+    return cv_.wait_for(l, std::chrono::seconds(5), [&] { return waiting_ > 0; });
+  }
+  FakeFs one, two;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int waiting_ = 0;
+};
+
+FsRequest VReq(uint32_t vnode, FsOp op, const std::string& path, uint64_t off = 0, uint64_t len = 0) {
+  FsRequest r = Req(op, path);
+  r.f.vnode = vnode;
+  r.f.offset = off;
+  r.f.length = len;
+  return r;
+}
+
+// One vNode's requests stuck downstream (its smon stopped) do not hold up another vNode's: each vNode has a
+// cache, and lock, of its own. With one cache for both, the second thread below waited for the first.
+TEST(BufferCacheSet, AStuckVnodeDoesNotHoldUpAnother) {
+  TwoVnodes down;
+  down.one.Put("x", Pattern(20000, 1));
+  down.two.Put("y", Pattern(20000, 2));
+  BufferCacheSet set(Opts(64 * kCacheBlockSize), &down);
+  down.Close();
+  FsReply stuck;
+  std::thread t([&] { stuck = set.Execute(VReq(1, FsOp::kRead, "x", 0, 20000)); });
+  ASSERT_TRUE(down.WaitForHeld());
+  Bytes data = Pattern(5000, 3);
+  auto other = std::async(std::launch::async, [&] {
+    FsRequest w = VReq(2, FsOp::kWrite, "y", 100);
+    w.data = data;
+    EXPECT_EQ(set.Execute(w).err(), 0);
+    return set.Execute(VReq(2, FsOp::kRead, "y", 0, 20000));
+  });
+  // vNode 2 is served while vNode 1's request is still held (one shared cache would wait for the gate).
+  EXPECT_EQ(other.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  down.Open();
+  FsReply r = other.get();
+  t.join();
+  Bytes want = Pattern(20000, 2);
+  std::copy(data.begin(), data.end(), want.begin() + 100);
+  EXPECT_EQ(r.data, want);
+  EXPECT_EQ(stuck.data, Pattern(20000, 1));
+  ASSERT_TRUE(set.FlushAll().ok());
+  EXPECT_EQ(*down.two.Contents("y"), want);
+}
+
+// The budget is split among the active vNodes: a second vNode's first request halves the first one's
+// share, which its cache shrinks to by its next request; together they never keep more than the budget
+// once each has had a request since. Nothing is lost by the shrinking.
+TEST(BufferCacheSet, ActiveVnodesShareTheBudget) {
+  TwoVnodes down;
+  constexpr uint64_t kCap = 64 * kCacheBlockSize;
+  down.one.Put("x", {});
+  down.two.Put("y", {});
+  BufferCacheSet set(Opts(kCap), &down);
+  EXPECT_EQ(set.share_bytes(), 0u);
+  const Bytes one = Pattern(60 * kCacheBlockSize, 4), two = Pattern(30 * kCacheBlockSize, 5);
+  for (uint64_t off = 0; off < one.size(); off += 8 * kCacheBlockSize) {
+    FsRequest w = VReq(1, FsOp::kWrite, "x", off);
+    w.data = std::span(one).subspan(off, std::min<uint64_t>(8 * kCacheBlockSize, one.size() - off));
+    ASSERT_EQ(set.Execute(w).err(), 0);
+  }
+  EXPECT_EQ(set.share_bytes(), kCap);
+  EXPECT_EQ(set.stats().resident_bytes, one.size());  // all of it cached (part flushed: the dirty limit)
+  FsRequest w = VReq(2, FsOp::kWrite, "y", 0);
+  w.data = two;  // 30 blocks: more than half of the new 32-block share, so it goes straight through
+  ASSERT_EQ(set.Execute(w).err(), 0);
+  EXPECT_EQ(set.share_bytes(), kCap / 2);
+  EXPECT_EQ(set.Execute(VReq(1, FsOp::kRead, "x", 0, 4096)).err(), 0);  // vNode 1 applies its new share
+  EXPECT_LE(set.stats().resident_bytes, kCap / 2);
+  EXPECT_EQ(set.Execute(VReq(1, FsOp::kRead, "x", 0, one.size())).data, one);
+  EXPECT_EQ(set.Execute(VReq(2, FsOp::kRead, "y", 0, two.size())).data, two);
+  EXPECT_LE(set.stats().resident_bytes, kCap);
+  ASSERT_TRUE(set.FlushAll().ok());
+  EXPECT_EQ(*down.one.Contents("x"), one);
+  EXPECT_EQ(*down.two.Contents("y"), two);
+}
+
+// Off (capacity 0): every request passes straight through, whatever its vNode.
+TEST(BufferCacheSet, OffPassesThrough) {
+  TwoVnodes down;
+  down.two.Put("y", Pattern(100, 6));
+  BufferCacheSet set(Opts(0), &down);
+  EXPECT_FALSE(set.enabled());
+  EXPECT_EQ(set.Execute(VReq(2, FsOp::kRead, "y", 0, 100)).data, Pattern(100, 6));
+  FsReply out;
+  EXPECT_FALSE(set.TryServeRead(VReq(2, FsOp::kRead, "y", 0, 100), &out));
+  EXPECT_EQ(set.stats().resident_bytes, 0u);
 }
 
 }  // namespace
