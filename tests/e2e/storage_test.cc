@@ -116,11 +116,21 @@ class StorageTest : public ::testing::Test {
                            BufferCache(), "--storage-timeout-ms", "2000", "--flush-interval-ms", "500"}));
     ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 4; }, 10s));
   }
-  // The id of the vNode's buffer-cache mmon, as lego-gm has it now (0: unknown).
-  uint32_t CacheMmon(const std::string& vnode) {
+  // A numeric field of the vNode as lego-gm lists it now ("id", "cache_mmon_id"...; 0: no such vNode).
+  uint32_t VnodeField(const std::string& vnode, const char* field) {
     for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
-      if (v["name"] == vnode) return v["cache_mmon_id"].get<uint32_t>();
+      if (v["name"] == vnode) return v[field].get<uint32_t>();
     return 0;
+  }
+  // The id of the vNode's buffer-cache mmon (0: unknown).
+  uint32_t CacheMmon(const std::string& vnode) { return VnodeField(vnode, "cache_mmon_id"); }
+  // A messenger in the test process, to send FS requests as a pmon does (null if it cannot start).
+  std::unique_ptr<msg::Messenger> InProcessClient() {
+    msg::MessengerOptions o;
+    o.name = "test-pmon";
+    auto m = msg::Messenger::Create(o);
+    if (!m.ok() || !m.value()->Start().ok()) return nullptr;
+    return std::move(m.value());
   }
   // kill -9 of the mmon with member id `id` (mmon-0 or mmon-1).
   void KillMmon(uint32_t id) {
@@ -279,14 +289,10 @@ TEST_F(StorageTest, ProgramsRideOutTheDeathOfTheVnodesCacheMmon) {
 TEST_F(StorageTest, MetadataRequestsRideOutTheDeathOfTheCacheMmonAndRunOnce) {
   StartSecondMmon();
   CreateVnode("meta");
-  uint32_t vnode = 0;
-  for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
-    if (v["name"] == "meta") vnode = v["id"].get<uint32_t>();
+  const uint32_t vnode = VnodeField("meta", "id");
   ASSERT_NE(vnode, 0u);
-  msg::MessengerOptions o;
-  o.name = "test-pmon";
-  auto client = std::move(msg::Messenger::Create(o).value());
-  ASSERT_TRUE(client->Start().ok());
+  auto client = InProcessClient();
+  ASSERT_TRUE(client);
   msg::RemoteFs rfs(*client, gm_->addr,
                     msg::RemoteFsOptions{msg::RemoteFsOptions::Target::kCacheMmon, msg::Millis(8000)});
   auto op = [&](proto::FsOp what, const std::string& path, const std::string& path2 = "", uint64_t id = 0) {
@@ -343,18 +349,14 @@ TEST_F(StorageSlowDetectionTest, AStoppedSmonDoesNotHoldUpOtherVnodesOnTheSameMm
   ASSERT_EQ(
       Lego({"vnode", "create", "b", "--smon", std::to_string(smon_id["smon-1"]), "--gm", gm_addr_}).exit_code,
       0);
-  uint32_t a = 0;
-  for (auto& v : json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out))
-    if (v["name"] == "a") a = v["id"].get<uint32_t>();
+  const uint32_t a = VnodeField("a", "id");
   ASSERT_EQ(Sh("a", "echo one > f && sync f").exit_code, 0);
   ASSERT_EQ(Sh("b", "seq 1 100000 > f && sync f").exit_code, 0);
 
   // vNode a's smon stops; three threads keep sending a's requests, each stuck until its 2 s timeout.
   smon_->proc.Stop();
-  msg::MessengerOptions o;
-  o.name = "test-pmon";
-  auto client = std::move(msg::Messenger::Create(o).value());
-  ASSERT_TRUE(client->Start().ok());
+  auto client = InProcessClient();
+  ASSERT_TRUE(client);
   msg::RemoteFs rfs(*client, gm_->addr,
                     msg::RemoteFsOptions{msg::RemoteFsOptions::Target::kCacheMmon, msg::Millis(2000)});
   std::atomic<bool> stop{false};
