@@ -68,7 +68,8 @@ struct MessengerOptions {
   Metrics* metrics = nullptr;  // counters go here if set
   // Per connection: at most this many bytes of small messages are held (copied) behind a rendezvous transfer
   // still arriving (protocol.md, "Ordering"); a request past it is refused with kOutOfMemory, a one-way
-  // message dropped, both logged. Bounds what a peer that stalls a transfer can make the receiver keep.
+  // message dropped, both logged. Bounds the copies a peer that stalls a transfer can make the receiver
+  // keep (rendezvous messages' own buffers are not counted: each is at most max_payload, as ever).
   size_t max_held_bytes = 64u << 20;
 };
 

@@ -44,7 +44,14 @@ Result<std::shared_ptr<Channel>> RemoteFs::ChannelFor(uint32_t vnode) {
   auto& ch = by_addr_[addr_text];
   if (!ch) ch = messenger_.ChannelTo(addr.value(), options_.timeout);
   routes_[vnode] = ch;
+  peer_keys_[vnode] = std::hash<std::string>()(addr_text) | (uint64_t{1} << 63);
   return ch;
+}
+
+uint64_t RemoteFs::PeerKey(uint32_t vnode) {
+  std::lock_guard lk(mu_);
+  auto it = peer_keys_.find(vnode);
+  return it != peer_keys_.end() ? it->second : vnode;
 }
 
 void RemoteFs::Forget(uint32_t vnode) {
@@ -83,9 +90,31 @@ Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& in) {
   // (its detection time), rather than failing meanwhile. The route is looked up again each time; a peer the
   // gm lists as dead fails the request at once (ChannelFor). Never after a timeout: the program must get EIO
   // within it, and the first copy may still be running.
+  //
+  // A non-idempotent request goes again only to another peer: "gone" may also mean this side reset the
+  // connection (another call on it timed out) while the peer, alive, still has the first copy queued. Sent to
+  // the new cache mmon, the smon answers it from its duplicate-request cache, flagged so that the new mmon's
+  // cache does not act on it again.
+  std::shared_ptr<Channel> first_peer;  // non-idempotent: where the first copy went
+  Result<Bytes> first_failure = Status(StatusCode::kPeerUnreachable, "unreachable");
+  bool noted = false;
+  auto note_retry = [&](const Status& why) {
+    if (noted) return;
+    noted = true;
+    retried_.fetch_add(1);
+    LEGO_LOG_RATELIMITED("fs_peer_gone op={} vnode={} why=\"{}\": retrying until the deadline",
+                         proto::FsOpName(req->op), req->f.vnode, why.ToString());
+  };
   for (int attempt = 0;; ++attempt) {
     auto ch = ChannelFor(req->f.vnode);
     if (!ch.ok()) return ch.status();
+    if (first_peer != nullptr && ch.value() == first_peer) {
+      Forget(req->f.vnode);  // look the route up again next time
+      if (std::chrono::steady_clock::now() + kRetryPause >= deadline) return first_failure;
+      note_retry(first_failure.status());
+      std::this_thread::sleep_for(kRetryPause);
+      continue;
+    }
     // A READ of up to 64 KiB has a small reply: its wait may take the one-wake-up path (decision 007).
     const auto size = req->op == proto::FsOp::kRead && req->f.length <= 64 * 1024 ? Channel::Reply::kSmall
                                                                                   : Channel::Reply::kAnySize;
@@ -98,13 +127,15 @@ Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& in) {
       Forget(req->f.vnode);
     }
     if (reply.ok() || reply.status().code() != StatusCode::kPeerUnreachable || !MayResend(*req)) return reply;
+    if (!proto::FsOpIdempotent(req->op)) {
+      if (first_peer != nullptr) return reply;  // the second peer failed too
+      first_peer = ch.value();
+      first_failure = reply;
+      continue;
+    }
     if (attempt == 0) continue;  // at once
     if (std::chrono::steady_clock::now() + kRetryPause >= deadline) return reply;
-    if (attempt == 1) {
-      retried_.fetch_add(1);
-      LEGO_LOG_RATELIMITED("fs_peer_gone op={} vnode={} why=\"{}\": retrying until the deadline",
-                           proto::FsOpName(req->op), req->f.vnode, reply.status().ToString());
-    }
+    note_retry(reply.status());
     std::this_thread::sleep_for(kRetryPause);
   }
 }
@@ -127,10 +158,11 @@ proto::FsReply RemoteFs::ReadInto(const proto::FsRequest& req, std::span<uint8_t
   return std::move(decoded.value());
 }
 
-void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, FsFastPath try_inline) {
+void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, FsFastPath try_inline,
+             std::function<uint64_t(const proto::FsRequest&)> key_of) {
   for (uint16_t i = 1; i <= proto::kFsOpCount; ++i) {
     const uint16_t opcode = proto::FsOpcode(static_cast<proto::FsOp>(i));
-    messenger.Handle(opcode, [&queue, &service, opcode, try_inline](const Incoming& in, Responder r) {
+    messenger.Handle(opcode, [&queue, &service, opcode, try_inline, key_of](const Incoming& in, Responder r) {
       auto check = proto::DecodeFsRequest(opcode, in.payload);
       if (!check.ok()) {
         LEGO_LOG_RATELIMITED("bad_fs_request conn={} why=\"{}\"", in.conn_id, check.status().message());
@@ -159,7 +191,8 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
         proto::FsReply reply = service.Execute(p->req);
         p->r.Reply(proto::EncodeFsReply(p->req.op, reply));
       };
-      if (!queue.Submit(p->req.f.vnode, std::move(job)))  // keyed by vNode: see WorkQueue
+      const uint64_t key = key_of ? key_of(p->req) : p->req.f.vnode;  // see WorkQueue's per-key limit
+      if (!queue.Submit(key, std::move(job)))
         LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
     });
   }

@@ -10,7 +10,8 @@
 // once it notices (so a program sees a pause, not EIO). Create, mkdir, rmdir, unlink and rename would
 // answer EEXIST or ENOENT for work a first copy did, so each is stamped with a request id (unique to this
 // RemoteFs: a random base plus a count) that the smon remembers (src/smon/duplicate_request_cache.h); the
-// pmon (target kCacheMmon) sends them again past a dead cache mmon as well, the mmon (target kSmon) never.
+// pmon (target kCacheMmon) sends them again too, but only once the vNode has moved to another mmon (the
+// first may still hold the first copy), the mmon (target kSmon) never.
 //
 // ServeFs (server): installs handlers for every FS opcode that decode the request (rejecting malformed ones
 // with kBadMessage) and run it on a WorkQueue, since file systems and downstream calls block.
@@ -46,6 +47,9 @@ class RemoteFs : public proto::FsService {
   // the gm time to create the default vNode on its smon (gm::kSmonCallTimeout is 10 s).
   Result<proto::VnodeRecord> Lookup(const proto::VnodeLookupReq& req, Millis timeout = Millis(15000));
   uint64_t transport_errors() const { return transport_errors_.load(); }
+  // A key for the peer that serves the vNode (the last one the gm named; kept across failures), or the
+  // vNode's id if none is known yet: the mmon limits the FS threads one smon may hold by it.
+  uint64_t PeerKey(uint32_t vnode);
   // Requests sent again after their peer was found gone (beyond the one immediate retry).
   uint64_t retried() const { return retried_.load(); }
 
@@ -66,19 +70,22 @@ class RemoteFs : public proto::FsService {
   std::mutex mu_;
   std::map<uint32_t, std::shared_ptr<Channel>> routes_;      // vnode -> channel; guarded by mu_
   std::map<std::string, std::shared_ptr<Channel>> by_addr_;  // one channel per peer; guarded by mu_
+  std::map<uint32_t, uint64_t> peer_keys_;                   // vnode -> PeerKey; guarded by mu_
   std::atomic<uint64_t> transport_errors_{0};
   std::atomic<uint64_t> retried_{0};
   std::atomic<uint64_t> request_ids_;  // the next request id; never 0
   static constexpr Millis kRetryPause{100};
 };
 
-// Installs handlers for the FS opcodes; requests run on `queue` against `service`. First, on the messenger's
+// Installs handlers for the FS opcodes; requests run on `queue` against `service`, submitted with the key
+// `key_of` gives (default: the vNode), for the queue's per-key limit. First, on the messenger's
 // progress thread, `try_inline` (if set) may answer a request itself (return true with the reply in *out):
 // that saves two thread wake-ups per request, so use it for what never waits for another daemon (the
 // smon's local file calls other than fsync, a buffer-cache hit).
 // REQUIRES: before messenger.Start(); queue and service outlive the messenger's serving.
 using FsFastPath = std::function<bool(const proto::FsRequest& req, proto::FsReply* out)>;
 void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
-             FsFastPath try_inline = nullptr);
+             FsFastPath try_inline = nullptr,
+             std::function<uint64_t(const proto::FsRequest&)> key_of = nullptr);
 
 }  // namespace lego::msg

@@ -56,7 +56,7 @@ BufferCache::BufferCache(const BufferCacheOptions& opts, proto::FsService* downs
 
 void BufferCache::SetCapacity(uint64_t bytes) {
   if (!enabled_) return;
-  target_blocks_.store(bytes / kBs, std::memory_order_relaxed);
+  if (target_blocks_.exchange(bytes / kBs, std::memory_order_relaxed) == bytes / kBs) return;  // no change
   {
     std::lock_guard<std::mutex> l(thread_mu_);
     resized_ = true;
@@ -67,6 +67,10 @@ void BufferCache::SetCapacity(uint64_t bytes) {
 void BufferCache::ApplyCapacity() {
   const uint64_t blocks = target_blocks_.load(std::memory_order_relaxed);
   if (blocks == max_blocks_ && resident_.load(std::memory_order_relaxed) <= blocks) return;
+  // Still over after a shrink whose dirty victims could not be flushed: try again at most once a second,
+  // not before every request.
+  const int64_t now = std::chrono::steady_clock::now().time_since_epoch().count();
+  if (blocks == max_blocks_ && now < shrink_retry_ns_) return;
   max_blocks_ = blocks;
   max_dirty_blocks_ =
       blocks == 0 ? 0 : std::clamp<uint64_t>(static_cast<uint64_t>(max_dirty_ * double(blocks)), 1, blocks);
@@ -74,7 +78,7 @@ void BufferCache::ApplyCapacity() {
   applied_blocks_.store(blocks, std::memory_order_relaxed);
   // Down to the new size: least recently used first, clean before dirty (a dirty victim's file is flushed
   // first; if that fails the blocks stay, over the size, until a later try).
-  (void)MakeRoom(0, nullptr, 1, 0);
+  if (MakeRoom(0, nullptr, 1, 0) != 0) shrink_retry_ns_ = now + 1'000'000'000;
 }
 
 BufferCache::~BufferCache() { Stop(); }
@@ -105,19 +109,24 @@ void BufferCache::Stop() {
 
 void BufferCache::FlusherLoop() {
   std::unique_lock<std::mutex> lk(thread_mu_);
+  // Flushes every flush_interval_ on a fixed schedule; a resize (SetCapacity) is applied at once in between
+  // without moving the schedule.
+  auto next_flush = std::chrono::steady_clock::now() + flush_interval_;
   while (!stop_) {
-    const bool resized = thread_cv_.wait_for(lk, flush_interval_, [this] { return stop_ || resized_; });
+    thread_cv_.wait_until(lk, next_flush, [this] { return stop_ || resized_; });
     if (stop_) break;
     resized_ = false;
+    const bool flush_due = std::chrono::steady_clock::now() >= next_flush;
     lk.unlock();
     {
       MutexLock l(mu_);
       ApplyCapacity();
-      if (!resized) {
+      if (flush_due) {
         (void)FlushAllLocked();  // errors are logged and counted by FlushFile; the blocks stay dirty
         SweepIdleFiles();
       }
     }
+    if (flush_due) next_flush = std::chrono::steady_clock::now() + flush_interval_;
     lk.lock();
   }
 }
@@ -219,7 +228,9 @@ FsReply BufferCache::ExecuteLocked(const FsRequest& req) {
     case FsOp::kCreate: {
       FsReply rep = downstream_->Execute(req);
       FileState* f = Find(vnode, req.path);
-      if (f != nullptr && rep.err() == 0) {
+      // A replayed answer (the create ran before, through another mmon) says nothing about what is cached
+      // now: data written since must stay.
+      if (f != nullptr && rep.err() == 0 && !(rep.f.flags & proto::kFsReplyReplayed)) {
         if (req.f.flags & proto::kFsExclusive) {
           DropFile(f->key);  // a new file: whatever we held for the path is stale
         } else if (rep.f.flags & proto::kFsReplyAttr) {
@@ -240,14 +251,14 @@ FsReply BufferCache::ExecuteLocked(const FsRequest& req) {
     }
     case FsOp::kUnlink: {
       FsReply rep = downstream_->Execute(req);
-      if (rep.err() == 0 || rep.err() == ENOENT) {
+      if ((rep.err() == 0 || rep.err() == ENOENT) && !(rep.f.flags & proto::kFsReplyReplayed)) {
         if (FileState* f = Find(vnode, req.path)) DropFile(f->key);  // the file is gone: so is its dirty data
       }
       return rep;
     }
     case FsOp::kRmdir: {
       FsReply rep = downstream_->Execute(req);
-      if (rep.err() == 0) DropTree(vnode, req.path);
+      if (rep.err() == 0 && !(rep.f.flags & proto::kFsReplyReplayed)) DropTree(vnode, req.path);
       return rep;
     }
     default:  // kReaddir, kMkdir, kStatfs

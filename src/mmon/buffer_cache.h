@@ -25,7 +25,9 @@
 //     tail of the last partial block is zeroed. SETATTR setting a time flushes the file first (so a later
 //     flush cannot overwrite an explicit utimes). UNLINK drops the file (dirty data included) once downstream
 //     confirms. RENAME flushes both paths (as files and as directories), forwards, and drops both.
-//   - The blocks held never exceed capacity_bytes (rounded down to whole blocks). Eviction is LRU, clean
+//   - The blocks held never exceed the capacity in force (capacity_bytes rounded down to whole blocks, or
+//     the last SetCapacity once applied), except after a shrink whose dirty victims could not be flushed
+//     (retried at most once a second until it succeeds). Eviction is LRU, clean
 //     blocks first; a dirty victim's file is flushed before the victim is dropped. If no victim can be
 //     flushed, a READ is answered without caching; a WRITE that finds no room or cannot get under the dirty
 //     limit fails with the flush error (EIO, ENOSPC...) and none of it is applied.
@@ -200,6 +202,7 @@ class BufferCache : public proto::FsService {
   uint64_t max_blocks_ GUARDED_BY(mu_) = 0;
   uint64_t max_dirty_blocks_ GUARDED_BY(mu_) = 0;
   uint64_t readaround_blocks_ GUARDED_BY(mu_) = 1;
+  int64_t shrink_retry_ns_ GUARDED_BY(mu_) = 0;  // after a failed shrink: not again before this (steady ns)
   std::atomic<int64_t> last_used_ns_{0};
 
   Mutex mu_;

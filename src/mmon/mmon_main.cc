@@ -35,15 +35,17 @@ int main(int argc, char** argv) {
     mmon::BufferCacheOptions bo;
     bo.capacity_bytes = cache_bytes.value();
     bo.flush_interval = std::chrono::milliseconds(ctx.config.flush_interval_ms);
-    // One cache per vNode, sharing the budget (buffer_cache_set.h), and at most two threads per vNode: a
-    // vNode whose smon is stuck holds only its own cache and two of the four threads.
+    // One cache per vNode, sharing the budget (buffer_cache_set.h), and at most two of the four threads for
+    // the vNodes of one smon: a stuck smon holds only its vNodes' caches and two threads.
     cache = std::make_unique<mmon::BufferCacheSet>(bo, storage.get());
     fs_queue = std::make_unique<WorkQueue>(4, 2);
     // Buffer-cache hits are answered on the progress thread; everything else may wait for the smon.
-    msg::ServeFs(ctx.messenger, *fs_queue, *cache,
-                 [bc = cache.get()](const proto::FsRequest& req, proto::FsReply* out) {
-                   return bc->TryServeRead(req, out);
-                 });
+    msg::ServeFs(
+        ctx.messenger, *fs_queue, *cache,
+        [bc = cache.get()](const proto::FsRequest& req, proto::FsReply* out) {
+          return bc->TryServeRead(req, out);
+        },
+        [rfs = storage.get()](const proto::FsRequest& req) { return rfs->PeerKey(req.f.vnode); });
     Metrics* metrics = &ctx.metrics;
     ctx.messenger.SetStatsProvider([metrics, bc = cache.get(), rfs = storage.get()] {
       auto v = metrics->Snapshot();

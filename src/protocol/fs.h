@@ -129,6 +129,10 @@ struct FsReplyFixed {
 static_assert(sizeof(FsReplyFixed) == 88);
 inline constexpr uint32_t kFsReplyAttr = 1;
 inline constexpr uint32_t kFsReplyEof = 2;
+// The smon answered from its duplicate-request cache: the request (same request_id) had run before, through
+// whichever mmon forwarded its first copy. A cache on the way must not act on it again (it may drop data
+// written since).
+inline constexpr uint32_t kFsReplyReplayed = 4;
 
 struct FsStatfs {
   uint64_t blocks;  // in units of bsize

@@ -17,6 +17,7 @@ proto::FsReply DuplicateRequestCache::Execute(const proto::FsRequest& req) {
                   proto::FsOpName(req.op), req.f.vnode, req.path, req.f.request_id, it->second.err);
     proto::FsReply r;
     r.f = it->second;
+    r.f.flags |= proto::kFsReplyReplayed;
     return r;
   }
   proto::FsReply reply = inner_.Execute(req);

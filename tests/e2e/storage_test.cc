@@ -343,17 +343,17 @@ TEST_F(StorageSlowDetectionTest, AStoppedSmonDoesNotHoldUpOtherVnodesOnTheSameMm
   std::map<std::string, uint32_t> smon_id;
   for (auto& c : json::parse(Lego({"status", "--gm", gm_addr_, "--json"}).out))
     if (c["kind"] == "smon") smon_id[c["name"].get<std::string>()] = c["id"].get<uint32_t>();
-  ASSERT_EQ(
-      Lego({"vnode", "create", "a", "--smon", std::to_string(smon_id["smon-0"]), "--gm", gm_addr_}).exit_code,
-      0);
-  ASSERT_EQ(
-      Lego({"vnode", "create", "b", "--smon", std::to_string(smon_id["smon-1"]), "--gm", gm_addr_}).exit_code,
-      0);
-  const uint32_t a = VnodeField("a", "id");
+  // a and a2 on smon-0, b on smon-1; all three cached on the one mmon.
+  for (const auto& [name, smon] : {std::pair{"a", "smon-0"}, {"a2", "smon-0"}, {"b", "smon-1"}})
+    ASSERT_EQ(
+        Lego({"vnode", "create", name, "--smon", std::to_string(smon_id[smon]), "--gm", gm_addr_}).exit_code,
+        0);
+  const uint32_t a = VnodeField("a", "id"), a2 = VnodeField("a2", "id");
   ASSERT_EQ(Sh("a", "echo one > f && sync f").exit_code, 0);
   ASSERT_EQ(Sh("b", "seq 1 100000 > f && sync f").exit_code, 0);
 
-  // vNode a's smon stops; three threads keep sending a's requests, each stuck until its 2 s timeout.
+  // a's and a2's smon stops; four threads keep sending their requests, each stuck until its 2 s timeout (two
+  // stuck vNodes: with a limit per vNode rather than per smon they held all four of the mmon's FS threads).
   smon_->proc.Stop();
   auto client = InProcessClient();
   ASSERT_TRUE(client);
@@ -362,12 +362,12 @@ TEST_F(StorageSlowDetectionTest, AStoppedSmonDoesNotHoldUpOtherVnodesOnTheSameMm
   std::atomic<bool> stop{false};
   std::atomic<int> stuck{0};
   std::vector<std::thread> pressure;
-  for (int i = 0; i < 3; ++i)
+  for (int i = 0; i < 4; ++i)
     pressure.emplace_back([&, i] {
       while (!stop) {
         proto::FsRequest r;
         r.op = proto::FsOp::kGetattr;  // always goes to the smon
-        r.f.vnode = a;
+        r.f.vnode = i % 2 ? a2 : a;
         r.path = i == 0 ? "f" : "";
         if (rfs.Execute(r).err() != 0) ++stuck;
       }

@@ -654,6 +654,7 @@ TEST_F(FileStoreTest, ARepeatedRequestIdRunsOnce) {
   const FsReply again = op(FsOp::kMkdir, "d", 1);  // a resend: the first run's answer, with its attr
   EXPECT_EQ(again.err(), 0);
   EXPECT_TRUE(again.f.flags & proto::kFsReplyAttr);
+  EXPECT_TRUE(again.f.flags & proto::kFsReplyReplayed);
   EXPECT_TRUE(S_ISDIR(again.f.attr.mode));
   EXPECT_EQ(op(FsOp::kMkdir, "d", 2).err(), EEXIST);  // another request: it runs
   EXPECT_EQ(op(FsOp::kMkdir, "d", 0).err(), EEXIST);  // no id: it runs

@@ -14,15 +14,16 @@ namespace {
 using namespace std::chrono_literals;
 
 TEST(WorkQueue, AKeyAtItsLimitDoesNotHoldUpOthers) {
-  WorkQueue q(4, 2);
   std::mutex mu;
   std::condition_variable cv;
   bool open = false;
   int running1 = 0, max_running1 = 0, done1 = 0;
+  WorkQueue q(4, 2);  // last: destroyed (its threads joined) before what its jobs use
   for (int i = 0; i < 6; ++i)
     ASSERT_TRUE(q.Submit(1, [&] {
       std::unique_lock l(mu);
       max_running1 = std::max(max_running1, ++running1);
+      cv.notify_all();
       cv.wait(l, [&] { return open; });
       --running1;
       ++done1;
@@ -38,7 +39,7 @@ TEST(WorkQueue, AKeyAtItsLimitDoesNotHoldUpOthers) {
   EXPECT_EQ(done0.load(), 1);
   {
     std::unique_lock l(mu);
-    EXPECT_EQ(running1, 2);
+    EXPECT_TRUE(cv.wait_for(l, 5s, [&] { return running1 == 2; }));
     open = true;
     cv.notify_all();
     EXPECT_TRUE(cv.wait_for(l, 5s, [&] { return done1 == 6; }));
