@@ -1,8 +1,8 @@
 // WorkQueue: a few threads that run submitted jobs in FIFO order. Daemons use it to move request handlers
 // that block (disk I/O, calls to other daemons) off the messenger's progress thread, which must not block.
 //
-// Jobs may carry a key (the mmon uses the smon of a file request's vNode): with max_per_key > 0, at most that many
-// jobs of one key run at once, and a job whose key is at its limit waits while later jobs of other keys
+// Jobs may carry a key (the mmon uses the smon of a file request's vNode): with max_per_key > 0, at most that
+// many jobs of one key run at once, and a job whose key is at its limit waits while later jobs of other keys
 // run. So jobs that block for long (those for a stopped smon) hold at most max_per_key threads, and the
 // others keep serving the other keys. Key 0 is no key (never limited).
 //

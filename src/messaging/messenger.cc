@@ -1156,6 +1156,11 @@ void Messenger::Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode
   c_bad_messages_->Increment();
   LEGO_LOG_RATELIMITED("bad_message conn={} op={:#06x} code={} why=\"{}\"", conn_id, hdr.opcode,
                        StatusCodeName(code), why);
+  ReplyError(conn_id, hdr, code, why);
+}
+
+void Messenger::ReplyError(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code,
+                           const std::string& why) {
   if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kRequest) || conn_id == 0) return;
   auto bytes = std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size());
   Status st =
@@ -1295,16 +1300,10 @@ void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void
     c_order_refused_->Increment();
     LEGO_LOG_RATELIMITED("order_queue_full conn={} op={:#06x} kind={} held_bytes={} limit={}", conn_id,
                          hdr.opcode, hdr.kind, q.held_bytes, options_.max_held_bytes);
-    if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kRequest)) return;
-    const std::string why = fmt::format(
-        "{} bytes of messages already wait behind a large one on this connection (limit {}): refused rather "
-        "than handled out of order",
-        q.held_bytes, options_.max_held_bytes);
-    Status st = SendMsg(conn_id, proto::MsgKind::kReply, hdr.opcode, hdr.request_id,
-                        static_cast<int32_t>(StatusCode::kOutOfMemory),
-                        std::span(reinterpret_cast<const uint8_t*>(why.data()), why.size()));
-    (void)st;
-    return;
+    return ReplyError(conn_id, hdr, StatusCode::kOutOfMemory,
+                      fmt::format("{} bytes of messages already wait behind a large one on this connection "
+                                  "(limit {}): refused rather than handled out of order",
+                                  q.held_bytes, options_.max_held_bytes));
   }
   if (!q.entries.empty()) c_held_->Increment();
   auto owned = std::make_unique<Ordered>();

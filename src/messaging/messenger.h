@@ -372,6 +372,8 @@ class Messenger {
   void Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
                Bytes* owned = nullptr);
   void Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
+  // The error reply to a request (nothing for a one-way message): code, with `why` as its payload.
+  void ReplyError(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
 
   MessengerOptions options_;
   ucp_context_h context_ = nullptr;

@@ -84,6 +84,22 @@ struct BufferCacheStats {
   uint64_t evictions = 0;          // blocks dropped to make room
   uint64_t write_throughs = 0;     // WRITEs forwarded uncached (larger than the dirty limit)
   uint64_t flush_errors = 0;       // flush WRITEs that failed
+
+  BufferCacheStats& operator+=(const BufferCacheStats& o) {
+    for (auto [mine, theirs] : {std::pair{&hits, o.hits},
+                                {&misses, o.misses},
+                                {&readaround_blocks, o.readaround_blocks},
+                                {&write_blocks, o.write_blocks},
+                                {&dirty_bytes, o.dirty_bytes},
+                                {&resident_bytes, o.resident_bytes},
+                                {&flushes, o.flushes},
+                                {&flushed_bytes, o.flushed_bytes},
+                                {&evictions, o.evictions},
+                                {&write_throughs, o.write_throughs},
+                                {&flush_errors, o.flush_errors}})
+      *mine += theirs;
+    return *this;
+  }
 };
 
 class BufferCache : public proto::FsService {

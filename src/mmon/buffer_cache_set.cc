@@ -103,20 +103,7 @@ Status BufferCacheSet::FlushAll() {
 BufferCacheStats BufferCacheSet::stats() const {
   BufferCacheStats sum;
   MutexLock l(mu_);
-  for (auto& [vnode, c] : caches_) {
-    BufferCacheStats s = c->stats();
-    sum.hits += s.hits;
-    sum.misses += s.misses;
-    sum.readaround_blocks += s.readaround_blocks;
-    sum.write_blocks += s.write_blocks;
-    sum.dirty_bytes += s.dirty_bytes;
-    sum.resident_bytes += s.resident_bytes;
-    sum.flushes += s.flushes;
-    sum.flushed_bytes += s.flushed_bytes;
-    sum.evictions += s.evictions;
-    sum.write_throughs += s.write_throughs;
-    sum.flush_errors += s.flush_errors;
-  }
+  for (auto& [vnode, c] : caches_) sum += c->stats();
   return sum;
 }
 

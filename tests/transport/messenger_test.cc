@@ -35,6 +35,12 @@ std::unique_ptr<Messenger> Make(const std::string& name, uint32_t max_payload = 
 
 class MessengerTest : public ::testing::Test {
  protected:
+  // Starts srv listening on a loopback port and connects the client to it.
+  Result<std::shared_ptr<Channel>> ServeAndConnect(Messenger& srv) {
+    if (Status st = srv.Listen({"127.0.0.1", 0}); !st.ok()) return st;
+    if (Status st = srv.Start(); !st.ok()) return st;
+    return client_->Connect(srv.listen_address(), 5s);
+  }
   void SetUp() override {
     server_ = Make("server", 64 * 1024);
     server_->Handle(kSlowOp, [this](const Incoming& in, Responder r) {
@@ -159,10 +165,8 @@ TEST_F(MessengerTest, HandlerMayTakeALargeRequestsBuffer) {
     }
     r.Reply();
   });
-  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
-  ASSERT_TRUE(srv->Start().ok());
-  auto ch = client_->Connect(srv->listen_address(), 5s);
-  ASSERT_TRUE(ch.ok());
+  auto ch = ServeAndConnect(*srv);
+  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
   ASSERT_TRUE(ch.value()->Call(kTake, proto::Bytes(64, 0x5a), 5s).ok());
   ASSERT_TRUE(ch.value()->Call(kTake, proto::Bytes(1 << 20, 0x5a), 5s).ok());
   srv->Shutdown();
@@ -274,10 +278,8 @@ TEST_F(MessengerTest, MessagesOnAConnectionAreHandledInTheOrderSent) {
     record(in);
     if (!in.one_way) r.Reply();
   });
-  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
-  ASSERT_TRUE(srv->Start().ok());
-  auto ch = client_->Connect(srv->listen_address(), 5s);
-  ASSERT_TRUE(ch.ok());
+  auto ch = ServeAndConnect(*srv);
+  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
   constexpr uint32_t kMessages = 300;
   std::vector<std::shared_ptr<PendingCall>> calls;
   for (uint32_t i = 0; i < kMessages; ++i) {
@@ -318,10 +320,8 @@ TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
     }
     r.Reply();
   });
-  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
-  ASSERT_TRUE(srv->Start().ok());
-  auto ch = client_->Connect(srv->listen_address(), 5s);
-  ASSERT_TRUE(ch.ok());
+  auto ch = ServeAndConnect(*srv);
+  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
   constexpr uint32_t kMessages = 300;
   std::vector<std::shared_ptr<PendingCall>> calls;
   for (uint32_t i = 0; i < kMessages; ++i) {
@@ -371,10 +371,8 @@ TEST_F(MessengerTest, ARequestThatMayOvertakeIsNotHeldBehindALargeOne) {
         r.Reply();
       },
       Messenger::Order::kMayOvertake);
-  ASSERT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
-  ASSERT_TRUE(srv->Start().ok());
-  auto ch = client_->Connect(srv->listen_address(), 5s);
-  ASSERT_TRUE(ch.ok());
+  auto ch = ServeAndConnect(*srv);
+  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
   constexpr int kPairs = 100;
   int overtaken = 0;
   for (int i = 0; i < kPairs; ++i) {
