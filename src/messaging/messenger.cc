@@ -172,7 +172,15 @@ void PendingCall::Abandon() {
   WakeWaiterLocked();
 }
 
+PendingCall::~PendingCall() {
+  if (held_) m_->ReleaseHeld(held_);
+}
+
 void PendingCall::Reset(Messenger* m) {
+  if (held_) m_->ReleaseHeld(held_);  // never: Wait and WaitView take it
+  held_ = nullptr;
+  held_view_ = {};
+  in_place_ = false;
   m_ = m;
   request_id_ = conn_id_ = 0;
   opcode_ = 0;
@@ -196,9 +204,56 @@ void PendingCall::WakeWaiterLocked() {
 
 Result<Bytes> PendingCall::Wait() {
   if (!done()) m_->WaitCall(this);
+  void* held = nullptr;
+  Result<Bytes> r = [&]() -> Result<Bytes> {
+    std::lock_guard lk(mu_);
+    if (!status_.ok()) return status_;
+    if (held_) {  // started in place but read by copy after all
+      reply_.assign(held_view_.begin(), held_view_.end());
+      held = std::exchange(held_, nullptr);
+    }
+    return std::move(reply_);
+  }();
+  if (held) m_->ReleaseHeld(held);  // outside mu_: ReleaseHeld takes worker_mu_, which comes first
+  return r;
+}
+
+Result<ReplyView> PendingCall::WaitView() {
+  if (!done()) m_->WaitCall(this);
   std::lock_guard lk(mu_);
   if (!status_.ok()) return status_;
-  return std::move(reply_);
+  ReplyView v;
+  v.m_ = m_;
+  if (held_) {
+    v.held_ = std::exchange(held_, nullptr);
+    v.view_ = held_view_;
+    v.buf_ = std::move(reply_);  // the unused reply buffer the caller gave: TakeBuffer hands it back
+  } else {
+    v.buf_ = std::move(reply_);
+    v.view_ = v.buf_;
+  }
+  return v;
+}
+
+ReplyView& ReplyView::operator=(ReplyView&& o) noexcept {
+  if (this != &o) {
+    Release();
+    m_ = o.m_;
+    held_ = std::exchange(o.held_, nullptr);
+    buf_ = std::move(o.buf_);
+    view_ = std::exchange(o.view_, {});  // a moved vector keeps its storage: view_ stays valid
+  }
+  return *this;
+}
+
+void ReplyView::Release() {
+  if (held_) m_->ReleaseHeld(std::exchange(held_, nullptr));
+  view_ = {};
+}
+
+Bytes ReplyView::TakeBuffer() {
+  Release();
+  return std::move(buf_);
 }
 
 Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
@@ -262,21 +317,21 @@ Result<uint64_t> Channel::EnsureConnected(Millis timeout) {
 
 std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, std::span<const uint8_t> payload,
                                                 Millis timeout) {
-  return Begin(opcode, payload, timeout, nullptr);
+  return Begin(opcode, payload, timeout, {});
 }
 
 std::shared_ptr<PendingCall> Channel::CallAsync(uint16_t opcode, Bytes&& payload, Millis timeout,
-                                                Bytes&& reply_buffer) {
-  return Begin(opcode, payload, timeout, &payload, false, nullptr, &reply_buffer);
+                                                Bytes&& reply_buffer, Receive receive) {
+  return Begin(opcode, payload, timeout,
+               {.owned = &payload, .in_place = receive == Receive::kInPlace, .reply_buffer = &reply_buffer});
 }
 
 std::shared_ptr<PendingCall> Channel::CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout) {
-  return Begin(opcode, payload, timeout, &payload);
+  return Begin(opcode, payload, timeout, {.owned = &payload});
 }
 
 std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                            Bytes* owned, bool small_reply, PendingCall* reuse,
-                                            Bytes* reply_buffer) {
+                                            const CallOptions& opts) {
   auto id = EnsureConnected(std::min(timeout, connect_timeout_));
   if (!id.ok()) {
     auto call = std::make_shared<PendingCall>();
@@ -285,22 +340,28 @@ std::shared_ptr<PendingCall> Channel::Begin(uint16_t opcode, std::span<const uin
     call->done_.store(true);
     return call;
   }
-  return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, owned,
-                       small_reply, reuse, reply_buffer);
+  return m_->StartCall(id.value(), id_salt_.load(std::memory_order_relaxed), opcode, payload, timeout, opts);
 }
 
 // A synchronous call waits in this thread until its call is out of the pending table and done, so the call
 // object can be this thread's own, reused from call to call: no allocation per round trip. A call made
 // while the thread's object is in use (a handler that calls out from inside another call's wait, which
 // handlers must not do but may) gets a fresh one.
-Result<Bytes> Channel::CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                Bytes* owned, bool small_reply) {
+template <class R>
+R Channel::CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, CallOptions opts) {
+  auto wait = [](PendingCall& call) {
+    if constexpr (std::is_same_v<R, Result<ReplyView>>)
+      return call.WaitView();
+    else
+      return call.Wait();
+  };
   thread_local std::unique_ptr<PendingCall> slot = std::make_unique<PendingCall>();
   thread_local bool slot_busy = false;
-  if (slot_busy || !slot) return Begin(opcode, payload, timeout, owned, small_reply)->Wait();
+  if (slot_busy || !slot) return wait(*Begin(opcode, payload, timeout, opts));
   slot_busy = true;
   try {
-    Result<Bytes> reply = Begin(opcode, payload, timeout, owned, small_reply, slot.get())->Wait();
+    opts.reuse = slot.get();
+    R reply = wait(*Begin(opcode, payload, timeout, opts));
     slot_busy = false;
     return reply;
   } catch (...) {
@@ -313,15 +374,19 @@ Result<Bytes> Channel::CallSync(uint16_t opcode, std::span<const uint8_t> payloa
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
-  return CallSync(opcode, payload, timeout, nullptr, false);
+  return CallSync<Result<Bytes>>(opcode, payload, timeout, {});
 }
 
 Result<Bytes> Channel::Call(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Reply reply) {
-  return CallSync(opcode, payload, timeout, nullptr, reply == Reply::kSmall);
+  return CallSync<Result<Bytes>>(opcode, payload, timeout, {.small_reply = reply == Reply::kSmall});
+}
+
+Result<ReplyView> Channel::CallView(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout) {
+  return CallSync<Result<ReplyView>>(opcode, payload, timeout, {.in_place = true});
 }
 
 Result<Bytes> Channel::CallOwnedSync(uint16_t opcode, Bytes&& payload, Millis timeout) {
-  return CallSync(opcode, payload, timeout, &payload, false);
+  return CallSync<Result<Bytes>>(opcode, payload, timeout, {.owned = &payload});
 }
 
 void Channel::Reset() {
@@ -538,15 +603,14 @@ void Messenger::Shutdown() {
   int64_t deadline = MonoMillis() + 1000;
   size_t unclosed = 0;
   for (auto r : closing) {
-    while (ucp_request_check_status(r) == UCS_INPROGRESS && MonoMillis() < deadline)
-      ucp_worker_progress(worker_);
+    while (ucp_request_check_status(r) == UCS_INPROGRESS && MonoMillis() < deadline) Progress();
     if (ucp_request_check_status(r) == UCS_INPROGRESS) {
       ucp_request_cancel(worker_, r);
       ++unclosed;
     }
     ucp_request_free(r);
   }
-  for (int i = 0; i < 100; ++i) ucp_worker_progress(worker_);
+  for (int i = 0; i < 100; ++i) Progress();
   if (unclosed > 0) {
     // A peer that does not answer (stopped, or gone without UCX noticing: loopback has no peer error
     // handling) leaves its endpoint with requests pending, and UCX aborts the process if the worker is
@@ -624,7 +688,7 @@ void Messenger::ProgressLoop() {
     unsigned n;
     {
       std::lock_guard wl(worker_mu_);
-      n = ucp_worker_progress(worker_);
+      n = Progress();
       if (!to_close_.empty()) {
         for (ucp_ep_h ep : to_close_) {
           ucs_status_ptr_t r = CloseEp(ep, /*force=*/true);
@@ -683,6 +747,26 @@ void Messenger::ProgressLoop() {
   }
 }
 
+unsigned Messenger::Progress() {
+  ++progress_depth_;
+  const unsigned n = ucp_worker_progress(worker_);
+  if (--progress_depth_ == 0 && !to_release_.empty()) {
+    for (void* data : to_release_) ucp_am_data_release(worker_, data);
+    to_release_.clear();
+  }
+  return n;
+}
+
+void Messenger::ReleaseHeld(void* data) {
+  LockWorker();
+  std::lock_guard wl(worker_mu_, std::adopt_lock);
+  --held_replies_;
+  if (progress_depth_ > 0)
+    to_release_.push_back(data);
+  else
+    ucp_am_data_release(worker_, data);
+}
+
 void Messenger::LockWorker() {
   // Announce ourselves, so that the progress thread's poll loop steps aside instead of re-taking the lock.
   lock_waiters_.fetch_add(1, std::memory_order_relaxed);
@@ -711,7 +795,7 @@ void Messenger::WaitCall(PendingCall* call) {
     Clock::time_point spin_until{}, yield_after{};
     for (unsigned i = 1; !call->done(); ++i) {
       LockWorker();
-      ucp_worker_progress(worker_);
+      Progress();
       worker_mu_.unlock();
       if ((i & 63) != 0) continue;
       auto now = Clock::now();
@@ -782,7 +866,7 @@ bool Messenger::WaitFsCall(PendingCall* call) {
     (void)!read(waker.fd, &drained, sizeof drained);  // stale wake-ups of earlier calls
     ucs_status_t st;
     LockWorker();
-    ucp_worker_progress(worker_);
+    Progress();
     st = call->done() ? UCS_OK : ucp_worker_arm(worker_);
     worker_mu_.unlock();
     if (call->done()) break;
@@ -1067,12 +1151,11 @@ uint64_t Messenger::NewIdSalt() {
 
 std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                                   std::span<const uint8_t> payload, Millis timeout,
-                                                  Bytes* owned, bool small_reply, PendingCall* reuse,
-                                                  Bytes* reply_buffer) {
+                                                  const CallOptions& opts) {
   std::shared_ptr<PendingCall> call;
-  if (reuse) {
-    reuse->Reset(this);
-    call = std::shared_ptr<PendingCall>(std::shared_ptr<void>(), reuse);  // aliasing: owns nothing
+  if (opts.reuse) {
+    opts.reuse->Reset(this);
+    call = std::shared_ptr<PendingCall>(std::shared_ptr<void>(), opts.reuse);  // aliasing: owns nothing
   } else {
     call = std::make_shared<PendingCall>();
     call->m_ = this;
@@ -1083,15 +1166,16 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_
   call->conn_id_ = conn_id;
   call->opcode_ = opcode;
   call->request_bytes_ = payload.size();
-  call->small_reply_ = small_reply;
-  if (reply_buffer) call->reply_ = std::move(*reply_buffer);
+  call->small_reply_ = opts.small_reply;
+  call->in_place_ = opts.in_place;
+  if (opts.reply_buffer) call->reply_ = std::move(*opts.reply_buffer);
   call->SetTimeout(timeout);
   {
     MutexLock pl(pending_mu_);
     pending_.Insert(call->request_id_, call);
   }
   c_requests_sent_->Increment();
-  Status st = SendMsg(conn_id, proto::MsgKind::kRequest, opcode, call->request_id_, 0, payload, owned);
+  Status st = SendMsg(conn_id, proto::MsgKind::kRequest, opcode, call->request_id_, 0, payload, opts.owned);
   if (!st.ok()) {
     {
       MutexLock pl(pending_mu_);
@@ -1104,8 +1188,8 @@ std::shared_ptr<PendingCall> Messenger::StartCall(uint64_t conn_id, uint64_t id_
   return call;
 }
 
-void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
-                             Bytes* owned) {
+bool Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
+                             Bytes* owned, bool holdable) {
   std::shared_ptr<PendingCall> call;
   {
     MutexLock pl(pending_mu_);
@@ -1113,18 +1197,28 @@ void Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const
   }
   if (!call) {
     LEGO_LOG_DEBUG("late_reply request_id={}", request_id);  // it timed out already
-    return;
+    return false;
   }
+  bool held = false;
   std::lock_guard cl(call->mu_);
   call->status_ = std::move(status);
   if (call->status_.ok()) {
-    if (owned)
+    if (owned) {
       call->reply_ = std::move(*owned);  // a rendezvous reply: its buffer (exactly the payload), not a copy
-    else
+    } else if (holdable && call->in_place_ && payload.size() > kInlineBytes) {
+      // Read in place: UCX keeps the buffer until the caller's ReplyView (or the call) gives it back. Smaller
+      // replies are copied: they came inline, in a FIFO element UCX cannot lend.
+      call->held_ = const_cast<uint8_t*>(payload.data());
+      call->held_view_ = payload;
+      held = true;
+      ++held_replies_;  // CompleteCall runs inside Progress(): worker_mu_ is held
+    } else {
       call->reply_.assign(payload.begin(), payload.end());
+    }
   }
   call->done_.store(true, std::memory_order_release);
   call->WakeWaiterLocked();
+  return held;
 }
 
 void Messenger::FailCallsOnConn(uint64_t conn_id, const Status& status) {
@@ -1147,8 +1241,8 @@ void Messenger::FailCallsOnConn(uint64_t conn_id, const Status& status) {
 
 ucs_status_t Messenger::OnAm(void* arg, const void* header, size_t header_len, void* data, size_t len,
                              const ucp_am_recv_param_t* param) {
-  static_cast<Messenger*>(arg)->HandleAm(header, header_len, data, len, param);
-  return UCS_OK;
+  return static_cast<Messenger*>(arg)->HandleAm(header, header_len, data, len, param) ? UCS_INPROGRESS
+                                                                                      : UCS_OK;
 }
 
 void Messenger::Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code,
@@ -1168,7 +1262,7 @@ void Messenger::ReplyError(uint64_t conn_id, const proto::MsgHeader& hdr, Status
   (void)st;
 }
 
-void Messenger::HandleAm(const void* header, size_t header_len, void* data, size_t len,
+bool Messenger::HandleAm(const void* header, size_t header_len, void* data, size_t len,
                          const ucp_am_recv_param_t* param) {
   uint64_t conn_id = 0;
   if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) {
@@ -1184,7 +1278,7 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
   if (check.verdict == proto::HeaderVerdict::kDrop) {
     c_bad_messages_->Increment();
     LEGO_LOG_RATELIMITED("bad_message conn={} why=\"{}\"", conn_id, check.problem);
-    return;
+    return false;
   }
   if (conn_id == 0 && kind != proto::MsgKind::kReply && hdr.status != 0) {
     // A routed request or one-way message (protocol.md, "Routes"): the route names the connection.
@@ -1193,7 +1287,7 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
       c_bad_messages_->Increment();
       LEGO_LOG_RATELIMITED("unknown_route route={:#x} op={:#06x} kind={}", static_cast<uint32_t>(hdr.status),
                            hdr.opcode, hdr.kind);
-      return;  // no connection to answer on: the caller times out or sees its connection fail
+      return false;  // no connection to answer on: the caller times out or sees its connection fail
     }
     conn_id = it->second;
   }
@@ -1202,15 +1296,18 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
       c_bad_messages_->Increment();
       LEGO_LOG_RATELIMITED("bad_reply conn={} why=\"{}\"", conn_id, check.problem);
       CompleteCall(hdr.request_id, Status(check.code, "bad reply: " + check.problem), {});
-      return;
+      return false;
     }
     Reject(conn_id, hdr, check.code, check.problem);
-    return;
+    return false;
   }
   if (kind != proto::MsgKind::kReply && conn_id != 0 && (rndv || !ordered_.empty()) &&
       !may_overtake_.contains(hdr.opcode)) {
     auto q = ordered_.find(conn_id);
-    if (rndv || q != ordered_.end()) return QueueOrdered(hdr, conn_id, data, len, rndv);
+    if (rndv || q != ordered_.end()) {
+      QueueOrdered(hdr, conn_id, data, len, rndv);
+      return false;
+    }
   }
   Bytes buf;  // for a rendezvous reply: the buffer its caller gave (CallAsync), if any
   if (rndv && kind == proto::MsgKind::kReply) {
@@ -1225,7 +1322,7 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
     }
     if (!wanted) {  // timed out or abandoned: not worth the transfer
       LEGO_LOG_DEBUG("late_reply request_id={} bytes={}", hdr.request_id, len);
-      return;
+      return false;
     }
   }
   if (rndv) {
@@ -1245,20 +1342,24 @@ void Messenger::HandleAm(const void* header, size_t header_len, void* data, size
                            ucs_status_string(UCS_PTR_STATUS(r)));
       delete rr;
     }
-    return;
+    return false;
   }
-  Deliver(hdr, conn_id, std::span(static_cast<const uint8_t*>(data), len), nullptr);
+  return Deliver(hdr, conn_id, std::span(static_cast<const uint8_t*>(data), len), nullptr,
+                 param->recv_attr & UCP_AM_RECV_ATTR_FLAG_DATA);
 }
 
-void Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
-                        Bytes* owned) {
+bool Messenger::Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
+                        Bytes* owned, bool holdable) {
   last_no_spin_.store(NoSpin(hdr.opcode), std::memory_order_relaxed);
-  if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kReply)) return Dispatch(hdr, conn_id, payload, owned);
+  if (hdr.kind != static_cast<uint8_t>(proto::MsgKind::kReply)) {
+    Dispatch(hdr, conn_id, payload, owned);
+    return false;
+  }
   Status st;
   if (hdr.status != 0)  // an error reply carries its message as the payload
     st = Status(proto::ReplyStatus(hdr.status), std::string(reinterpret_cast<const char*>(payload.data()),
                                                             std::min(payload.size(), proto::kMaxStringLen)));
-  CompleteCall(hdr.request_id, std::move(st), payload, owned);
+  return CompleteCall(hdr.request_id, std::move(st), payload, owned, holdable);
 }
 
 void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data) {

@@ -120,10 +120,43 @@ class Responder {
 
 using Handler = std::function<void(const Incoming&, Responder)>;
 
+// A reply read where it landed (PendingCall::WaitView, Channel::CallView): a reply that arrived whole in one
+// of UCX's receive buffers (eager, larger than UCX's inline messages: a 4 KiB page, say) is not copied out;
+// the view points into that buffer, and handing the buffer back to UCX is the view's destruction (decision
+// 002, "Replies read in place"). Other replies are in a buffer of the view's own. Move-only. Must not outlive
+// its Messenger; while it lives, UCX keeps the buffer, so keep views briefly (a few per thread).
+class ReplyView {
+ public:
+  ReplyView() = default;
+  ReplyView(ReplyView&& o) noexcept { *this = std::move(o); }
+  ReplyView& operator=(ReplyView&& o) noexcept;
+  ReplyView(const ReplyView&) = delete;
+  ReplyView& operator=(const ReplyView&) = delete;
+  ~ReplyView() { Release(); }
+
+  std::span<const uint8_t> bytes() const { return view_; }
+  // The buffer of a copied reply (or, for a reply read in place, the unused reply_buffer its call was given),
+  // for a later call's reply_buffer. The view is empty (and released) afterwards.
+  Bytes TakeBuffer();
+
+ private:
+  friend class PendingCall;
+  friend class MessengerTestPeer;
+  void Release();
+  Messenger* m_ = nullptr;
+  void* held_ = nullptr;  // UCX's data pointer, for ucp_am_data_release; null for a copied reply
+  std::span<const uint8_t> view_;
+  Bytes buf_;
+};
+
 // The result of CallAsync. Wait() blocks until the reply, an error or the deadline.
 class PendingCall {
  public:
+  ~PendingCall();
   Result<Bytes> Wait();
+  // The same, for a call started with Channel::Receive::kInPlace: the reply without a copy where possible.
+  // Once only, like Wait().
+  Result<ReplyView> WaitView();
   bool done() const { return done_.load(std::memory_order_acquire); }
   // The caller no longer wants the reply (a window fetched ahead that the program will not use): the call
   // leaves the pending table at once and its reply, if one still comes, is dropped unread (a large one is
@@ -140,6 +173,7 @@ class PendingCall {
   uint16_t opcode_ = 0;
   size_t request_bytes_ = 0;
   bool small_reply_ = false;  // the caller said so (Channel::Reply::kSmall)
+  bool in_place_ = false;     // the caller will read the reply with WaitView (Channel::Receive::kInPlace)
   // The deadline is kept on CLOCK_MONOTONIC_COARSE (a few ns to read, against ~25 for steady_clock here) and
   // converted only when a caller has to sleep; it may then fire up to one coarse tick late, never early.
   int64_t coarse_deadline_ns_ = 0;
@@ -160,6 +194,19 @@ class PendingCall {
   // Guarded by mu_ until done_. Before that it may hold a buffer for the reply (CallAsync), which a
   // rendezvous receive takes under the messenger's pending_mu_ while the call is still in the table.
   Bytes reply_;
+  // A reply left in UCX's receive buffer (in_place_): its data pointer and bytes. Guarded by mu_ until done_;
+  // WaitView hands it to a ReplyView, Wait copies it out, the destructor gives it back.
+  void* held_ = nullptr;
+  std::span<const uint8_t> held_view_;
+};
+
+// How a call is made (Channel::Begin, Messenger::StartCall).
+struct CallOptions {
+  Bytes* owned = nullptr;         // holds the payload and may be kept by the send instead of a copy
+  bool small_reply = false;       // Channel::Reply::kSmall
+  bool in_place = false;          // Channel::Receive::kInPlace
+  PendingCall* reuse = nullptr;   // the call object to use instead of a new one (CallSync)
+  Bytes* reply_buffer = nullptr;  // moved into the call to receive its reply (CallAsync)
 };
 
 // A client connection to one HOST:PORT. Thread-safe. If the connection fails, the next call reconnects
@@ -175,8 +222,12 @@ class Channel {
   // The same, handing the request buffer over, and with a buffer for the reply (the previous call's, say):
   // Wait() returns the reply in it. Its capacity is reused, and so are its bytes up to its current size for
   // a reply large enough to travel by rendezvous, which would otherwise land in a fresh, zero-filled buffer.
+  // Receive::kInPlace: the caller reads the reply with WaitView, which may leave it in UCX's buffer.
+  enum class Receive { kCopy, kInPlace };
   std::shared_ptr<PendingCall> CallAsync(uint16_t opcode, Bytes&& payload, Millis timeout,
-                                         Bytes&& reply_buffer);
+                                         Bytes&& reply_buffer, Receive receive = Receive::kCopy);
+  // Call, with the reply read in place (see ReplyView).
+  Result<ReplyView> CallView(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout);
   // The same, handing the request buffer over (an rvalue Bytes): a large request is sent from it without a
   // copy. Templates so that Call(op, {}, t) still means the span overload.
   template <class B>
@@ -204,15 +255,12 @@ class Channel {
   Result<uint64_t> EnsureConnected(Millis timeout);
   std::shared_ptr<PendingCall> CallOwned(uint16_t opcode, Bytes&& payload, Millis timeout);
   Result<Bytes> CallOwnedSync(uint16_t opcode, Bytes&& payload, Millis timeout);
-  // Connects if needed and starts the call; owned (if set) holds payload and may be kept by the send.
-  // reuse (if set) is the call object to use instead of a new one (CallSync).
-  // reply_buffer (if set) is moved into the call to receive its reply (CallAsync).
+  // Connects if needed and starts the call (see CallOptions).
   std::shared_ptr<PendingCall> Begin(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout,
-                                     Bytes* owned, bool small_reply = false, PendingCall* reuse = nullptr,
-                                     Bytes* reply_buffer = nullptr);
-  // Call and wait, with this thread's reusable call object.
-  Result<Bytes> CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, Bytes* owned,
-                         bool small_reply);
+                                     const CallOptions& opts);
+  // Call and wait (Wait, or WaitView for a Result<ReplyView>), with this thread's reusable call object.
+  template <class R>
+  R CallSync(uint16_t opcode, std::span<const uint8_t> payload, Millis timeout, CallOptions opts);
 
   Messenger* m_;
   const HostPort addr_;
@@ -264,6 +312,7 @@ class Messenger {
   friend class Channel;
   friend class Responder;
   friend class PendingCall;
+  friend class ReplyView;
   friend class MessengerTestPeer;  // tests/transport: sends raw, malformed messages
 
   // A send in flight: the header and payload stay alive until UCX's callback. The payload is a copy, or the
@@ -322,6 +371,12 @@ class Messenger {
   void FailConn(ucp_ep_h ep, ucs_status_t status);
   ucs_status_ptr_t CloseEp(ucp_ep_h ep, bool force);  // REQUIRES worker_mu_
   void LockWorker();                                  // worker_mu_.lock(), letting the poll loop step aside
+  // ucp_worker_progress, then the UCX buffers released meanwhile from inside its callbacks. REQUIRES
+  // worker_mu_.
+  unsigned Progress();
+  // Hands a reply read in place back to UCX: at once, or, from inside a UCX callback (where UCX may not have
+  // taken the buffer's ownership back yet), once the outermost Progress() returns.
+  void ReleaseHeld(void* data);
   ucp_err_handling_mode_t ErrMode(bool loopback_peer) const;
   void CloseConn(uint64_t conn_id);  // a client connection dropped on purpose: disconnect, do not wait
 
@@ -335,14 +390,15 @@ class Messenger {
   // The call's request id is id_salt (high half) | a per-messenger counter (low half).
   std::shared_ptr<PendingCall> StartCall(uint64_t conn_id, uint64_t id_salt, uint16_t opcode,
                                          std::span<const uint8_t> payload, Millis timeout,
-                                         Bytes* owned = nullptr, bool small_reply = false,
-                                         PendingCall* reuse = nullptr, Bytes* reply_buffer = nullptr);
+                                         const CallOptions& opts = {});
   uint64_t NewIdSalt();  // REQUIRES worker_mu_
   // Replies travel without UCX's reply endpoint (protocol.md): a reply is matched by its request id alone.
   // `owned`: the buffer that is exactly `payload` (a rendezvous receive); the reply takes it instead of a
   // copy.
-  void CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
-                    Bytes* owned = nullptr);
+  // `holdable`: payload is UCX's persistent data (UCP_AM_RECV_ATTR_FLAG_DATA), which a call that reads its
+  // reply in place keeps instead of a copy. Returns true if it kept it (OnAm then returns UCS_INPROGRESS).
+  bool CompleteCall(uint64_t request_id, Status status, std::span<const uint8_t> payload,
+                    Bytes* owned = nullptr, bool holdable = false);
   void FailCallsOnConn(uint64_t conn_id, const Status& status);
   // A call nobody waits for still times out: the progress thread fails every pending call past its
   // deadline (at most kSweepEvery late while it runs, or one idle epoll timeout when nothing happens).
@@ -363,14 +419,16 @@ class Messenger {
   static void OnSendDone(void* request, ucs_status_t status, void* user_data);
   static void OnRndvDone(void* request, ucs_status_t status, size_t length, void* user_data);
 
-  void HandleAm(const void* header, size_t header_len, void* data, size_t len,
+  // Returns true if the payload was kept in UCX's buffer (a reply read in place).
+  bool HandleAm(const void* header, size_t header_len, void* data, size_t len,
                 const ucp_am_recv_param_t* param);
   void Dispatch(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
                 Bytes* owned);
   // A validated message with its whole payload: completes a call (reply) or dispatches to a handler.
   // `owned`: the buffer that holds exactly the payload, when it may be taken (see Incoming::owned).
-  void Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
-               Bytes* owned = nullptr);
+  // `holdable` and the result: as for CompleteCall.
+  bool Deliver(const proto::MsgHeader& hdr, uint64_t conn_id, std::span<const uint8_t> payload,
+               Bytes* owned = nullptr, bool holdable = false);
   void Reject(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
   // The error reply to a request (nothing for a one-way message): code, with `why` as its payload.
   void ReplyError(uint64_t conn_id, const proto::MsgHeader& hdr, StatusCode code, const std::string& why);
@@ -393,6 +451,9 @@ class Messenger {
   std::vector<ucs_status_ptr_t> closing_;              // guarded by worker_mu_: CloseConn's closes in flight
   bool keep_worker_ = false;  // set by Shutdown: an endpoint did not close, so the worker is never destroyed
   std::vector<HeldSend*> free_sends_;                 // guarded by worker_mu_
+  int progress_depth_ = 0;                            // guarded by worker_mu_: Progress() calls running
+  size_t held_replies_ = 0;                           // guarded by worker_mu_: UCX buffers kept for replies
+  std::vector<void*> to_release_;                     // guarded by worker_mu_: see ReleaseHeld
   std::unordered_map<uint64_t, OrderQueue> ordered_;  // guarded by worker_mu_: by connection id
   uint64_t next_conn_id_ = 1;                         // guarded by worker_mu_
   uint64_t salt_state_ = 0;                           // guarded by worker_mu_: splitmix64 state for NewIdSalt

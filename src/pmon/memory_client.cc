@@ -42,16 +42,16 @@ Result<std::shared_ptr<msg::PendingCall>> MemoryClient::ReadStart(uint64_t space
   auto ch = Owner(space, vaddrs[0] >> kRegionShift);
   if (!ch.ok()) return ch.status();
   return (*ch)->CallAsync(proto::kReadPages, proto::EncodeReadPages(space, vaddrs), timeout_,
-                          std::move(reply_buffer));
+                          std::move(reply_buffer), msg::Channel::Receive::kInPlace);
 }
 
-Status MemoryClient::ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
+Status MemoryClient::ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, msg::ReplyView* reply,
                                 const uint8_t** pages) {
   *pages = nullptr;
-  auto r = call.Wait();
+  auto r = call.WaitView();
   if (!r.ok()) return r.status();
   *reply = std::move(*r);
-  auto resp = proto::DecodeReadPagesResp(*reply);
+  auto resp = proto::DecodeReadPagesResp(reply->bytes());
   if (!resp.ok()) return resp.status();
   if (resp->present.size() != n)
     return Status(StatusCode::kInternal, "read_pages reply has the wrong page count");

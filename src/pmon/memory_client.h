@@ -29,12 +29,14 @@ class MemoryClient {
   // Reads pages that all lie in one vRegion, in two halves so that the caller can work while they travel:
   // ReadStart sends the request; ReadFinish waits for the reply to the n pages asked for. present[i] is set
   // to 1 if the mmon held page i and 0 if it was never written. The pages are not copied out: *reply keeps
-  // the reply, and *pages points at the present pages' bytes in request order, packed (the k-th present page
-  // is at *pages + k * kPage).
-  // reply_buffer, if given, receives the reply (an earlier reply's buffer: no allocation, no zeroing).
+  // the reply (read in place: a reply of a few pages may still lie in UCX's receive buffer, which goes back
+  // when *reply is destroyed), and *pages points at the present pages' bytes in request order, packed (the
+  // k-th present page is at *pages + k * kPage).
+  // reply_buffer, if given, receives a reply that is copied (an earlier reply's buffer: no allocation, no
+  // zeroing; ReplyView::TakeBuffer gives it back).
   Result<std::shared_ptr<msg::PendingCall>> ReadStart(uint64_t space, std::span<const uint64_t> vaddrs,
                                                       proto::Bytes&& reply_buffer = proto::Bytes());
-  static Status ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, proto::Bytes* reply,
+  static Status ReadFinish(msg::PendingCall& call, size_t n, uint8_t* present, msg::ReplyView* reply,
                            const uint8_t** pages);
   // Writes pages (any vRegions; data holds vaddrs.size() pages in order). All-or-nothing per vRegion.
   // A vRegion whose owner is found gone (kPeerUnreachable) before it took any of the region's pages is

@@ -539,7 +539,7 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
   const size_t fetched = n;
   std::vector<uint8_t> present(n);
   // The pages are installed straight from the reply (no copy): the k-th present page is at pages + k * kPage.
-  proto::Bytes reply;
+  msg::ReplyView reply;
   const uint8_t* pages = nullptr;
   Status st = MemoryClient::ReadFinish(*w.call, n, present.data(), &reply, &pages);
   if (!st.ok()) {
@@ -617,7 +617,9 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
           prefetcher_.used() - stats_.prefetch_used.load(std::memory_order_relaxed));
   }
   remote_.fetch_sub(std::min<uint64_t>(installed, remote_.load()), std::memory_order_relaxed);
-  if (spare_replies_.size() < 2) spare_replies_.push_back(std::move(reply));
+  // A reply read in place goes back to UCX here; a copied one's buffer is kept for a later window.
+  if (proto::Bytes buf = reply.TakeBuffer(); buf.capacity() > 0 && spare_replies_.size() < 2)
+    spare_replies_.push_back(std::move(buf));
   if (fault_addr != 0) Count(&MemStats::misses);
   Count(&MemStats::fetched_pages, fetched);
   Count(&MemStats::prefetch_issued, w.ahead ? fetched : fetched - 1);
@@ -680,6 +682,9 @@ void ProcessSession::Fatal(const std::string& why) {
 
 void ProcessSession::Teardown() {
   ended_.store(true, std::memory_order_release);
+  // The window fetched ahead may hold its reply in the messenger's receive buffer (read in place): give it
+  // back now, not when the session object is freed, which may be after the messenger is gone.
+  DropAheadIn(0, ~uint64_t{0});
   std::lock_guard evict(evict_mu_);  // let an in-flight eviction batch finish first
   size_t resident;
   {

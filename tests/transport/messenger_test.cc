@@ -143,6 +143,58 @@ TEST_F(MessengerTest, ReplyLandsInTheBufferTheCallerGave) {
   EXPECT_EQ(*grown, proto::Bytes(60000, 0x5a));
 }
 
+// Channel::CallView and Receive::kInPlace: a reply that arrived whole in a UCX receive buffer (larger than an
+// inline message, smaller than a rendezvous) is read there, not copied; every size gives the right bytes,
+// views may be kept across later calls, and every buffer goes back to UCX: when its view is destroyed, when a
+// caller reads the call with Wait() instead, or when a finished call nobody read is dropped.
+TEST_F(MessengerTest, RepliesAreReadInPlaceAndTheirBuffersGoBack) {
+  auto pattern = [](size_t n, uint8_t salt) {
+    proto::Bytes p(n);
+    for (size_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(i * 7 + salt);
+    return p;
+  };
+  bool any_in_place = false;
+  for (size_t n : {0ul, 64ul, 1500ul, 4096ul, 8000ul, 60000ul}) {
+    auto p = pattern(n, 1);
+    auto v = ch_->CallView(proto::kEcho, p, 5s);
+    ASSERT_TRUE(v.ok()) << n << ": " << v.status().ToString();
+    EXPECT_TRUE(std::ranges::equal(v->bytes(), p)) << n;
+    if (n <= 1024) EXPECT_FALSE(MessengerTestPeer::InPlace(*v)) << n;  // inline: always a copy
+    any_in_place |= MessengerTestPeer::InPlace(*v);
+  }
+  EXPECT_TRUE(any_in_place) << "no reply size was read in place";
+  EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
+
+  // 16 views alive at once, then more calls: each still shows its own reply.
+  std::vector<ReplyView> views;
+  for (uint8_t k = 0; k < 16; ++k) {
+    auto v = ch_->CallAsync(proto::kEcho, pattern(4096, k), 5s, proto::Bytes(), Channel::Receive::kInPlace)
+                 ->WaitView();
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    views.push_back(std::move(*v));
+  }
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(ch_->Call(proto::kEcho, pattern(4096, 99), 5s).ok());
+  for (uint8_t k = 0; k < 16; ++k)
+    EXPECT_TRUE(std::ranges::equal(views[k].bytes(), pattern(4096, k))) << int(k);
+  (void)views[0].TakeBuffer();  // gives its UCX buffer back, if it had one
+  EXPECT_TRUE(views[0].bytes().empty());
+  views.clear();
+  EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
+
+  // Started in place, read by copy; and finished but never read.
+  auto copied =
+      ch_->CallAsync(proto::kEcho, pattern(4096, 5), 5s, proto::Bytes(), Channel::Receive::kInPlace)->Wait();
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_EQ(*copied, pattern(4096, 5));
+  {
+    auto unread =
+        ch_->CallAsync(proto::kEcho, pattern(4096, 6), 5s, proto::Bytes(), Channel::Receive::kInPlace);
+    while (!unread->done()) std::this_thread::sleep_for(1ms);
+  }
+  EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
+  ExpectServerAlive();
+}
+
 // A rendezvous-sized request offers its buffer to the handler (Incoming::owned): taken, it keeps the
 // payload's bytes where they are, so a handler can queue work on them without a copy. A small one does not.
 TEST_F(MessengerTest, HandlerMayTakeALargeRequestsBuffer) {

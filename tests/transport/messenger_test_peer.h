@@ -47,6 +47,14 @@ class MessengerTestPeer {
     return m.SendMsg(conn_id, proto::MsgKind::kReply, opcode, request_id, 0, payload);
   }
 
+  // Whether a reply view points into a UCX receive buffer (read in place) rather than a copy.
+  static bool InPlace(const ReplyView& v) { return v.held_ != nullptr; }
+  // UCX receive buffers m keeps for replies read in place, not yet given back.
+  static size_t HeldReplies(Messenger& m) {
+    std::lock_guard wl(m.worker_mu_);
+    return m.held_replies_;
+  }
+
   // The route of connection conn_id of m (0 if it has none or is gone), and how many routes m gave out.
   static uint32_t Route(Messenger& m, uint64_t conn_id) {
     std::lock_guard wl(m.worker_mu_);
