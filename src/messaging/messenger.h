@@ -132,7 +132,8 @@ class ReplyView {
   ReplyView& operator=(ReplyView&& o) noexcept;
   ReplyView(const ReplyView&) = delete;
   ReplyView& operator=(const ReplyView&) = delete;
-  ~ReplyView() { Release(); }
+  ~ReplyView();  // gives a held buffer back to UCX; keeps a small copied reply's buffer for this thread's
+                 // next CallView
 
   std::span<const uint8_t> bytes() const { return view_; }
   // The buffer of a copied reply (or, for a reply read in place, the unused reply_buffer its call was given),
