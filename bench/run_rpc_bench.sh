@@ -8,7 +8,9 @@
 #
 # Raw UCX round trip: ucp_am_lat is a ping-pong of equal-size messages and reports ONE-WAY latency (half a
 # round trip). Lego sends 64 B and gets R bytes back, so the raw round trip used for the ratio is
-# lat(64 B) + lat(R B); for R = 64 that is exactly 2 x lat(64). The column "raw 2xlat(R)" is the plain
+# lat(64 B) + lat(R B); for R = 64 that is exactly 2 x lat(64). ucp_am_lat's receiver never reads the
+# payload; Lego's client reads each reply where UCX received it (Channel::CallView, no copy) for the Lego
+# columns, and with every reply copied into a buffer of its own (Channel::Call) for "copied p50". The column "raw 2xlat(R)" is the plain
 # doubled figure. "raw -I" is the same ping-pong with UCP_FEATURE_WAKEUP enabled (as the messenger enables
 # it), still busy-polling. Each raw figure is the best of REPEAT ucx_perftest runs (perftest is bimodal
 # here; see run_perftest_best). ratio = Lego p50 / the lower of the two raw round trips. With 2 client
@@ -145,10 +147,11 @@ run_waited() {
   return $rc
 }
 
-# run_lego_once TRANSPORT REPLY THREADS TAG: sets L_P50 L_P99 L_OPS L_LANES; non-zero on failure.
-# (Functions that start processes run in this shell, never in $(...), so that PIDS stays complete.)
+# run_lego_once TRANSPORT REPLY THREADS TAG [client flags]: sets L_P50 L_P99 L_OPS L_LANES; non-zero on
+# failure. (Functions that start processes run in this shell, never in $(...), so that PIDS stays complete.)
 run_lego_once() {
   local transport="$1" reply="$2" threads="$3" tag="$4"
+  shift 4
   local sout="$WORK/server.$tag.out" serr="$WORK/server.$tag.err" cout="$WORK/client.$tag.out"
   L_P50=""; L_P99=""; L_OPS=""; L_LANES=""
   log "lego $transport reply=$reply threads=$threads"
@@ -172,7 +175,7 @@ run_lego_once() {
   local limit; limit=$(awk -v s="$SECONDS_PER_RUN" -v w="$WARMUP" 'BEGIN{print int(s + w + 30)}')
   UCX_LOG_LEVEL=info run_waited timeout -k 5 "$limit" "$BIN" --connect "127.0.0.1:$port" \
     --transport "$transport" --threads "$threads" --reply-bytes "$reply" --request-bytes 64 \
-    --seconds "$SECONDS_PER_RUN" --warmup-seconds "$WARMUP" --csv >"$cout" 2>&1
+    --seconds "$SECONDS_PER_RUN" --warmup-seconds "$WARMUP" --csv "$@" >"$cout" 2>&1
   local rc=$?
   stop_pid "$spid"
   local line; line="$(grep '^RESULT,' "$cout" | tail -1)"
@@ -185,12 +188,13 @@ run_lego_once() {
   L_LANES="$(lanes_of "$cout")"
 }
 
-# run_lego TRANSPORT REPLY THREADS: REPEAT runs; keeps the one with the median p50 in L_*.
+# run_lego TRANSPORT REPLY THREADS [client flags]: REPEAT runs; keeps the one with the median p50 in L_*.
 run_lego() {
   local transport="$1" reply="$2" threads="$3" i
+  shift 3
   local results=()
   for ((i = 0; i < REPEAT; i++)); do
-    run_lego_once "$transport" "$reply" "$threads" "$transport-$reply-$threads-$i" || return 1
+    run_lego_once "$transport" "$reply" "$threads" "$transport-$reply-$threads-$i$*" "$@" || return 1
     results+=("$L_P50 $L_P99 $L_OPS ${L_LANES:--}")
   done
   read -r L_P50 L_P99 L_OPS L_LANES <<<"$(printf '%s\n' "${results[@]}" | sort -g -k1,1 |
@@ -263,7 +267,7 @@ fi
 echo "# lego-rpc-bench vs ucx_perftest ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, $(uname -r)," \
      "${SECONDS_PER_RUN}s per Lego run, repeat $REPEAT, ${IDLE}% idle before$([[ $QUICK -eq 1 ]] && echo ', quick'))"
 echo
-[[ -n "$CSV_OUT" ]] && echo "transport,ucx_tls,reply_bytes,threads,lego_p50_us,lego_p99_us,lego_ops_per_s,lego_lanes,raw_lat64_us,raw_latR_us,raw_rtt_us,raw_2xlatR_us,raw_rtt_wakeup_us,ratio,raw_lanes" >"$CSV_OUT"
+[[ -n "$CSV_OUT" ]] && echo "transport,ucx_tls,reply_bytes,threads,lego_p50_us,lego_p99_us,lego_ops_per_s,lego_copied_p50_us,lego_lanes,raw_lat64_us,raw_latR_us,raw_rtt_us,raw_2xlatR_us,raw_rtt_wakeup_us,ratio,raw_lanes" >"$CSV_OUT"
 
 declare -A RAW RAWI RAWLANES
 for transport in shm tcp; do
@@ -279,10 +283,10 @@ for transport in shm tcp; do
   done
 done
 
-printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
-  transport reply threads "Lego p50" "Lego p99" "Lego op/s" "raw RTT" "raw 2xlat(R)" "raw -I" ratio \
+printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %11s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
+  transport reply threads "Lego p50" "Lego p99" "Lego op/s" "copied p50" "raw RTT" "raw 2xlat(R)" "raw -I" ratio \
   "Lego lanes" "raw lanes"
-echo "|-----------|------:|--------:|---------:|---------:|----------:|---------:|-------------:|---------:|-------:|------------------------|----------------------------|"
+echo "|-----------|------:|--------:|---------:|---------:|----------:|------------:|---------:|-------------:|---------:|-------:|------------------------|----------------------------|"
 for transport in shm tcp; do
   tls="$(tls_for "$transport")"
   for reply in 64 4096; do
@@ -298,22 +302,27 @@ for transport in shm tcp; do
       else
         p50=""; p99=""; ops=""; lanes="(failed)"
       fi
+      # The same calls with every reply copied into a buffer of the caller's (Channel::Call).
+      copied=""
+      run_lego "$transport" "$reply" "$threads" --copy-reply && copied="$L_P50"
       ratio=""
       # Against the lower of the two raw round trips (with and without UCP_FEATURE_WAKEUP) that were measured.
       [[ -n "$p50" ]] && ratio="$(awk -v p="$p50" -v a="$rtt" -v b="$rtti" 'BEGIN{
         f = (a == "") ? b : (b == "" || a + 0 <= b + 0) ? a : b
         if (f != "" && f > 0) printf "%.1f", p / f }')"
-      printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
-        "$transport" "$reply" "$threads" "$(fmt2 "$p50")" "$(fmt2 "$p99")" "${ops:--}" "$(fmt2 "$rtt")" \
+      printf '| %-9s | %5s | %7s | %8s | %8s | %9s | %11s | %8s | %12s | %8s | %6s | %-22s | %-26s |\n' \
+        "$transport" "$reply" "$threads" "$(fmt2 "$p50")" "$(fmt2 "$p99")" "${ops:--}" "$(fmt2 "$copied")" "$(fmt2 "$rtt")" \
         "$(fmt2 "$rtt2")" "$(fmt2 "$rtti")" "${ratio:--}x" "${lanes:--}" "${RAWLANES[$transport,$reply]:--}"
-      [[ -n "$CSV_OUT" ]] && echo "$transport,\"$tls\",$reply,$threads,$p50,$p99,$ops,$lanes,$l64,$lr,$rtt,$rtt2,$rtti,$ratio,${RAWLANES[$transport,$reply]:-}" >>"$CSV_OUT"
+      [[ -n "$CSV_OUT" ]] && echo "$transport,\"$tls\",$reply,$threads,$p50,$p99,$ops,$copied,$lanes,$l64,$lr,$rtt,$rtt2,$rtti,$ratio,${RAWLANES[$transport,$reply]:-}" >>"$CSV_OUT"
     done
   done
 done
 echo
 echo "Latencies in microseconds. raw RTT = ucx_perftest ucp_am_lat one-way latency for 64 B + for the reply size"
 echo "(ucp_am_lat reports half a round trip; best of $REPEAT runs); raw -I: the same with UCP_FEATURE_WAKEUP."
-echo "ratio = Lego p50 / the lower of raw RTT and raw -I."
+echo "ratio = Lego p50 / the lower of raw RTT and raw -I. Lego's client reads each reply where UCX received it"
+echo "(Channel::CallView), as ucx_perftest's receiver does; copied p50: the same calls with every reply copied"
+echo "into a buffer of the caller's (Channel::Call, lego-rpc-bench --copy-reply)."
 if [[ $FAILED -gt 0 ]]; then
   echo "$FAILED run(s) failed" >&2
   exit 1
