@@ -806,7 +806,8 @@ void Messenger::WaitCall(PendingCall* call) {
     const auto spin = std::chrono::microseconds(options_.spin_us);
     Clock::time_point spin_until{}, yield_after{};
     for (unsigned i = 1; !call->done(); ++i) {
-      LockWorker();
+      // Not LockWorker: the progress thread stays out of the way while callers spin (spinning_callers_).
+      worker_mu_.lock();
       Progress();
       worker_mu_.unlock();
       if ((i & 63) != 0) continue;
