@@ -13,8 +13,12 @@ constexpr int64_t kRebalanceEveryNs = 1'000'000'000;  // idle vNodes are looked 
 
 }  // namespace
 
-BufferCacheSet::BufferCacheSet(const BufferCacheOptions& opts, proto::FsService* downstream)
-    : opts_(opts), enabled_(opts.capacity_bytes / kCacheBlockSize > 0), downstream_(downstream) {}
+BufferCacheSet::BufferCacheSet(const BufferCacheOptions& opts, proto::FsService* downstream,
+                               std::chrono::nanoseconds idle_after)
+    : opts_(opts),
+      enabled_(opts.capacity_bytes / kCacheBlockSize > 0),
+      downstream_(downstream),
+      idle_after_(idle_after) {}
 
 BufferCacheSet::~BufferCacheSet() { Stop(); }
 
@@ -25,41 +29,56 @@ void BufferCacheSet::Start() {
 }
 
 void BufferCacheSet::Stop() {
-  std::vector<BufferCache*> all;
+  std::vector<std::shared_ptr<BufferCache>> all;
   {
     MutexLock l(mu_);
     started_ = false;
-    for (auto& [vnode, c] : caches_) all.push_back(c.get());
+    for (auto& [vnode, c] : caches_) all.push_back(c);
   }
-  for (BufferCache* c : all) c->Stop();  // outside the lock: a stop flushes, which may wait for an smon
+  for (auto& c : all) c->Stop();  // outside the lock: a stop flushes, which may wait for an smon
 }
 
-BufferCache* BufferCacheSet::CacheFor(uint32_t vnode) {
+std::shared_ptr<BufferCache> BufferCacheSet::CacheFor(uint32_t vnode) {
   const int64_t now = SteadyNs();
+  std::vector<std::shared_ptr<BufferCache>> retired;  // destroyed after the lock is released
   MutexLock l(mu_);
   auto it = caches_.find(vnode);
   if (it == caches_.end()) {
-    auto c = std::make_unique<BufferCache>(opts_, downstream_);  // enabled; Rebalance sets its share below
+    auto c = std::make_shared<BufferCache>(opts_, downstream_);  // enabled; Rebalance sets its share below
     if (started_) c->Start();
     it = caches_.emplace(vnode, std::move(c)).first;
     LEGO_LOG_INFO("bcache_vnode_added vnode={} vnodes={}", vnode, caches_.size());
   }
-  BufferCache* c = it->second.get();
-  auto a = active_.find(c);
+  std::shared_ptr<BufferCache> c = it->second;
+  auto a = active_.find(c.get());
   if (a == active_.end() || !a->second || now >= next_rebalance_ns_.load(std::memory_order_relaxed)) {
-    Rebalance(c);
+    Rebalance(c.get(), &retired);
     next_rebalance_ns_.store(now + kRebalanceEveryNs, std::memory_order_relaxed);
   }
-  return c;
+  return c;  // `l` is released before `retired` is destroyed (declared first)
 }
 
-void BufferCacheSet::Rebalance(const BufferCache* now_active) {
-  const int64_t idle_before = SteadyNs() - std::chrono::nanoseconds(kIdleAfter).count();
+void BufferCacheSet::Rebalance(const BufferCache* now_active,
+                               std::vector<std::shared_ptr<BufferCache>>* retired) {
+  const int64_t idle_before = SteadyNs() - idle_after_.count();
   size_t n = 0;
-  for (auto& [vnode, c] : caches_) {
-    const bool active = c.get() == now_active || c->last_used_ns() >= idle_before;
-    active_[c.get()] = active;
+  for (auto it = caches_.begin(); it != caches_.end();) {
+    BufferCache* c = it->second.get();
+    const bool active = c == now_active || c->last_used_ns() >= idle_before;
+    // Idle, shrunk to nothing (nothing dirty either: dirty blocks are resident) and unused: retire it. The
+    // reference count is exact here, since every other reference is taken under mu_.
+    if (!active && c->capacity_blocks() == 0 && c->stats().resident_bytes == 0 &&
+        it->second.use_count() == 1) {
+      retired_stats_ += c->stats();
+      active_.erase(c);
+      LEGO_LOG_INFO("bcache_vnode_retired vnode={} vnodes={}", it->first, caches_.size() - 1);
+      retired->push_back(std::move(it->second));
+      it = caches_.erase(it);
+      continue;
+    }
+    active_[c] = active;
     n += active;
+    ++it;
   }
   const uint64_t blocks = opts_.capacity_bytes / kCacheBlockSize;
   const uint64_t share = n == 0 ? 0 : blocks / n * kCacheBlockSize;
@@ -76,24 +95,24 @@ proto::FsReply BufferCacheSet::Execute(const proto::FsRequest& req) {
 
 bool BufferCacheSet::TryServeRead(const proto::FsRequest& req, proto::FsReply* out) {
   if (!enabled_) return false;
-  BufferCache* c = nullptr;
+  std::shared_ptr<BufferCache> c;
   {
     MutexLock l(mu_);
     auto it = caches_.find(req.f.vnode);
     if (it == caches_.end()) return false;
-    c = it->second.get();
+    c = it->second;
   }
   return c->TryServeRead(req, out);
 }
 
 Status BufferCacheSet::FlushAll() {
-  std::vector<BufferCache*> all;
+  std::vector<std::shared_ptr<BufferCache>> all;
   {
     MutexLock l(mu_);
-    for (auto& [vnode, c] : caches_) all.push_back(c.get());
+    for (auto& [vnode, c] : caches_) all.push_back(c);
   }
   Status first;
-  for (BufferCache* c : all) {
+  for (auto& c : all) {
     Status st = c->FlushAll();
     if (first.ok() && !st.ok()) first = st;
   }
@@ -101,8 +120,8 @@ Status BufferCacheSet::FlushAll() {
 }
 
 BufferCacheStats BufferCacheSet::stats() const {
-  BufferCacheStats sum;
   MutexLock l(mu_);
+  BufferCacheStats sum = retired_stats_;
   for (auto& [vnode, c] : caches_) sum += c->stats();
   return sum;
 }
@@ -110,6 +129,11 @@ BufferCacheStats BufferCacheSet::stats() const {
 uint64_t BufferCacheSet::share_bytes() const {
   MutexLock l(mu_);
   return share_bytes_;
+}
+
+size_t BufferCacheSet::cache_count() const {
+  MutexLock l(mu_);
+  return caches_.size();
 }
 
 }  // namespace lego::mmon

@@ -12,6 +12,11 @@
 // cache between its requests (BufferCache::SetCapacity), so for a moment after a new vNode becomes active the
 // caches together may hold more than the budget, until the others' next request or flusher tick.
 //
+// Retiring: an idle cache that has shrunk to nothing and that no request is using is dropped at the next
+// rebalance, with its flusher thread (its counters are kept in the set's totals), so an mmon that has homed
+// many vNodes over its life keeps caches and threads only for those used lately. A vNode that comes back
+// gets a new, empty cache.
+//
 // Thread safety: every method may be called from any thread; the set's own lock guards only the map of
 // caches and is never held across a request.
 #pragma once
@@ -20,6 +25,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "common/thread_annotations.h"
 #include "mmon/buffer_cache.h"
@@ -30,8 +36,9 @@ class BufferCacheSet : public proto::FsService {
  public:
   static constexpr std::chrono::seconds kIdleAfter{60};
 
-  // downstream must outlive the set.
-  BufferCacheSet(const BufferCacheOptions& opts, proto::FsService* downstream);
+  // downstream must outlive the set. idle_after: kIdleAfter, shorter in tests.
+  BufferCacheSet(const BufferCacheOptions& opts, proto::FsService* downstream,
+                 std::chrono::nanoseconds idle_after = kIdleAfter);
   ~BufferCacheSet() override;  // calls Stop
 
   void Start();
@@ -45,17 +52,23 @@ class BufferCacheSet : public proto::FsService {
   bool enabled() const { return enabled_; }
   // The capacity each active vNode's cache has now, in bytes (for tests and logs).
   uint64_t share_bytes() const;
+  size_t cache_count() const;  // caches kept now (vNodes used lately, or not yet retired)
 
  private:
-  BufferCache* CacheFor(uint32_t vnode);
-  // Recomputes the shares; `now_active` (may be null) counts as active whatever its last use.
-  void Rebalance(const BufferCache* now_active) REQUIRES(mu_);
+  std::shared_ptr<BufferCache> CacheFor(uint32_t vnode);
+  // Recomputes the shares; `now_active` (may be null) counts as active whatever its last use. Caches it
+  // retires are moved to `retired`, to be destroyed by the caller outside mu_ (a destruction joins a thread).
+  void Rebalance(const BufferCache* now_active, std::vector<std::shared_ptr<BufferCache>>* retired)
+      REQUIRES(mu_);
 
   const BufferCacheOptions opts_;
   const bool enabled_;
   proto::FsService* const downstream_;
+  const std::chrono::nanoseconds idle_after_;
   mutable Mutex mu_;
-  std::map<uint32_t, std::unique_ptr<BufferCache>> caches_ GUARDED_BY(mu_);
+  // Shared with the requests running on them: a cache is retired only when the map holds its only reference.
+  std::map<uint32_t, std::shared_ptr<BufferCache>> caches_ GUARDED_BY(mu_);
+  BufferCacheStats retired_stats_ GUARDED_BY(mu_);             // the counters of retired caches
   std::map<const BufferCache*, bool> active_ GUARDED_BY(mu_);  // as of the last Rebalance
   uint64_t share_bytes_ GUARDED_BY(mu_) = 0;
   bool started_ GUARDED_BY(mu_) = false;

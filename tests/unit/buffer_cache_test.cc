@@ -944,6 +944,40 @@ TEST(BufferCacheSet, ActiveVnodesShareTheBudget) {
   EXPECT_EQ(*down.two.Contents("y"), two);
 }
 
+// An idle vNode's cache, once shrunk to nothing (its dirty blocks flushed first), is retired with its flusher
+// thread at a later rebalance; its counters stay in the totals, and the vNode's files are intact when it
+// comes back to a new cache.
+TEST(BufferCacheSet, IdleVnodesCachesAreRetired) {
+  TwoVnodes down;
+  down.one.Put("x", {});
+  down.two.Put("y", Pattern(8 * kCacheBlockSize, 7));
+  BufferCacheSet set(Opts(64 * kCacheBlockSize), &down, std::chrono::milliseconds(200));
+  set.Start();
+  const Bytes x = Pattern(10 * kCacheBlockSize, 8);
+  FsRequest w = VReq(1, FsOp::kWrite, "x", 0);
+  w.data = x;
+  ASSERT_EQ(set.Execute(w).err(), 0);
+  EXPECT_EQ(set.cache_count(), 1u);
+  EXPECT_GT(set.stats().dirty_bytes, 0u);  // in vNode 1's cache only
+  const uint64_t written = set.stats().write_blocks;
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // vNode 1 goes idle
+  // vNode 2's requests: its first makes vNode 1's cache shrink to nothing; a rebalance (at most one a second)
+  // after that retires it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  do {
+    ASSERT_EQ(set.Execute(VReq(2, FsOp::kRead, "y", 0, 4096)).err(), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  } while (set.cache_count() > 1 && std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(set.cache_count(), 1u);
+  EXPECT_EQ(*down.one.Contents("x"), x);         // flushed before it was dropped
+  EXPECT_GE(set.stats().write_blocks, written);  // its counters are kept
+  EXPECT_EQ(set.stats().dirty_bytes, 0u);
+  // vNode 1 comes back: a new cache, the same file.
+  EXPECT_EQ(set.Execute(VReq(1, FsOp::kRead, "x", 0, x.size())).data, x);
+  EXPECT_EQ(set.cache_count(), 2u);
+  set.Stop();
+}
+
 // Off (capacity 0): every request passes straight through, whatever its vNode.
 TEST(BufferCacheSet, OffPassesThrough) {
   TwoVnodes down;
