@@ -516,7 +516,7 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
   // it).
   for (int octave = kFaultLatencyMinOctave; octave <= kFaultLatencyMaxOctave; ++octave)
     v.push_back({fmt::format("lego_pmon_fault_latency_le_{}ns", uint64_t{1} << octave),
-                 static_cast<double>(t.fault_latency.CountAtMostPow2(octave))});
+                 static_cast<double>(t.fault_latency.CountBelowPow2(octave))});
   v.push_back({"lego_pmon_fault_latency_count", static_cast<double>(t.fault_latency.Count())});
   auto fs = vnodes_->Stats();
   v.insert(v.end(), fs.begin(), fs.end());
