@@ -1409,7 +1409,10 @@ void Messenger::OnRndvDone(void* request, ucs_status_t status, size_t length, vo
 void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len,
                              bool rndv) {
   OrderQueue& q = ordered_[conn_id];
-  if (!rndv && q.held_bytes + len > options_.max_held_bytes) {
+  // Both kinds count: a small message's copy and a rendezvous message's buffer (allocated now, filled as its
+  // data arrives: a peer that sends headers and stalls their data must not make us allocate without end).
+  // The first message of a queue is always taken, so that any message up to max_payload gets through.
+  if (!q.entries.empty() && q.held_bytes + len > options_.max_held_bytes) {
     // Refused, not reordered: the sender learns at once, and what it sent later still waits its turn.
     c_order_refused_->Increment();
     LEGO_LOG_RATELIMITED("order_queue_full conn={} op={:#06x} kind={} held_bytes={} limit={}", conn_id,
@@ -1424,12 +1427,12 @@ void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void
   Ordered* e = owned.get();
   e->hdr = hdr;
   q.entries.push_back(std::move(owned));
+  e->counted = len;
+  q.held_bytes += len;
   if (!rndv) {
     const auto* p = static_cast<const uint8_t*>(data);
     e->buf.assign(p, p + len);
     e->state = Ordered::State::kReady;
-    e->copy = true;
-    q.held_bytes += len;
     return;  // something is ahead of it (else the queue would not exist): delivered when that completes
   }
   e->buf.resize(len);
@@ -1453,7 +1456,7 @@ void Messenger::DeliverOrdered(uint64_t conn_id) {
   while (!q.entries.empty() && q.entries.front()->state != Ordered::State::kReceiving) {
     std::unique_ptr<Ordered> e = std::move(q.entries.front());
     q.entries.pop_front();
-    if (e->copy) q.held_bytes -= e->buf.size();
+    q.held_bytes -= e->counted;
     // Not while shutting down (a transfer cancelled by the worker's teardown): nobody could be answered,
     // and the handlers' owners may be gone.
     if (e->state == Ordered::State::kReady && !stop_.load(std::memory_order_relaxed))

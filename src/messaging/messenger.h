@@ -66,10 +66,11 @@ struct MessengerOptions {
   // TCP loopback even on one host. kAuto: NONE (shared memory) for loopback peers, PEER for all others.
   enum class ErrorMode { kAuto, kPeer, kNone } error_mode = ErrorMode::kAuto;
   Metrics* metrics = nullptr;  // counters go here if set
-  // Per connection: at most this many bytes of small messages are held (copied) behind a rendezvous transfer
-  // still arriving (protocol.md, "Ordering"); a request past it is refused with kOutOfMemory, a one-way
-  // message dropped, both logged. Bounds the copies a peer that stalls a transfer can make the receiver
-  // keep (rendezvous messages' own buffers are not counted: each is at most max_payload, as ever).
+  // Per connection: at most this many bytes of messages are held behind a rendezvous transfer still
+  // arriving (protocol.md, "Ordering"): small messages' copies and later rendezvous messages' buffers, with
+  // the transfer at the head of the queue counted too (but always taken, so a message up to max_payload gets
+  // through). A request past it is refused with kOutOfMemory, a one-way message dropped, both logged. Bounds
+  // what a peer that stalls a transfer can make the receiver allocate.
   size_t max_held_bytes = 64u << 20;
 };
 
@@ -349,12 +350,12 @@ class Messenger {
     proto::MsgHeader hdr;
     Bytes buf;  // the payload (a copy, or where the transfer lands)
     State state = State::kReceiving;
-    bool copy = false;  // buf is a small message's copy (counted in OrderQueue::held_bytes)
+    size_t counted = 0;  // its bytes in OrderQueue::held_bytes (the payload's length)
   };
   struct RndvRecv;  // a rendezvous receive in flight (messenger.cc)
   struct OrderQueue {
     std::deque<std::unique_ptr<Ordered>> entries;
-    size_t held_bytes = 0;  // payload bytes of the small messages (copies) in entries
+    size_t held_bytes = 0;  // payload bytes of the messages in entries (copies and rendezvous buffers)
     bool draining = false;  // DeliverOrdered is running for this connection
   };
   void QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void* data, size_t len, bool rndv);

@@ -317,7 +317,9 @@ TEST_F(MessengerTest, OneWayMessageIsDelivered) {
 // UCX delivers at once. Without that, a small free_range could overtake a large write_pages sent before it.
 TEST_F(MessengerTest, MessagesOnAConnectionAreHandledInTheOrderSent) {
   constexpr uint16_t kOrdered = 0x7e02;
-  auto srv = Make("ordered", 4 << 20);
+  // Room for all 100 MiB of large messages below (sent at once) to wait: this test is about order, not about
+  // the bound (MessagesHeldForOrderAreBounded, LargeMessagesHeldForOrderAreBoundedToo).
+  auto srv = Make("ordered", 4 << 20, /*max_held_bytes=*/256u << 20);
   std::mutex mu;
   std::vector<uint32_t> seen;
   auto record = [&](const Incoming& in) {
@@ -403,6 +405,48 @@ TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
 
 // A request whose handler was registered with Order::kMayOvertake (p2m.read_pages) is not held behind a
 // large one still arriving: over many pairs sent back to back, some small ones are handled first.
+// Large messages queued behind a large one still arriving count against the bound too: each gets a buffer of
+// its full size when its header arrives, so a peer that stalls transfers must not make the receiver allocate
+// without end. With room for one 2 MiB message behind another, most of a burst of them are refused, the first
+// of the queue always gets through, and the rest are handled in order.
+TEST_F(MessengerTest, LargeMessagesHeldForOrderAreBoundedToo) {
+  constexpr uint16_t kOrdered = 0x7e06;
+  auto srv = Make("bounded-large", 4 << 20, /*max_held_bytes=*/5u << 20);
+  std::mutex mu;
+  std::vector<uint32_t> seen;
+  srv->Handle(kOrdered, [&](const Incoming& in, Responder r) {
+    uint32_t seq = ~0u;
+    if (in.payload.size() >= 4) std::memcpy(&seq, in.payload.data(), 4);
+    {
+      std::lock_guard lk(mu);
+      seen.push_back(seq);
+    }
+    r.Reply();
+  });
+  auto ch = ServeAndConnect(*srv);
+  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
+  constexpr uint32_t kMessages = 60;
+  std::vector<std::shared_ptr<PendingCall>> calls;
+  for (uint32_t i = 0; i < kMessages; ++i) {
+    proto::Bytes p(2u << 20, 0x5a);
+    std::memcpy(p.data(), &i, 4);
+    calls.push_back(ch.value()->CallAsync(kOrdered, std::move(p), 20s));
+  }
+  size_t refused = 0;
+  for (auto& c : calls) {
+    auto r = c->Wait();
+    if (r.ok()) continue;
+    EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory) << r.status().ToString();
+    ++refused;
+  }
+  srv->Shutdown();
+  std::lock_guard lk(mu);
+  EXPECT_EQ(seen.size() + refused, kMessages);
+  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+  EXPECT_FALSE(seen.empty());
+  EXPECT_GT(refused, 0u);  // 60 x 2 MiB sent at once: never more than 2 waiting at a time
+}
+
 TEST_F(MessengerTest, ARequestThatMayOvertakeIsNotHeldBehindALargeOne) {
   constexpr uint16_t kWrite = 0x7e03, kRead = 0x7e04;
   auto srv = Make("overtake", 4 << 20);
