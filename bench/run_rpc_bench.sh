@@ -154,7 +154,7 @@ run_lego_once() {
   shift 4
   local sout="$WORK/server.$tag.out" serr="$WORK/server.$tag.err" cout="$WORK/client.$tag.out"
   L_P50=""; L_P99=""; L_OPS=""; L_LANES=""
-  log "lego $transport reply=$reply threads=$threads"
+  log "lego $transport reply=$reply threads=$threads $*"
   : >"$sout"
   # Servers run under `timeout` too, so that none can outlive this script even if it is SIGKILLed.
   timeout -k 5 "$SERVER_LIMIT" "$BIN" --server --listen 127.0.0.1:0 --transport "$transport" >"$sout" 2>"$serr" &
@@ -188,15 +188,22 @@ run_lego_once() {
   L_LANES="$(lanes_of "$cout")"
 }
 
-# run_lego TRANSPORT REPLY THREADS [client flags]: REPEAT runs; keeps the one with the median p50 in L_*.
+# run_lego TRANSPORT REPLY THREADS: REPEAT runs of the client reading replies in place and REPEAT with
+# --copy-reply, alternated (this VM switches between a fast and a slow mode for minutes at a time: runs made
+# back to back share it); keeps the run with the median p50 of the first kind in L_*, and that p50 of the
+# second in C_P50.
 run_lego() {
   local transport="$1" reply="$2" threads="$3" i
-  shift 3
-  local results=()
+  local results=() copied=()
+  C_P50=""
   for ((i = 0; i < REPEAT; i++)); do
-    run_lego_once "$transport" "$reply" "$threads" "$transport-$reply-$threads-$i$*" "$@" || return 1
+    run_lego_once "$transport" "$reply" "$threads" "$transport-$reply-$threads-$i" || return 1
     results+=("$L_P50 $L_P99 $L_OPS ${L_LANES:--}")
+    run_lego_once "$transport" "$reply" "$threads" "$transport-$reply-$threads-$i-copy" --copy-reply &&
+      copied+=("$L_P50")
   done
+  [[ ${#copied[@]} -gt 0 ]] && C_P50="$(printf '%s\n' "${copied[@]}" | sort -g |
+    awk -v n="${#copied[@]}" 'NR == int((n + 1) / 2)')"
   read -r L_P50 L_P99 L_OPS L_LANES <<<"$(printf '%s\n' "${results[@]}" | sort -g -k1,1 |
     awk -v n="${#results[@]}" 'NR == int((n + 1) / 2)')"
 }
@@ -297,14 +304,12 @@ for transport in shm tcp; do
     [[ -n "$lr" ]] && rtt2="$(awk -v b="$lr" 'BEGIN{print 2 * b}')"
     [[ -n "$li64" && -n "$lir" ]] && rtti="$(awk -v a="$li64" -v b="$lir" 'BEGIN{print a + b}')"
     for threads in 1 2; do
+      # Also the same calls with every reply copied into a buffer of the caller's (Channel::Call): C_P50.
       if run_lego "$transport" "$reply" "$threads"; then
-        p50="$L_P50"; p99="$L_P99"; ops="$L_OPS"; lanes="$L_LANES"
+        p50="$L_P50"; p99="$L_P99"; ops="$L_OPS"; lanes="$L_LANES"; copied="$C_P50"
       else
-        p50=""; p99=""; ops=""; lanes="(failed)"
+        p50=""; p99=""; ops=""; lanes="(failed)"; copied=""
       fi
-      # The same calls with every reply copied into a buffer of the caller's (Channel::Call).
-      copied=""
-      run_lego "$transport" "$reply" "$threads" --copy-reply && copied="$L_P50"
       ratio=""
       # Against the lower of the two raw round trips (with and without UCP_FEATURE_WAKEUP) that were measured.
       [[ -n "$p50" ]] && ratio="$(awk -v p="$p50" -v a="$rtt" -v b="$rtti" 'BEGIN{

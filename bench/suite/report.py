@@ -257,7 +257,7 @@ def plots(out_dir: str, results: list[Result], workloads, fractions: list[float]
                     ax.step(xs, ys, where="post", label=r.workload)
             ax.set_xscale("log")
             ax.set_xlabel("fault service time (us)", fontsize=8)
-            ax.set_ylabel("fraction of faults <=", fontsize=8)
+            ax.set_ylabel("fraction of faults <", fontsize=8)
             ax.set_title("ExCache = %g%% of peak working set" % (f * 100), fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             ax.set_ylim(0, 1.01)
@@ -272,7 +272,7 @@ def plots(out_dir: str, results: list[Result], workloads, fractions: list[float]
 
 
 def cdf_points(hist: dict[str, float]) -> tuple[list[float], list[float]]:
-    """The cumulative `lego_pmon_fault_latency_le_<N>ns` counts -> (upper bound in us, fraction <=)."""
+    """The cumulative `lego_pmon_fault_latency_le_<N>ns` counts -> (bound in us, fraction of faults below it)."""
     total = hist.get("lego_pmon_fault_latency_count", 0)
     pts = []
     for k, v in hist.items():

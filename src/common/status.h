@@ -29,6 +29,7 @@ enum class StatusCode : int32_t {
   kShuttingDown = 11,    // the local endpoint or peer is stopping
   kIoError = 12,         // local OS call failed
   kInternal = 13,        // a bug: logged with detail
+  kBusy = 14,            // the peer cannot take this request now (a bounded queue is full): retry later
 };
 
 std::string_view StatusCodeName(StatusCode code);

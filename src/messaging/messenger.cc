@@ -623,6 +623,13 @@ void Messenger::Shutdown() {
     ucp_request_free(r);
   }
   for (int i = 0; i < 100; ++i) Progress();
+  if (held_replies_ > 0) {
+    // A ReplyView or finished call still holds a UCX receive buffer: a caller broke the rule that views do
+    // not outlive their messenger. Destroying the worker under it would free the buffer it still reads.
+    keep_worker_ = true;
+    LEGO_LOG_ERROR("ucx_worker_kept replies_still_held={} (a ReplyView outlives its messenger: a bug)",
+                   held_replies_);
+  }
   if (unclosed > 0) {
     // A peer that does not answer (stopped, or gone without UCX noticing: loopback has no peer error
     // handling) leaves its endpoint with requests pending, and UCX aborts the process if the worker is
@@ -760,10 +767,18 @@ void Messenger::ProgressLoop() {
 }
 
 unsigned Messenger::Progress() {
-  ++progress_depth_;
-  const unsigned n = ucp_worker_progress(worker_);
-  if (--progress_depth_ == 0 && !to_release_.empty()) {
+  unsigned n;
+  {
+    ++progress_depth_;
+    struct Leave {
+      int& depth;
+      ~Leave() { --depth; }
+    } leave{progress_depth_};
+    n = ucp_worker_progress(worker_);
+  }
+  if (progress_depth_ == 0 && !to_release_.empty()) {
     for (void* data : to_release_) ucp_am_data_release(worker_, data);
+    held_replies_ -= to_release_.size();
     to_release_.clear();
   }
   return n;
@@ -772,11 +787,12 @@ unsigned Messenger::Progress() {
 void Messenger::ReleaseHeld(void* data) {
   LockWorker();
   std::lock_guard wl(worker_mu_, std::adopt_lock);
-  --held_replies_;
-  if (progress_depth_ > 0)
+  if (progress_depth_ > 0) {
     to_release_.push_back(data);
-  else
-    ucp_am_data_release(worker_, data);
+    return;
+  }
+  ucp_am_data_release(worker_, data);
+  --held_replies_;
 }
 
 void Messenger::LockWorker() {
@@ -1218,9 +1234,8 @@ bool Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const
   if (call->status_.ok()) {
     if (owned) {
       call->reply_ = std::move(*owned);  // a rendezvous reply: its buffer (exactly the payload), not a copy
-    } else if (holdable && call->in_place_ && payload.size() > kInlineBytes) {
-      // Read in place: UCX keeps the buffer until the caller's ReplyView (or the call) gives it back. Smaller
-      // replies are copied: they came inline, in a FIFO element UCX cannot lend.
+    } else if (holdable && call->in_place_ && payload.size() >= kMinInPlaceBytes) {
+      // Read in place: UCX keeps the buffer until the caller's ReplyView (or the call) gives it back.
       call->held_ = const_cast<uint8_t*>(payload.data());
       call->held_view_ = payload;
       held = true;
@@ -1417,7 +1432,7 @@ void Messenger::QueueOrdered(const proto::MsgHeader& hdr, uint64_t conn_id, void
     c_order_refused_->Increment();
     LEGO_LOG_RATELIMITED("order_queue_full conn={} op={:#06x} kind={} held_bytes={} limit={}", conn_id,
                          hdr.opcode, hdr.kind, q.held_bytes, options_.max_held_bytes);
-    return ReplyError(conn_id, hdr, StatusCode::kOutOfMemory,
+    return ReplyError(conn_id, hdr, StatusCode::kBusy,
                       fmt::format("{} bytes of messages already wait behind a large one on this connection "
                                   "(limit {}): refused rather than handled out of order",
                                   q.held_bytes, options_.max_held_bytes));

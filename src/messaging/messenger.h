@@ -69,7 +69,7 @@ struct MessengerOptions {
   // Per connection: at most this many bytes of messages are held behind a rendezvous transfer still
   // arriving (protocol.md, "Ordering"): small messages' copies and later rendezvous messages' buffers, with
   // the transfer at the head of the queue counted too (but always taken, so a message up to max_payload gets
-  // through). A request past it is refused with kOutOfMemory, a one-way message dropped, both logged. Bounds
+  // through). A request past it is refused with kBusy, a one-way message dropped, both logged. Bounds
   // what a peer that stalls a transfer can make the receiver allocate.
   size_t max_held_bytes = 64u << 20;
 };
@@ -328,6 +328,9 @@ class Messenger {
   static constexpr size_t kPooledSendBytes = 16 * 1024;  // at most 64 x 16 KiB kept per messenger
   static constexpr size_t kMaxPooledSends = 64;
   static constexpr size_t kInlineBytes = 1024;  // larger messages never fit UCX's inline (short) sends
+  // Replies read in place (ReplyView) from this size: a smaller one is copied, which costs less than giving
+  // the buffer back (and one of up to ~100 bytes arrives in a FIFO element that UCX cannot lend anyway).
+  static constexpr size_t kMinInPlaceBytes = 1024;
 
   struct Conn {
     uint64_t id = 0;
@@ -452,9 +455,9 @@ class Messenger {
   std::vector<ucp_ep_h> to_close_;                     // guarded by worker_mu_: failed eps to close
   std::vector<ucs_status_ptr_t> closing_;              // guarded by worker_mu_: CloseConn's closes in flight
   bool keep_worker_ = false;  // set by Shutdown: an endpoint did not close, so the worker is never destroyed
-  std::vector<HeldSend*> free_sends_;                 // guarded by worker_mu_
-  int progress_depth_ = 0;                            // guarded by worker_mu_: Progress() calls running
-  size_t held_replies_ = 0;                           // guarded by worker_mu_: UCX buffers kept for replies
+  std::vector<HeldSend*> free_sends_;  // guarded by worker_mu_
+  int progress_depth_ = 0;             // guarded by worker_mu_: Progress() calls running
+  size_t held_replies_ = 0;  // guarded by worker_mu_: UCX buffers kept for replies, until really given back
   std::vector<void*> to_release_;                     // guarded by worker_mu_: see ReleaseHeld
   std::unordered_map<uint64_t, OrderQueue> ordered_;  // guarded by worker_mu_: by connection id
   uint64_t next_conn_id_ = 1;                         // guarded by worker_mu_

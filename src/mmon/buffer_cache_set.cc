@@ -67,9 +67,11 @@ void BufferCacheSet::Rebalance(const BufferCache* now_active,
     const bool active = c == now_active || c->last_used_ns() >= idle_before;
     // Idle, shrunk to nothing (nothing dirty either: dirty blocks are resident) and unused: retire it. The
     // reference count is exact here, since every other reference is taken under mu_.
-    if (!active && c->capacity_blocks() == 0 && c->stats().resident_bytes == 0 &&
-        it->second.use_count() == 1) {
-      retired_stats_ += c->stats();
+    const BufferCacheStats st = c->stats();
+    if (!active && c->capacity_blocks() == 0 && st.resident_bytes == 0 && it->second.use_count() == 1) {
+      BufferCacheStats kept = st;  // its counters; its gauges are zero (it holds nothing) and stay out
+      kept.dirty_bytes = kept.resident_bytes = 0;
+      retired_stats_ += kept;
       active_.erase(c);
       LEGO_LOG_INFO("bcache_vnode_retired vnode={} vnodes={}", it->first, caches_.size() - 1);
       retired->push_back(std::move(it->second));

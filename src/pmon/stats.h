@@ -52,9 +52,10 @@ class LatencyHistogram {
         seen += counts[i];
         continue;
       }
-      // The rank-th sample of the bucket's counts[i], assumed spread evenly over [lo, hi).
+      // The rank-th sample, the bucket's counts[i] samples taken as spread evenly over [lo, hi), each at the
+      // middle of its share (so that a bucket of one value, below 16 ns, gives that value).
       const double lo = static_cast<double>(Lower(i)), hi = static_cast<double>(Lower(i + 1));
-      const double frac = (rank - static_cast<double>(seen)) / static_cast<double>(counts[i]);
+      const double frac = (rank - static_cast<double>(seen) - 0.5) / static_cast<double>(counts[i]);
       return static_cast<uint64_t>(lo + (hi - lo) * frac);
     }
     return Lower(kBuckets - 1);

@@ -236,7 +236,7 @@ HeaderCheck ValidateHeader(std::span<const uint8_t> am_header, size_t payload_ar
 }
 
 StatusCode ReplyStatus(int32_t wire_status) {
-  if (wire_status < 0 || wire_status > static_cast<int32_t>(StatusCode::kInternal))
+  if (wire_status < 0 || wire_status > static_cast<int32_t>(StatusCode::kBusy))
     return StatusCode::kBadMessage;
   return static_cast<StatusCode>(wire_status);
 }

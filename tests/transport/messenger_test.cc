@@ -162,7 +162,8 @@ TEST_F(MessengerTest, RepliesAreReadInPlaceAndTheirBuffersGoBack) {
     if (n <= 1024) EXPECT_FALSE(MessengerTestPeer::InPlace(*v)) << n;  // inline: always a copy
     any_in_place |= MessengerTestPeer::InPlace(*v);
   }
-  EXPECT_TRUE(any_in_place) << "no reply size was read in place";
+  // Over shared memory (the default here) a 1500-60000 byte eager reply lands in a buffer UCX can lend.
+  if (getenv("UCX_TLS") == nullptr) EXPECT_TRUE(any_in_place) << "no reply size was read in place";
   EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
 
   // 16 views alive at once, then more calls: each still shows its own reply.
@@ -191,6 +192,22 @@ TEST_F(MessengerTest, RepliesAreReadInPlaceAndTheirBuffersGoBack) {
         ch_->CallAsync(proto::kEcho, pattern(4096, 6), 5s, proto::Bytes(), Channel::Receive::kInPlace);
     while (!unread->done()) std::this_thread::sleep_for(1ms);
   }
+  EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
+  // Dropped before their replies come: each call's last reference then goes inside UCX's callback, before
+  // UCX has taken the buffer's ownership back, so it is given back after the callback (ReleaseHeld defers).
+  for (uint8_t k = 0; k < 20; ++k)
+    (void)ch_->CallAsync(proto::kEcho, pattern(4096, k), 5s, proto::Bytes(), Channel::Receive::kInPlace);
+  EXPECT_TRUE(test::WaitFor([&] { return MessengerTestPeer::PendingCalls(*client_) == 0; }, 5s));
+  EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
+  // An error reply, and an abandoned call, read in place.
+  auto bad = ch_->CallAsync(0x7ffe, proto::Bytes(4096, 1), 5s, proto::Bytes(), Channel::Receive::kInPlace)
+                 ->WaitView();
+  EXPECT_EQ(bad.status().code(), StatusCode::kUnknownOpcode);
+  auto gone = ch_->CallAsync(proto::kEcho, pattern(4096, 3), 5s, proto::Bytes(), Channel::Receive::kInPlace);
+  gone->Abandon();
+  EXPECT_FALSE(gone->WaitView().ok());
+  gone.reset();
+  EXPECT_TRUE(test::WaitFor([&] { return MessengerTestPeer::PendingCalls(*client_) == 0; }, 5s));
   EXPECT_EQ(MessengerTestPeer::HeldReplies(*client_), 0u);
   ExpectServerAlive();
 }
@@ -387,7 +404,7 @@ TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
   for (auto& c : calls) {
     auto r = c->Wait();
     if (r.ok()) continue;
-    EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory) << r.status().ToString();
+    EXPECT_EQ(r.status().code(), StatusCode::kBusy) << r.status().ToString();
     ++refused;
   }
   double counted = -1;
@@ -400,11 +417,9 @@ TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
   std::lock_guard lk(mu);
   EXPECT_EQ(seen.size() + refused, kMessages);
   EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
-  EXPECT_GT(refused, 0u);  // 64-byte messages: at most 4 of the 9 behind each large one may wait
+  EXPECT_GT(refused, 0u);  // the 2 MiB message at a queue's head already exceeds the 256 bytes
 }
 
-// A request whose handler was registered with Order::kMayOvertake (p2m.read_pages) is not held behind a
-// large one still arriving: over many pairs sent back to back, some small ones are handled first.
 // Large messages queued behind a large one still arriving count against the bound too: each gets a buffer of
 // its full size when its header arrives, so a peer that stalls transfers must not make the receiver allocate
 // without end. With room for one 2 MiB message behind another, most of a burst of them are refused, the first
@@ -426,27 +441,31 @@ TEST_F(MessengerTest, LargeMessagesHeldForOrderAreBoundedToo) {
   auto ch = ServeAndConnect(*srv);
   ASSERT_TRUE(ch.ok()) << ch.status().ToString();
   constexpr uint32_t kMessages = 60;
-  std::vector<std::shared_ptr<PendingCall>> calls;
+  std::vector<proto::Bytes> payloads;  // made first, so that the sends below follow each other closely
   for (uint32_t i = 0; i < kMessages; ++i) {
-    proto::Bytes p(2u << 20, 0x5a);
-    std::memcpy(p.data(), &i, 4);
-    calls.push_back(ch.value()->CallAsync(kOrdered, std::move(p), 20s));
+    payloads.emplace_back(2u << 20, 0x5a);
+    std::memcpy(payloads.back().data(), &i, 4);
   }
+  std::vector<std::shared_ptr<PendingCall>> calls;
+  for (auto& p : payloads) calls.push_back(ch.value()->CallAsync(kOrdered, std::move(p), 20s));
   size_t refused = 0;
   for (auto& c : calls) {
     auto r = c->Wait();
     if (r.ok()) continue;
-    EXPECT_EQ(r.status().code(), StatusCode::kOutOfMemory) << r.status().ToString();
+    EXPECT_EQ(r.status().code(), StatusCode::kBusy) << r.status().ToString();
     ++refused;
   }
   srv->Shutdown();
   std::lock_guard lk(mu);
   EXPECT_EQ(seen.size() + refused, kMessages);
   EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
-  EXPECT_FALSE(seen.empty());
-  EXPECT_GT(refused, 0u);  // 60 x 2 MiB sent at once: never more than 2 waiting at a time
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), 0u);  // the first message of a queue is always taken
+  EXPECT_GT(refused, 0u);       // 60 x 2 MiB sent at once: never more than 2 waiting at a time
 }
 
+// A request whose handler was registered with Order::kMayOvertake (p2m.read_pages) is not held behind a
+// large one still arriving: over many pairs sent back to back, some small ones are handled first.
 TEST_F(MessengerTest, ARequestThatMayOvertakeIsNotHeldBehindALargeOne) {
   constexpr uint16_t kWrite = 0x7e03, kRead = 0x7e04;
   auto srv = Make("overtake", 4 << 20);

@@ -12,7 +12,7 @@ namespace lego {
 namespace {
 
 constexpr int kFirstCode = static_cast<int>(StatusCode::kOk);
-constexpr int kLastCode = static_cast<int>(StatusCode::kInternal);
+constexpr int kLastCode = static_cast<int>(StatusCode::kBusy);
 
 TEST(StatusTest, DefaultIsOk) {
   Status s;
@@ -62,6 +62,7 @@ TEST(StatusCodeTest, WireValuesArePinned) {
   EXPECT_EQ(static_cast<int>(StatusCode::kShuttingDown), 11);
   EXPECT_EQ(static_cast<int>(StatusCode::kIoError), 12);
   EXPECT_EQ(static_cast<int>(StatusCode::kInternal), 13);
+  EXPECT_EQ(static_cast<int>(StatusCode::kBusy), 14);
 }
 
 TEST(StatusCodeTest, EveryCodeHasADistinctName) {
