@@ -375,49 +375,63 @@ TEST_F(MessengerTest, MessagesOnAConnectionAreHandledInTheOrderSent) {
   EXPECT_EQ(seen, want);
 }
 
-// What waits behind a large message is bounded: past max_held_bytes a request is refused with kOutOfMemory
-// (and counted), never handled out of order; what is handled stays in the order sent.
-TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
-  constexpr uint16_t kOrdered = 0x7e05;
-  auto srv = Make("bounded", 4 << 20, /*max_held_bytes=*/256);
-  std::mutex mu;
+// A burst of kBurstOp requests numbered 0..n-1 (the first 4 bytes of each payload), sent at once to a fresh
+// server whose max_held_bytes is `max_held`: how many were refused (each must be kBusy), the sequence numbers
+// the server handled in the order it handled them, and its lego_msg_refused_order_full_total.
+struct Burst {
+  size_t refused = 0;
   std::vector<uint32_t> seen;
-  srv->Handle(kOrdered, [&](const Incoming& in, Responder r) {
+  double counted = -1;
+};
+Burst SendBurst(Messenger& client, const std::string& name, size_t max_held,
+                std::vector<proto::Bytes> payloads) {
+  constexpr uint16_t kBurstOp = 0x7e05;
+  Burst out;
+  auto srv = Make(name, 4 << 20, max_held);
+  std::mutex mu;
+  srv->Handle(kBurstOp, [&](const Incoming& in, Responder r) {
     uint32_t seq = ~0u;
     if (in.payload.size() >= 4) std::memcpy(&seq, in.payload.data(), 4);
     {
       std::lock_guard lk(mu);
-      seen.push_back(seq);
+      out.seen.push_back(seq);
     }
     r.Reply();
   });
-  auto ch = ServeAndConnect(*srv);
-  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-  constexpr uint32_t kMessages = 300;
-  std::vector<std::shared_ptr<PendingCall>> calls;
-  for (uint32_t i = 0; i < kMessages; ++i) {
-    proto::Bytes p(i % 10 == 0 ? (2u << 20) : 64u, 0x5a);  // a 2 MiB message, then nine small ones
-    std::memcpy(p.data(), &i, 4);
-    calls.push_back(ch.value()->CallAsync(kOrdered, std::move(p), 10s));
-  }
-  size_t refused = 0;
+  EXPECT_TRUE(srv->Listen({"127.0.0.1", 0}).ok());
+  EXPECT_TRUE(srv->Start().ok());
+  auto ch = client.Connect(srv->listen_address(), 5s);
+  EXPECT_TRUE(ch.ok()) << ch.status().ToString();
+  if (!ch.ok()) return out;
+  for (uint32_t i = 0; i < payloads.size(); ++i) std::memcpy(payloads[i].data(), &i, 4);
+  std::vector<std::shared_ptr<PendingCall>>
+      calls;  // payloads made first: the sends follow each other closely
+  for (auto& p : payloads) calls.push_back(ch.value()->CallAsync(kBurstOp, std::move(p), 20s));
   for (auto& c : calls) {
     auto r = c->Wait();
     if (r.ok()) continue;
     EXPECT_EQ(r.status().code(), StatusCode::kBusy) << r.status().ToString();
-    ++refused;
+    ++out.refused;
   }
-  double counted = -1;
   auto stats = ch.value()->Call(proto::kGetStats, {}, 5s);
-  ASSERT_TRUE(stats.ok());
-  for (auto& e : proto::DecodeStats(stats.value()).value())
-    if (e.name == "lego_msg_refused_order_full_total") counted = e.value;
-  EXPECT_EQ(counted, static_cast<double>(refused));
+  EXPECT_TRUE(stats.ok());
+  if (stats.ok())
+    for (auto& e : proto::DecodeStats(stats.value()).value())
+      if (e.name == "lego_msg_refused_order_full_total") out.counted = e.value;
   srv->Shutdown();
-  std::lock_guard lk(mu);
-  EXPECT_EQ(seen.size() + refused, kMessages);
-  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
-  EXPECT_GT(refused, 0u);  // the 2 MiB message at a queue's head already exceeds the 256 bytes
+  return out;
+}
+
+// What waits behind a large message is bounded: past max_held_bytes a request is refused with kBusy (and
+// counted), never handled out of order; what is handled stays in the order sent.
+TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
+  std::vector<proto::Bytes> payloads;
+  for (uint32_t i = 0; i < 300; ++i) payloads.emplace_back(i % 10 == 0 ? (2u << 20) : 64u, 0x5a);  // 1 + 9
+  Burst b = SendBurst(*client_, "bounded", /*max_held=*/256, std::move(payloads));
+  EXPECT_EQ(b.seen.size() + b.refused, 300u);
+  EXPECT_TRUE(std::is_sorted(b.seen.begin(), b.seen.end()));
+  EXPECT_EQ(b.counted, static_cast<double>(b.refused));
+  EXPECT_GT(b.refused, 0u);  // the 2 MiB message at a queue's head already exceeds the 256 bytes
 }
 
 // Large messages queued behind a large one still arriving count against the bound too: each gets a buffer of
@@ -425,43 +439,14 @@ TEST_F(MessengerTest, MessagesHeldForOrderAreBounded) {
 // without end. With room for one 2 MiB message behind another, most of a burst of them are refused, the first
 // of the queue always gets through, and the rest are handled in order.
 TEST_F(MessengerTest, LargeMessagesHeldForOrderAreBoundedToo) {
-  constexpr uint16_t kOrdered = 0x7e06;
-  auto srv = Make("bounded-large", 4 << 20, /*max_held_bytes=*/5u << 20);
-  std::mutex mu;
-  std::vector<uint32_t> seen;
-  srv->Handle(kOrdered, [&](const Incoming& in, Responder r) {
-    uint32_t seq = ~0u;
-    if (in.payload.size() >= 4) std::memcpy(&seq, in.payload.data(), 4);
-    {
-      std::lock_guard lk(mu);
-      seen.push_back(seq);
-    }
-    r.Reply();
-  });
-  auto ch = ServeAndConnect(*srv);
-  ASSERT_TRUE(ch.ok()) << ch.status().ToString();
-  constexpr uint32_t kMessages = 60;
-  std::vector<proto::Bytes> payloads;  // made first, so that the sends below follow each other closely
-  for (uint32_t i = 0; i < kMessages; ++i) {
-    payloads.emplace_back(2u << 20, 0x5a);
-    std::memcpy(payloads.back().data(), &i, 4);
-  }
-  std::vector<std::shared_ptr<PendingCall>> calls;
-  for (auto& p : payloads) calls.push_back(ch.value()->CallAsync(kOrdered, std::move(p), 20s));
-  size_t refused = 0;
-  for (auto& c : calls) {
-    auto r = c->Wait();
-    if (r.ok()) continue;
-    EXPECT_EQ(r.status().code(), StatusCode::kBusy) << r.status().ToString();
-    ++refused;
-  }
-  srv->Shutdown();
-  std::lock_guard lk(mu);
-  EXPECT_EQ(seen.size() + refused, kMessages);
-  EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
-  ASSERT_FALSE(seen.empty());
-  EXPECT_EQ(seen.front(), 0u);  // the first message of a queue is always taken
-  EXPECT_GT(refused, 0u);       // 60 x 2 MiB sent at once: never more than 2 waiting at a time
+  Burst b = SendBurst(*client_, "bounded-large", /*max_held=*/5u << 20,
+                      std::vector<proto::Bytes>(60, proto::Bytes(2u << 20, 0x5a)));
+  EXPECT_EQ(b.seen.size() + b.refused, 60u);
+  EXPECT_TRUE(std::is_sorted(b.seen.begin(), b.seen.end()));
+  ASSERT_FALSE(b.seen.empty());
+  EXPECT_EQ(b.seen.front(), 0u);  // the first message of a queue is always taken
+  EXPECT_EQ(b.counted, static_cast<double>(b.refused));
+  EXPECT_GT(b.refused, 0u);  // 60 x 2 MiB sent at once: never more than 2 waiting at a time
 }
 
 // A request whose handler was registered with Order::kMayOvertake (p2m.read_pages) is not held behind a
