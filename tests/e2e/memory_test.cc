@@ -314,6 +314,23 @@ class PrivateCluster {
     return test::Run(test::BinDir() + "/lego", args, env_, 120s);
   }
   std::string path() const { return dir_.path(); }
+  // The last `lines` lines of each daemon's log (STATE/logs/*.log), for a failure message.
+  std::string DaemonLogTails(size_t lines = 25) const {
+    std::string out;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/state/logs", ec)) {
+      std::ifstream f(e.path());
+      std::vector<std::string> last;
+      for (std::string line; std::getline(f, line);) {
+        last.push_back(std::move(line));
+        if (last.size() > 2 * lines) last.erase(last.begin(), last.end() - static_cast<long>(lines));
+      }
+      if (last.size() > lines) last.erase(last.begin(), last.end() - static_cast<long>(lines));
+      out += "--- " + e.path().filename().string() + "\n";
+      for (const auto& l : last) out += l + "\n";
+    }
+    return out;
+  }
   // `lego run ARGS...` in the background, its output in path()/NAME.log.
   test::Process Run(const std::string& name, std::vector<std::string> args) const {
     args.insert(args.begin(), {"--state-dir", dir_.path() + "/state", "run"});
@@ -379,7 +396,8 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   ASSERT_GT(victim, 0);
   ASSERT_EQ(kill(victim, SIGKILL), 0);
   const int st = run.Wait(30s);
-  ASSERT_NE(st, -1) << "the program kept running without its memory: " << run.Log();
+  ASSERT_NE(st, -1) << "the program kept running without its memory: " << run.Log() << "\n"
+                    << cluster.DaemonLogTails();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL) << st << " " << run.Log();
   EXPECT_NE(run.Log().find("the process monitor killed pid"), std::string::npos) << run.Log();
   EXPECT_NE(run.Log().find("from its memory monitor"), std::string::npos) << run.Log();
