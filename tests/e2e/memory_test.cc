@@ -505,7 +505,8 @@ TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
   ASSERT_GT(stopped, 0);
   ASSERT_EQ(kill(stopped, SIGSTOP), 0);
   const int st = run.Wait(40s);
-  ASSERT_NE(st, -1) << "the program hung on a stopped mmon: " << run.Log();
+  ASSERT_NE(st, -1) << "the program hung on a stopped mmon: " << run.Log() << "\n"
+                    << cluster.DaemonLogTails();
   EXPECT_NE(run.Log().find("timed out"), std::string::npos) << run.Log();
   std::this_thread::sleep_for(2s);  // the pmon's free of the space has timed out by now
   ASSERT_EQ(kill(stopped, SIGCONT), 0);
