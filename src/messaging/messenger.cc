@@ -178,13 +178,12 @@ void PendingCall::Abandon() {
 }
 
 PendingCall::~PendingCall() {
-  if (held_) m_->ReleaseHeld(held_);
+  if (!held_.empty()) m_->ReleaseHeld(const_cast<uint8_t*>(held_.data()));
 }
 
 void PendingCall::Reset(Messenger* m) {
-  if (held_) m_->ReleaseHeld(held_);  // never: Wait and WaitView take it
-  held_ = nullptr;
-  held_view_ = {};
+  if (!held_.empty()) m_->ReleaseHeld(const_cast<uint8_t*>(held_.data()));  // never: Wait, WaitView take it
+  held_ = {};
   in_place_ = false;
   m_ = m;
   request_id_ = conn_id_ = 0;
@@ -209,17 +208,18 @@ void PendingCall::WakeWaiterLocked() {
 
 Result<Bytes> PendingCall::Wait() {
   if (!done()) m_->WaitCall(this);
-  void* held = nullptr;
+  std::span<const uint8_t> held;
   Result<Bytes> r = [&]() -> Result<Bytes> {
     std::lock_guard lk(mu_);
     if (!status_.ok()) return status_;
-    if (held_) {  // started in place but read by copy after all
-      reply_.assign(held_view_.begin(), held_view_.end());
-      held = std::exchange(held_, nullptr);
+    if (!held_.empty()) {  // started in place but read by copy after all
+      reply_.assign(held_.begin(), held_.end());
+      held = std::exchange(held_, {});
     }
     return std::move(reply_);
   }();
-  if (held) m_->ReleaseHeld(held);  // outside mu_: ReleaseHeld takes worker_mu_, which comes first
+  // Outside mu_: ReleaseHeld takes worker_mu_, which comes first.
+  if (!held.empty()) m_->ReleaseHeld(const_cast<uint8_t*>(held.data()));
   return r;
 }
 
@@ -229,12 +229,12 @@ Result<ReplyView> PendingCall::WaitView() {
   if (!status_.ok()) return status_;
   ReplyView v;
   v.m_ = m_;
-  if (held_) {
-    v.held_ = std::exchange(held_, nullptr);
-    v.view_ = held_view_;
-    v.buf_ = std::move(reply_);  // the unused reply buffer the caller gave: TakeBuffer hands it back
+  // Held: buf_ is the unused reply buffer the caller gave, which TakeBuffer hands back.
+  v.buf_ = std::move(reply_);
+  if (!held_.empty()) {
+    v.view_ = std::exchange(held_, {});
+    v.held_ = const_cast<uint8_t*>(v.view_.data());
   } else {
-    v.buf_ = std::move(reply_);
     v.view_ = v.buf_;
   }
   return v;
@@ -1236,8 +1236,7 @@ bool Messenger::CompleteCall(uint64_t request_id, Status status, std::span<const
       call->reply_ = std::move(*owned);  // a rendezvous reply: its buffer (exactly the payload), not a copy
     } else if (holdable && call->in_place_ && payload.size() >= kMinInPlaceBytes) {
       // Read in place: UCX keeps the buffer until the caller's ReplyView (or the call) gives it back.
-      call->held_ = const_cast<uint8_t*>(payload.data());
-      call->held_view_ = payload;
+      call->held_ = payload;
       held = true;
       ++held_replies_;  // CompleteCall runs inside Progress(): worker_mu_ is held
     } else {

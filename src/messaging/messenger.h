@@ -196,10 +196,10 @@ class PendingCall {
   // Guarded by mu_ until done_. Before that it may hold a buffer for the reply (CallAsync), which a
   // rendezvous receive takes under the messenger's pending_mu_ while the call is still in the table.
   Bytes reply_;
-  // A reply left in UCX's receive buffer (in_place_): its data pointer and bytes. Guarded by mu_ until done_;
-  // WaitView hands it to a ReplyView, Wait copies it out, the destructor gives it back.
-  void* held_ = nullptr;
-  std::span<const uint8_t> held_view_;
+  // A reply left in UCX's receive buffer (in_place_; empty if none): its data() is UCX's data pointer for
+  // ucp_am_data_release. Guarded by mu_ until done_; WaitView hands it to a ReplyView, Wait copies it out,
+  // the destructor gives it back.
+  std::span<const uint8_t> held_;
 };
 
 // How a call is made (Channel::Begin, Messenger::StartCall).
