@@ -98,6 +98,7 @@ Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& in) {
   std::shared_ptr<Channel> first_peer;  // non-idempotent: where the first copy went
   Result<Bytes> first_failure = Status(StatusCode::kPeerUnreachable, "unreachable");
   bool noted = false;
+  int busy_retries = 0;
   auto note_retry = [&](const Status& why) {
     if (noted) return;
     noted = true;
@@ -120,6 +121,19 @@ Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& in) {
                                                                                   : Channel::Reply::kAnySize;
     const auto left = std::chrono::duration_cast<Millis>(deadline - std::chrono::steady_clock::now());
     auto reply = ch.value()->Call(proto::FsOpcode(req->op), payload, std::max(left, Millis(1)), size);
+    if (!reply.ok() && reply.status().code() == StatusCode::kBusy) {
+      // Refused unread (too much waits for order on that connection): any request may go again, after a
+      // pause that grows to kRetryPause, until its deadline.
+      const Millis pause = std::min(kRetryPause, Millis(int64_t{1} << std::min(busy_retries, 6)));
+      if (std::chrono::steady_clock::now() + pause >= deadline) return reply;
+      if (busy_retries++ == 0) {
+        busy_.fetch_add(1);
+        LEGO_LOG_RATELIMITED("fs_peer_busy op={} vnode={} why=\"{}\": retrying until the deadline",
+                             proto::FsOpName(req->op), req->f.vnode, reply.status().ToString());
+      }
+      std::this_thread::sleep_for(pause);
+      continue;
+    }
     if (!reply.ok()) {
       StatusCode c = reply.status().code();
       if (c == StatusCode::kTimeout || c == StatusCode::kPeerUnreachable || c == StatusCode::kShuttingDown)

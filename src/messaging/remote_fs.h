@@ -52,6 +52,9 @@ class RemoteFs : public proto::FsService {
   uint64_t PeerKey(uint32_t vnode);
   // Requests sent again after their peer was found gone (beyond the one immediate retry).
   uint64_t retried() const { return retried_.load(); }
+  // Requests a peer refused unread (status Busy: too much waited for order on the connection) and that were
+  // therefore sent again.
+  uint64_t busy_retried() const { return busy_.load(); }
 
  private:
   // Sends req (stamped with a request id if it needs one) and returns the raw reply, sending it again as
@@ -73,6 +76,7 @@ class RemoteFs : public proto::FsService {
   std::map<uint32_t, uint64_t> peer_keys_;                   // vnode -> PeerKey; guarded by mu_
   std::atomic<uint64_t> transport_errors_{0};
   std::atomic<uint64_t> retried_{0};
+  std::atomic<uint64_t> busy_{0};
   std::atomic<uint64_t> request_ids_;  // the next request id; never 0
   static constexpr Millis kRetryPause{100};
 };

@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
       add("lego_mmon_bcache_flush_errors_total", s.flush_errors);
       add("lego_mmon_storage_transport_errors_total", rfs->transport_errors());
       add("lego_mmon_storage_retried_total", rfs->retried());
+      add("lego_mmon_storage_busy_retried_total", rfs->busy_retried());
       return v;
     });
     return Status::Ok();

@@ -155,7 +155,8 @@ std::vector<proto::StatsEntry> VnodeManager::Stats() const {
           {"lego_pmon_fs_errors_total", static_cast<double>(errors)},
           {"lego_pmon_fs_denied_total", static_cast<double>(denied)},
           {"lego_pmon_fs_transport_errors_total", static_cast<double>(remote_.transport_errors())},
-          {"lego_pmon_fs_retried_total", static_cast<double>(remote_.retried())}};
+          {"lego_pmon_fs_retried_total", static_cast<double>(remote_.retried())},
+          {"lego_pmon_fs_busy_retried_total", static_cast<double>(remote_.busy_retried())}};
 }
 
 }  // namespace lego::pmon

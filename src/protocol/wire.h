@@ -27,8 +27,9 @@ namespace lego::proto {
 static_assert(std::endian::native == std::endian::little, "Lego's wire format assumes a little-endian host");
 
 inline constexpr uint32_t kMagic = 0x4F47454C;  // "LEGO" read as little-endian bytes 'L','E','G','O'
-// 2: routes (HelloMsg.route, MsgHeader.status); 3: c2p.list_processes records carry killed_why
-inline constexpr uint8_t kProtocolVersion = 3;
+// 2: routes (HelloMsg.route, MsgHeader.status); 3: c2p.list_processes records carry killed_why;
+// 4: reply status 14 (Busy)
+inline constexpr uint8_t kProtocolVersion = 4;
 inline constexpr uint32_t kDefaultMaxPayload = 8u << 20;  // 8 MiB; larger messages are rejected
 inline constexpr size_t kMaxStringLen = 4096;             // every length-prefixed string on the wire
 

@@ -88,7 +88,7 @@ TEST(LayoutTest, MembershipMessages) {
 
 TEST(LayoutTest, ConstantsArePinned) {
   EXPECT_EQ(kMagic, 0x4F47454Cu);
-  EXPECT_EQ(kProtocolVersion, 3);
+  EXPECT_EQ(kProtocolVersion, 4);
   EXPECT_EQ(kDefaultMaxPayload, 8u << 20);
   EXPECT_EQ(kMaxStringLen, 4096u);
   EXPECT_EQ(kMaxMembers, 65536u);
@@ -133,7 +133,7 @@ TEST(GoldenBytesTest, MsgHeader) {
   h.status = 0;
   const Bytes want = {
       'L',  'E',  'G',  'O',                           // magic 0x4F47454C
-      0x03,                                            // version
+      0x04,                                            // version
       0x01,                                            // kind: request
       0x01, 0x01,                                      // opcode 0x0101 x2g.register
       0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // request_id
