@@ -886,6 +886,11 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       if (std::binary_search(written.begin(), written.end(), pg * kPage))
         late_drop_.written.push_back(pg * kPage);
     drop_in_doubt_.store(true, std::memory_order_release);
+    // The fault thread may be asleep in poll() without the socket in its set (it reads drop_in_doubt_ once
+    // per round): wake it to watch for the ACK. Without this, a fault parked on one of these pages before the
+    // DROP fell in doubt waited for an event that never came: a single-threaded program hung for good.
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof one);
   }
   return Settle(dropped, kept, written);
 }

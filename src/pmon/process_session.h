@@ -161,7 +161,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   MemStats stats_;
 
   int stop_fd_ = -1;  // eventfd: Stop() wakes the fault thread
-  int wake_fd_ = -1;  // eventfd: Attach() wakes it to watch the new socket
+  int wake_fd_ = -1;  // eventfd: wakes the fault thread to poll again (a new socket; a DROP fell in doubt)
   std::thread thread_;
   std::function<void(ProcessSession*)> on_end_;
   std::atomic<bool> ended_{false};
