@@ -157,6 +157,14 @@ std::shared_ptr<ProcessSession> ProcessSession::ForkChild(int child_uffd, uint64
 void ProcessSession::Attach(pid_t pid, int sock) {
   pid_.store(pid);
   sock_.store(sock);
+  {
+    // A fork child whose memory became unreachable before it said hello (Fatal found no pid to kill).
+    std::lock_guard lock(why_mu_);
+    if (!killed_why_.empty()) {
+      LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid, comm_, killed_why_);
+      kill(pid, SIGKILL);
+    }
+  }
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof one);
 }
@@ -685,9 +693,11 @@ void ProcessSession::Teardown() {
   // The window fetched ahead may hold its reply in the messenger's receive buffer (read in place): give it
   // back now, not when the session object is freed, which may be after the messenger is gone.
   DropAheadIn(0, ~uint64_t{0});
-  std::lock_guard evict(evict_mu_);  // let an in-flight eviction batch finish first
   size_t resident;
   {
+    // Let an in-flight eviction batch finish first; none starts after it (ended_). Not held across the RPCs
+    // below: the pmon's one evictor waits for this lock, and a dead memory monitor costs each its timeout.
+    std::lock_guard evict(evict_mu_);
     std::lock_guard lock(mu_);
     resident = resident_pages();
     pages_.clear();

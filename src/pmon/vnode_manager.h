@@ -55,6 +55,8 @@ class VnodeManager {
   const VnodeOfProcess vnode_of_;
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<VnodeMount>> mounts_;  // by vNode name; guarded by mu_
+  mutable std::mutex stats_mu_;
+  mutable std::vector<proto::StatsEntry> last_stats_;  // what Stats() last computed; guarded by stats_mu_
   struct Verdict {
     uint32_t vnode;  // the vNode that owns the requesting process (0: not a Lego process)
     int64_t expires_ms;
