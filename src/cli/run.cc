@@ -193,19 +193,35 @@ Result<std::string> CheckCapturable(const std::string& program) {
   return CheckFile(*path, 0);
 }
 
-Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all) {
+Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all,
+                                                        std::vector<std::string>* unreachable) {
   auto pmons = AliveMembers(m, o, proto::ComponentKind::kPmon, "ps");
   if (!pmons.ok()) return pmons.status();
   std::vector<proto::ProcessRecord> out;
+  auto failed = [&](const std::string& addr, const Status& st) {
+    if (unreachable) unreachable->push_back(fmt::format("{}: {}", addr, st.message()));
+  };
   for (const auto& mem : *pmons) {
     auto hp = ParseHostPort(mem.listen_addr);
-    if (!hp.ok()) continue;
+    if (!hp.ok()) {
+      failed(mem.listen_addr, hp.status());
+      continue;
+    }
     auto ch = m.Connect(*hp, msg::Millis(o.timeout_ms));
-    if (!ch.ok()) continue;
+    if (!ch.ok()) {
+      failed(mem.listen_addr, ch.status());
+      continue;
+    }
     auto r = (*ch)->Call(proto::kListProcesses, {}, msg::Millis(o.timeout_ms));
-    if (!r.ok()) continue;
+    if (!r.ok()) {
+      failed(mem.listen_addr, r.status());
+      continue;
+    }
     auto procs = proto::DecodeProcessList(*r);
-    if (!procs.ok()) continue;
+    if (!procs.ok()) {
+      failed(mem.listen_addr, procs.status());
+      continue;
+    }
     for (auto& p : *procs)
       if (all || !(p.fixed.flags & proto::kProcessEnded)) out.push_back(std::move(p));
   }
@@ -213,7 +229,8 @@ Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const
 }
 
 // The job's processes as the pmon reports them once all have ended (it frees their remote memory right
-// after each exits: wait for that, up to tries x 100 ms); an empty list if the pmon cannot be asked.
+// after each exits: wait for that, up to tries x 100 ms); an empty list if the pmon cannot be asked. A pmon
+// that does not answer is asked no more (each try would wait for its timeout): that is said on stderr.
 static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir, const std::string& job,
                                                     int tries) {
   QueryOptions q;
@@ -221,8 +238,17 @@ static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir
   auto m = MakeCliMessenger();
   std::vector<proto::ProcessRecord> mine;
   for (int i = 0; m.ok() && i < tries; ++i) {
-    auto procs = ListProcesses(**m, q, true);
+    std::vector<std::string> unreachable;
+    auto procs = ListProcesses(**m, q, true, &unreachable);
     if (!procs.ok()) break;
+    if (!unreachable.empty()) {
+      for (const auto& u : unreachable)
+        fmt::print(stderr, "lego run: cannot ask the process monitor about job {}: {}\n", job, u);
+      // What the pmons that did answer said is kept, but not waited for again.
+      std::erase_if(*procs, [&](const proto::ProcessRecord& p) { return p.job != job; });
+      if (mine.empty()) mine = std::move(*procs);
+      break;
+    }
     mine.clear();
     bool all_ended = true;
     for (auto& p : *procs)
@@ -387,11 +413,14 @@ int PsCommand(const QueryOptions& o, bool all) {
     fmt::print(stderr, "lego ps: {}\n", m.status().ToString());
     return 1;
   }
-  auto procs = ListProcesses(**m, o, all);
+  std::vector<std::string> unreachable;
+  auto procs = ListProcesses(**m, o, all, &unreachable);
   if (!procs.ok()) {
     fmt::print(stderr, "lego ps: {}\n", procs.status().message());
     return 1;
   }
+  for (const auto& u : unreachable)
+    fmt::print(stderr, "lego ps: process monitor {} did not answer; its processes are not listed\n", u);
   if (o.json) {
     json j = json::array();
     for (auto& p : *procs) j.push_back(ToJson(p));
@@ -438,11 +467,14 @@ int TopCommand(const QueryOptions& o, int interval_ms, int iterations) {
   std::map<std::pair<uint32_t, uint64_t>, proto::ProcessFixed> last;
   const bool tty = isatty(STDOUT_FILENO);
   for (int it = 0; iterations <= 0 || it < iterations; ++it) {
-    auto procs = ListProcesses(**m, o, false);
+    std::vector<std::string> unreachable;
+    auto procs = ListProcesses(**m, o, false, &unreachable);
     if (!procs.ok()) {
       fmt::print(stderr, "lego top: {}\n", procs.status().message());
       return 1;
     }
+    for (const auto& u : unreachable)
+      fmt::print(stderr, "lego top: process monitor {} did not answer; its processes are not shown\n", u);
     if (tty) fmt::print("\033[H\033[2J");
     const double secs = interval_ms / 1000.0;
     fmt::print("lego top - {} processes, every {:.1f}s (Ctrl-C quits)\n", procs->size(), secs);

@@ -33,7 +33,9 @@ Result<std::string> CheckCapturable(const std::string& program);
 int PsCommand(const QueryOptions& options, bool all);
 int TopCommand(const QueryOptions& options, int interval_ms, int iterations);
 
-// The process monitors' processes (running, and recently ended if `all`).
-Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all);
+// The process monitors' processes (running, and recently ended if `all`). An alive pmon that does not answer
+// is left out; if `unreachable` is given, it gets one line per such pmon ("ADDR: why").
+Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all,
+                                                        std::vector<std::string>* unreachable = nullptr);
 
 }  // namespace lego::cli

@@ -107,7 +107,16 @@ int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool forc
   if (!look.ok()) return fmt::print(stderr, "lego vnode rm: {}\n", look.status().message()), 1;
   auto v = proto::DecodeVnodeRecord(*look);
   if (!v.ok()) return fmt::print(stderr, "lego vnode rm: {}\n", v.status().message()), 1;
-  auto ps = ListProcesses(**m, o, false);
+  std::vector<std::string> unreachable;
+  auto ps = ListProcesses(**m, o, false, &unreachable);
+  if (ps.ok() && !unreachable.empty()) {
+    // A pmon that does not answer may run processes in the vNode: not knowing is not "none".
+    for (const auto& u : unreachable)
+      fmt::print(stderr, "lego vnode rm: process monitor {} did not answer\n", u);
+    ps = Status(
+        StatusCode::kPeerUnreachable,
+        fmt::format("{} process monitor(s) did not answer (--force removes it anyway)", unreachable.size()));
+  }
   if (!ps.ok()) {
     fmt::print(stderr, "lego vnode rm: cannot list the processes running in '{}': {}\n", name,
                ps.status().message());
