@@ -373,14 +373,6 @@ class PrivateCluster {
   const std::map<std::string, std::string> env_;
 };
 
-// The memory-monitor failure tests kill -9 or SIGSTOP an mmon while it serves a paging program, and run over
-// TCP: UCX's shared-memory transport does not survive a sender stopped in the middle of a send (the
-// receiver's shared-memory inbox stays blocked for every peer: docs/decisions/002-messaging-progress.md, "A
-// peer stopped in the middle of a send"). CI hit that twice in these tests.
-const std::vector<std::string> kUpOverTcp{
-    "up", "--transports", "tcp", "--mmon-capacity", "512M", "--excache", "64M",
-};
-
 // Python touching one byte per page of 48 MB over and over for up to 60 s: through an 8 MB ExCache it keeps
 // reading pages back from the mmons.
 const std::vector<std::string> kTouchLoop{"/usr/bin/python3", "-c",
@@ -398,7 +390,7 @@ std::vector<std::string> Args(std::vector<std::string> head, const std::vector<s
 // runs on the memory monitor that is left.
 TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   PrivateCluster cluster;
-  ASSERT_EQ(cluster.Lego(kUpOverTcp).exit_code, 0);
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   test::Process run = cluster.Run("run", Args({"--excache", "8M", "--"}, kTouchLoop));
   const pid_t victim = cluster.MmonHoldingMoreThan(24u << 20);
   ASSERT_GT(victim, 0);
@@ -432,7 +424,7 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
 // with its memory held locally past its cap, every write-back failing, until it ended.
 TEST(MmonFailureTest, ProgramGivenAnMmonThatJustDiedMovesToTheOther) {
   PrivateCluster cluster;
-  ASSERT_EQ(cluster.Lego(kUpOverTcp).exit_code, 0);
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   // A third, much larger mmon: the gm's most-free placement gives it every new region.
   auto st = cluster.Lego({"status", "--json"});
   ASSERT_EQ(st.exit_code, 0) << st.err;
@@ -440,9 +432,8 @@ TEST(MmonFailureTest, ProgramGivenAnMmonThatJustDiedMovesToTheOther) {
   for (auto& c : json::parse(st.out))
     if (c["kind"] == "gm") gm = c["address"].get<std::string>();
   ASSERT_FALSE(gm.empty()) << st.out;
-  auto big = test::StartDaemon(
-      "mmon", cluster.path(), "mmon-big",
-      {"--gm", gm, "--name", "mmon-big", "--capacity", "4G", "--metrics", "off", "--transports", "tcp"});
+  auto big = test::StartDaemon("mmon", cluster.path(), "mmon-big",
+                               {"--gm", gm, "--name", "mmon-big", "--capacity", "4G", "--metrics", "off"});
   ASSERT_TRUE(
       test::WaitFor([&] { return cluster.Lego({"status"}).out.find("6 alive") != std::string::npos; }, 10s));
   big.proc.Kill9();
@@ -508,7 +499,7 @@ TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
   cluster.before_down = [&] {
     if (stopped > 0) kill(stopped, SIGCONT);
   };
-  ASSERT_EQ(cluster.Lego(kUpOverTcp).exit_code, 0);
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   test::Process run = cluster.Run("run", Args({"--keep-cwd", "--excache", "8M", "--"}, kTouchLoop));
   stopped = cluster.MmonHoldingMoreThan(24u << 20);
   ASSERT_GT(stopped, 0);
