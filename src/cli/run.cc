@@ -17,6 +17,7 @@
 #include <iostream>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <fmt/format.h>
@@ -193,33 +194,35 @@ Result<std::string> CheckCapturable(const std::string& program) {
   return CheckFile(*path, 0);
 }
 
+std::string PmonFailure::Describe() const {
+  return fmt::format("process monitor {} {} ({})", addr,
+                     answered ? "answered with an error" : "did not answer", why.message());
+}
+
 Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all,
-                                                        std::vector<std::string>* unreachable) {
+                                                        std::vector<PmonFailure>* failures,
+                                                        const std::set<std::string>* skip) {
   auto pmons = AliveMembers(m, o, proto::ComponentKind::kPmon, "ps");
   if (!pmons.ok()) return pmons.status();
   std::vector<proto::ProcessRecord> out;
-  auto failed = [&](const std::string& addr, const Status& st) {
-    if (unreachable) unreachable->push_back(fmt::format("{}: {}", addr, st.message()));
-  };
   for (const auto& mem : *pmons) {
-    auto hp = ParseHostPort(mem.listen_addr);
-    if (!hp.ok()) {
-      failed(mem.listen_addr, hp.status());
-      continue;
-    }
-    auto ch = m.Connect(*hp, msg::Millis(o.timeout_ms));
-    if (!ch.ok()) {
-      failed(mem.listen_addr, ch.status());
-      continue;
-    }
-    auto r = (*ch)->Call(proto::kListProcesses, {}, msg::Millis(o.timeout_ms));
-    if (!r.ok()) {
-      failed(mem.listen_addr, r.status());
-      continue;
-    }
-    auto procs = proto::DecodeProcessList(*r);
+    if (skip && skip->count(mem.listen_addr)) continue;
+    // Connect and call; a timeout or a lost connection means no answer, anything else is the pmon's.
+    auto ask = [&]() -> Result<proto::Bytes> {
+      auto hp = ParseHostPort(mem.listen_addr);
+      if (!hp.ok()) return hp.status();
+      auto ch = m.Connect(*hp, msg::Millis(o.timeout_ms));
+      if (!ch.ok()) return ch.status();
+      return (*ch)->Call(proto::kListProcesses, {}, msg::Millis(o.timeout_ms));
+    };
+    auto reply = ask();
+    Result<std::vector<proto::ProcessRecord>> procs =
+        reply.ok() ? proto::DecodeProcessList(*reply)
+                   : Result<std::vector<proto::ProcessRecord>>(reply.status());
+    const bool answered = reply.ok() || (reply.status().code() != StatusCode::kTimeout &&
+                                         reply.status().code() != StatusCode::kPeerUnreachable);
     if (!procs.ok()) {
-      failed(mem.listen_addr, procs.status());
+      if (failures) failures->push_back({mem.listen_addr, procs.status(), answered});
       continue;
     }
     for (auto& p : *procs)
@@ -228,26 +231,23 @@ Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const
   return out;
 }
 
-// The job's processes as the pmon reports them once all have ended (it frees their remote memory right
-// after each exits: wait for that, up to tries x 100 ms); an empty list if the pmon cannot be asked. A pmon
-// that does not answer is asked no more (each try would wait for its timeout): that is said on stderr.
+// The job's processes as the pmons report them once all have ended (a pmon frees their remote memory right
+// after each exits: wait for that, up to tries x 100 ms); an empty list if no pmon can be asked. A pmon that
+// cannot be asked is named once and not asked again (each try would wait for its timeout).
 static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir, const std::string& job,
                                                     int tries) {
   QueryOptions q;
   q.state_dir = state_dir;
   auto m = MakeCliMessenger();
   std::vector<proto::ProcessRecord> mine;
+  std::set<std::string> skip;
   for (int i = 0; m.ok() && i < tries; ++i) {
-    std::vector<std::string> unreachable;
-    auto procs = ListProcesses(**m, q, true, &unreachable);
+    std::vector<PmonFailure> failures;
+    auto procs = ListProcesses(**m, q, true, &failures, &skip);
     if (!procs.ok()) break;
-    if (!unreachable.empty()) {
-      for (const auto& u : unreachable)
-        fmt::print(stderr, "lego run: cannot ask the process monitor about job {}: {}\n", job, u);
-      // What the pmons that did answer said is kept, but not waited for again.
-      std::erase_if(*procs, [&](const proto::ProcessRecord& p) { return p.job != job; });
-      if (mine.empty()) mine = std::move(*procs);
-      break;
+    for (const auto& f : failures) {
+      fmt::print(stderr, "lego run: cannot ask about job {}: {}\n", job, f.Describe());
+      skip.insert(f.addr);
     }
     mine.clear();
     bool all_ended = true;
@@ -413,14 +413,14 @@ int PsCommand(const QueryOptions& o, bool all) {
     fmt::print(stderr, "lego ps: {}\n", m.status().ToString());
     return 1;
   }
-  std::vector<std::string> unreachable;
-  auto procs = ListProcesses(**m, o, all, &unreachable);
+  std::vector<PmonFailure> failures;
+  auto procs = ListProcesses(**m, o, all, &failures);
   if (!procs.ok()) {
     fmt::print(stderr, "lego ps: {}\n", procs.status().message());
     return 1;
   }
-  for (const auto& u : unreachable)
-    fmt::print(stderr, "lego ps: process monitor {} did not answer; its processes are not listed\n", u);
+  for (const auto& f : failures)
+    fmt::print(stderr, "lego ps: {}: its processes are not listed\n", f.Describe());
   if (o.json) {
     json j = json::array();
     for (auto& p : *procs) j.push_back(ToJson(p));
@@ -454,7 +454,9 @@ int PsCommand(const QueryOptions& o, bool all) {
                : (f.flags & proto::kProcessEnded) ? std::string(" (ended)")
                                                   : std::string());
   }
-  if (procs->empty()) fmt::print("(no processes are running under Lego)\n");
+  if (procs->empty() && failures.empty()) fmt::print("(no processes are running under Lego)\n");
+  if (procs->empty() && !failures.empty())
+    fmt::print("(no processes listed: {} process monitor(s) could not be asked)\n", failures.size());
   return 0;
 }
 
@@ -467,17 +469,16 @@ int TopCommand(const QueryOptions& o, int interval_ms, int iterations) {
   std::map<std::pair<uint32_t, uint64_t>, proto::ProcessFixed> last;
   const bool tty = isatty(STDOUT_FILENO);
   for (int it = 0; iterations <= 0 || it < iterations; ++it) {
-    std::vector<std::string> unreachable;
-    auto procs = ListProcesses(**m, o, false, &unreachable);
+    std::vector<PmonFailure> failures;
+    auto procs = ListProcesses(**m, o, false, &failures);
     if (!procs.ok()) {
       fmt::print(stderr, "lego top: {}\n", procs.status().message());
       return 1;
     }
-    for (const auto& u : unreachable)
-      fmt::print(stderr, "lego top: process monitor {} did not answer; its processes are not shown\n", u);
     if (tty) fmt::print("\033[H\033[2J");
     const double secs = interval_ms / 1000.0;
     fmt::print("lego top - {} processes, every {:.1f}s (Ctrl-C quits)\n", procs->size(), secs);
+    for (const auto& f : failures) fmt::print("  {}: its processes are not shown\n", f.Describe());
     fmt::print("{:>8} {:<16} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9}\n", "PID", "COMMAND",
                "EXCACHE", "REMOTE", "FAULTS/s", "MISSES/s", "FETCH/s", "WBACK/s", "P50(us)", "P99(us)");
     std::map<std::pair<uint32_t, uint64_t>, proto::ProcessFixed> now;

@@ -1,6 +1,7 @@
 // `lego run`, `lego ps` and `lego top`: running programs on disaggregated memory and watching them.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,19 @@ Result<std::string> CheckCapturable(const std::string& program);
 int PsCommand(const QueryOptions& options, bool all);
 int TopCommand(const QueryOptions& options, int interval_ms, int iterations);
 
-// The process monitors' processes (running, and recently ended if `all`). An alive pmon that does not answer
-// is left out; if `unreachable` is given, it gets one line per such pmon ("ADDR: why").
+// An alive process monitor that ListProcesses could not ask.
+struct PmonFailure {
+  std::string addr;
+  Status why;
+  bool answered = false;  // it replied, with an error or a reply that did not decode
+  // "process monitor ADDR did not answer (WHY)", or "... answered with an error (WHY)".
+  std::string Describe() const;
+};
+
+// The process monitors' processes (running, and recently ended if `all`). An alive pmon that cannot be asked
+// is left out and, if `failures` is given, added to it; pmons whose address is in `skip` are not asked.
 Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all,
-                                                        std::vector<std::string>* unreachable = nullptr);
+                                                        std::vector<PmonFailure>* failures = nullptr,
+                                                        const std::set<std::string>* skip = nullptr);
 
 }  // namespace lego::cli

@@ -64,8 +64,11 @@ int VnodeListCommand(const QueryOptions& o) {
   if (!list.ok()) return fmt::print(stderr, "lego vnode ls: {}\n", list.status().message()), 1;
   // Processes per vNode, from the process monitors (best effort: a dead pmon runs nothing).
   std::map<uint32_t, int> procs;
-  if (auto ps = ListProcesses(**m, o, false); ps.ok())
+  std::vector<PmonFailure> failures;
+  if (auto ps = ListProcesses(**m, o, false, &failures); ps.ok())
     for (const auto& p : *ps) procs[p.fixed.vnode]++;
+  for (const auto& f : failures)
+    fmt::print(stderr, "lego vnode ls: {}: its processes are not counted\n", f.Describe());
   if (o.json) {
     json j = json::array();
     for (const auto& v : *list)
@@ -107,15 +110,14 @@ int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool forc
   if (!look.ok()) return fmt::print(stderr, "lego vnode rm: {}\n", look.status().message()), 1;
   auto v = proto::DecodeVnodeRecord(*look);
   if (!v.ok()) return fmt::print(stderr, "lego vnode rm: {}\n", v.status().message()), 1;
-  std::vector<std::string> unreachable;
-  auto ps = ListProcesses(**m, o, false, &unreachable);
-  if (ps.ok() && !unreachable.empty()) {
-    // A pmon that does not answer may run processes in the vNode: not knowing is not "none".
-    for (const auto& u : unreachable)
-      fmt::print(stderr, "lego vnode rm: process monitor {} did not answer\n", u);
-    ps = Status(
-        StatusCode::kPeerUnreachable,
-        fmt::format("{} process monitor(s) did not answer (--force removes it anyway)", unreachable.size()));
+  std::vector<PmonFailure> failures;
+  auto ps = ListProcesses(**m, o, false, &failures);
+  if (ps.ok() && !failures.empty()) {
+    // A pmon that cannot be asked may run processes in the vNode: not knowing is not "none".
+    for (const auto& f : failures) fmt::print(stderr, "lego vnode rm: {}\n", f.Describe());
+    ps = Status(StatusCode::kPeerUnreachable,
+                fmt::format("{} process monitor(s) could not be asked{}", failures.size(),
+                            force ? "" : " (--force removes the vNode anyway)"));
   }
   if (!ps.ok()) {
     fmt::print(stderr, "lego vnode rm: cannot list the processes running in '{}': {}\n", name,

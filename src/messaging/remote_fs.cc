@@ -124,7 +124,7 @@ Result<Bytes> RemoteFs::Exchange(const proto::FsRequest& in) {
     if (!reply.ok() && reply.status().code() == StatusCode::kBusy) {
       // Refused unread (too much waits for order on that connection): any request may go again, after a
       // pause that grows to kRetryPause, until its deadline.
-      const Millis pause = std::min(kRetryPause, Millis(int64_t{1} << std::min(busy_retries, 6)));
+      const Millis pause = std::min(kRetryPause, Millis(int64_t{1} << std::min(busy_retries, 7)));
       if (std::chrono::steady_clock::now() + pause >= deadline) return reply;
       if (busy_retries++ == 0) {
         busy_.fetch_add(1);

@@ -11,7 +11,9 @@
 // answer EEXIST or ENOENT for work a first copy did, so each is stamped with a request id (unique to this
 // RemoteFs: a random base plus a count) that the smon remembers (src/smon/duplicate_request_cache.h); the
 // pmon (target kCacheMmon) sends them again too, but only once the vNode has moved to another mmon (the
-// first may still hold the first copy), the mmon (target kSmon) never.
+// first may still hold the first copy), the mmon (target kSmon) never. A request refused unread (status Busy:
+// too much waited for order on the connection) never ran, so any request goes again, after a pause, until its
+// timeout.
 //
 // ServeFs (server): installs handlers for every FS opcode that decode the request (rejecting malformed ones
 // with kBadMessage) and run it on a WorkQueue, since file systems and downstream calls block.

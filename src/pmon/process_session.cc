@@ -441,8 +441,8 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   auto call = memory_.ReadStart(space_, w.vaddrs, SpareReply());
   if (!call.ok()) {
     excache_.Release(*this, n);
-    return Fatal(
-        fmt::format("cannot read page {:#x} from its memory monitor: {}", addr, call.status().ToString()));
+    return FailFault(addr, fmt::format("cannot read page {:#x} from its memory monitor: {}", addr,
+                                       call.status().ToString()));
   }
   w.call = std::move(*call);
   if (n > 1) IssueAhead(addr);
@@ -553,8 +553,8 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
   if (!st.ok()) {
     excache_.Release(*this, n);
     if (fault_addr == 0) return;  // nobody waits for these: the miss that reaches them fetches them again
-    return Fatal(
-        fmt::format("cannot read page {:#x} from its memory monitor: {}", fault_addr, st.ToString()));
+    return FailFault(fault_addr, fmt::format("cannot read page {:#x} from its memory monitor: {}", fault_addr,
+                                             st.ToString()));
   }
   if (stage_first && n > 1) {
     // Keep the first page back (StageAhead): its data here, the page remote and reserved until its fault.
@@ -686,6 +686,30 @@ void ProcessSession::Fatal(const std::string& why) {
     if (killed_why_.empty()) killed_why_ = why.substr(0, proto::kMaxKilledWhy);
   }
   if (pid_t pid = pid_.load(); pid > 0) kill(pid, SIGKILL);
+}
+
+// A fault whose page cannot be read: the process is killed. A fork child that has not said HELLO yet has no
+// pid to kill, and it faults on its way to the HELLO (its atfork handler runs in it): left blocked, it would
+// never say it, and hang for good once its session gave up waiting. Its fault is resolved with a zero page
+// instead, so that it reaches the HELLO, where Attach kills it; none of the program's own code runs before.
+void ProcessSession::FailFault(uint64_t addr, const std::string& why) {
+  Fatal(why);
+  if (pid_.load() > 0) return;
+  excache_.Overcommit(*this, 1);
+  bool installed = Copy(addr, zeros_.data(), kPage, false, true) == static_cast<int64_t>(kPage);
+  if (installed) {
+    std::lock_guard lock(mu_);
+    auto it = pages_.find(addr / kPage);
+    installed = it != pages_.end();
+    if (installed) {
+      if (it->second.state == State::kRemote) remote_.fetch_sub(1, std::memory_order_relaxed);
+      it->second = Page{State::kResident, true, it->second.remote, false};
+      rset_.Insert(addr / kPage);
+    }
+  } else {
+    Wake(addr, kPage);
+  }
+  if (!installed) excache_.Release(*this, 1);
 }
 
 void ProcessSession::Teardown() {
@@ -896,7 +920,7 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       if (std::binary_search(written.begin(), written.end(), pg * kPage))
         late_drop_.written.push_back(pg * kPage);
     drop_in_doubt_.store(true, std::memory_order_release);
-    // The fault thread may be asleep in poll() without the socket in its set (it reads drop_in_doubt_ once
+    // The fault thread may be asleep in poll() without POLLIN for the socket (it reads drop_in_doubt_ once
     // per round): wake it to watch for the ACK. Without this, a fault parked on one of these pages before the
     // DROP fell in doubt waited for an event that never came: a single-threaded program hung for good.
     uint64_t one = 1;

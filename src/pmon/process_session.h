@@ -137,7 +137,8 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   void DropAheadIn(uint64_t start, uint64_t end);
   void HandleUnmap(uint64_t start, uint64_t end);
   void Teardown();
-  void Fatal(const std::string& why);  // the program's memory is unreachable: kill it
+  void Fatal(const std::string& why);                     // the program's memory is unreachable: kill it
+  void FailFault(uint64_t addr, const std::string& why);  // Fatal, for the fault at addr
   bool ReserveOrOvercommit(size_t n);
 
   // uffd ioctls. Copy returns bytes copied or -errno.

@@ -143,31 +143,30 @@ bool VnodeManager::Allowed(uint32_t vnode, pid_t tid) {
 std::vector<proto::StatsEntry> VnodeManager::Stats() const {
   // Runs inline on the messenger's worker (any.get_stats), so it must not wait for mu_: Attach and Detach
   // hold it across a FUSE mount or unmount, and an unmount waits for FUSE requests that need the worker.
-  // Busy: the figures of the last call.
-  std::unique_lock lk(mu_, std::try_to_lock);
-  if (!lk.owns_lock()) {
+  // Busy: the mounts' figures of the last call (RemoteFs's counters are read live either way).
+  MountFigures f;
+  if (std::unique_lock lk(mu_, std::try_to_lock); lk.owns_lock()) {
+    f.mounted = mounts_.size();
+    for (const auto& [name, m] : mounts_) {
+      if (!m) continue;
+      auto c = m->counters();
+      for (auto r : c.requests) f.requests += r;
+      f.errors += c.errors;
+      f.denied += c.denied;
+    }
     std::lock_guard c(stats_mu_);
-    return last_stats_;
+    last_figures_ = f;
+  } else {
+    std::lock_guard c(stats_mu_);
+    f = last_figures_;
   }
-  uint64_t requests = 0, errors = 0, denied = 0;
-  for (const auto& [name, m] : mounts_) {
-    if (!m) continue;
-    auto c = m->counters();
-    for (auto r : c.requests) requests += r;
-    errors += c.errors;
-    denied += c.denied;
-  }
-  std::vector<proto::StatsEntry> v{
-      {"lego_pmon_vnodes_mounted", static_cast<double>(mounts_.size())},
-      {"lego_pmon_fs_requests_total", static_cast<double>(requests)},
-      {"lego_pmon_fs_errors_total", static_cast<double>(errors)},
-      {"lego_pmon_fs_denied_total", static_cast<double>(denied)},
-      {"lego_pmon_fs_transport_errors_total", static_cast<double>(remote_.transport_errors())},
-      {"lego_pmon_fs_retried_total", static_cast<double>(remote_.retried())},
-      {"lego_pmon_fs_busy_retried_total", static_cast<double>(remote_.busy_retried())}};
-  std::lock_guard c(stats_mu_);
-  last_stats_ = v;
-  return v;
+  return {{"lego_pmon_vnodes_mounted", static_cast<double>(f.mounted)},
+          {"lego_pmon_fs_requests_total", static_cast<double>(f.requests)},
+          {"lego_pmon_fs_errors_total", static_cast<double>(f.errors)},
+          {"lego_pmon_fs_denied_total", static_cast<double>(f.denied)},
+          {"lego_pmon_fs_transport_errors_total", static_cast<double>(remote_.transport_errors())},
+          {"lego_pmon_fs_retried_total", static_cast<double>(remote_.retried())},
+          {"lego_pmon_fs_busy_retried_total", static_cast<double>(remote_.busy_retried())}};
 }
 
 }  // namespace lego::pmon

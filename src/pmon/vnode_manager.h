@@ -55,8 +55,11 @@ class VnodeManager {
   const VnodeOfProcess vnode_of_;
   mutable std::mutex mu_;
   std::map<std::string, std::unique_ptr<VnodeMount>> mounts_;  // by vNode name; guarded by mu_
+  struct MountFigures {
+    uint64_t mounted = 0, requests = 0, errors = 0, denied = 0;
+  };
   mutable std::mutex stats_mu_;
-  mutable std::vector<proto::StatsEntry> last_stats_;  // what Stats() last computed; guarded by stats_mu_
+  mutable MountFigures last_figures_;  // what Stats() last read from the mounts; guarded by stats_mu_
   struct Verdict {
     uint32_t vnode;  // the vNode that owns the requesting process (0: not a Lego process)
     int64_t expires_ms;
