@@ -244,7 +244,10 @@ static std::vector<proto::ProcessRecord> JobRecords(const std::string& state_dir
   for (int i = 0; m.ok() && i < tries; ++i) {
     std::vector<PmonFailure> failures;
     auto procs = ListProcesses(**m, q, true, &failures, &skip);
-    if (!procs.ok()) break;
+    if (!procs.ok()) {
+      fmt::print(stderr, "lego run: cannot ask about job {}: {}\n", job, procs.status().message());
+      break;
+    }
     for (const auto& f : failures) {
       fmt::print(stderr, "lego run: cannot ask about job {}: {}\n", job, f.Describe());
       skip.insert(f.addr);
