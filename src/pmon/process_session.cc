@@ -160,10 +160,7 @@ void ProcessSession::Attach(pid_t pid, int sock) {
   {
     // A fork child whose memory became unreachable before it said hello (Fatal found no pid to kill).
     std::lock_guard lock(why_mu_);
-    if (!killed_why_.empty()) {
-      LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid, comm_, killed_why_);
-      kill(pid, SIGKILL);
-    }
+    if (!killed_why_.empty()) Kill(pid, killed_why_);
   }
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof one);
@@ -680,12 +677,19 @@ void ProcessSession::HandleUnmap(uint64_t start, uint64_t end) {
 }
 
 void ProcessSession::Fatal(const std::string& why) {
-  LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid_, comm_, why);
   {
     std::lock_guard lock(why_mu_);  // `lego run` shows its user the first reason (c2p.list_processes)
     if (killed_why_.empty()) killed_why_ = why.substr(0, proto::kMaxKilledWhy);
   }
-  if (pid_t pid = pid_.load(); pid > 0) kill(pid, SIGKILL);
+  if (pid_t pid = pid_.load(); pid > 0)
+    Kill(pid, why);
+  else
+    LEGO_LOG_ERROR("memory_unreachable fork_child comm={} {}; killed when it says hello", comm_, why);
+}
+
+void ProcessSession::Kill(pid_t pid, const std::string& why) {
+  LEGO_LOG_ERROR("memory_unreachable pid={} comm={} {}; killing the process", pid, comm_, why);
+  kill(pid, SIGKILL);
 }
 
 // A fault whose page cannot be read: the process is killed. A fork child that has not said HELLO yet has no

@@ -139,6 +139,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   void Teardown();
   void Fatal(const std::string& why);                     // the program's memory is unreachable: kill it
   void FailFault(uint64_t addr, const std::string& why);  // Fatal, for the fault at addr
+  void Kill(pid_t pid, const std::string& why);           // logs why, then SIGKILL
   bool ReserveOrOvercommit(size_t n);
 
   // uffd ioctls. Copy returns bytes copied or -errno.

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -320,12 +321,11 @@ class PrivateCluster {
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/state/logs", ec)) {
       std::ifstream f(e.path());
-      std::vector<std::string> last;
+      std::deque<std::string> last;
       for (std::string line; std::getline(f, line);) {
         last.push_back(std::move(line));
-        if (last.size() > 2 * lines) last.erase(last.begin(), last.end() - static_cast<long>(lines));
+        if (last.size() > lines) last.pop_front();
       }
-      if (last.size() > lines) last.erase(last.begin(), last.end() - static_cast<long>(lines));
       out += "--- " + e.path().filename().string() + "\n";
       for (const auto& l : last) out += l + "\n";
     }
