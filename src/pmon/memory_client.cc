@@ -60,7 +60,9 @@ Status MemoryClient::ReadFinish(msg::PendingCall& call, size_t n, uint8_t* prese
   return Status::Ok();
 }
 
-Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data) {
+Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data,
+                           bool* owner_lost) {
+  if (owner_lost) *owner_lost = false;
   size_t i = 0;
   while (i < vaddrs.size()) {
     // One request per run of pages in the same vRegion, at most kMaxPagesPerRequest pages.
@@ -76,8 +78,10 @@ Status MemoryClient::Write(uint64_t space, std::span<const uint64_t> vaddrs, con
                          timeout_);
     std::lock_guard lock(mu_);
     if (!r.ok()) {
-      if (r.status().code() == StatusCode::kPeerUnreachable && !holding_.contains({space, region}) &&
-          owners_.erase({space, region}))
+      const bool unreachable = r.status().code() == StatusCode::kPeerUnreachable;
+      const bool holds = holding_.contains({space, region});
+      if (unreachable && holds && owner_lost) *owner_lost = true;
+      if (unreachable && !holds && owners_.erase({space, region}))
         LEGO_LOG_RATELIMITED(
             "region_owner_unreachable space={:#x} region={} why=\"{}\": it holds none of the "
             "region's pages, so the gm is asked again",

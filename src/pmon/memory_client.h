@@ -42,8 +42,10 @@ class MemoryClient {
   // A vRegion whose owner is found gone (kPeerUnreachable) before it took any of the region's pages is
   // forgotten, so that the next write asks the gm again, which moves the region to an alive mmon once it
   // has seen the old one dead (RegionMap::Assign): a program whose first region went to an mmon that had
-  // just died goes on instead of failing every write-back.
-  Status Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data);
+  // just died goes on instead of failing every write-back. A vRegion whose owner holds pages and is found
+  // gone sets *owner_lost (if given): the process's pages there are out of reach, as a page read would find.
+  Status Write(uint64_t space, std::span<const uint64_t> vaddrs, const uint8_t* data,
+               bool* owner_lost = nullptr);
   // Frees [start, start+len) on the owners of the vRegions it touches that were ever assigned.
   Status FreeRange(uint64_t space, uint64_t start, uint64_t len, uint64_t* freed = nullptr);
   // Frees everything of the space on every mmon that holds part of it, and tells the gm to forget it.

@@ -506,6 +506,7 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
       {"lego_pmon_writeback_bytes_total", u(t.writeback_pages) * kPage},
       {"lego_pmon_remote_freed_pages_total", u(t.freed_remote_pages)},
       {"lego_pmon_overcommit_pages_total", u(t.overcommit_pages)},
+      {"lego_pmon_fork_refetched_pages_total", u(t.fork_refetched)},
       {"lego_pmon_evict_batches_total", u(t.evict_batches)},
       {"lego_pmon_evict_seconds_total", u(t.evict_ns) / 1e9},
       {"lego_pmon_fault_room_wait_seconds_total", u(t.room_wait_ns) / 1e9},

@@ -33,6 +33,8 @@ uint64_t NowNs() {
 
 constexpr Millis kRoomWait{2000};    // a fault waits this long for the evictor before overcommitting
 constexpr Millis kAheadRoomWait{2};  // a window fetched ahead waits this long for room, else is not fetched
+constexpr int64_t kMinWritebackPause = 20;    // ms: after a failed write-back, the first pause
+constexpr int64_t kMaxWritebackPause = 1000;  // ms: the longest
 
 }  // namespace
 
@@ -140,8 +142,13 @@ std::shared_ptr<ProcessSession> ProcessSession::ForkChild(int child_uffd, uint64
     std::lock_guard clock(child->mu_);
     for (auto& [pg, p] : pages_) {
       Page cp = p;
-      if (cp.state == State::kEvicting)
-        cp = Page{State::kResident, true, p.remote, false};  // still mapped there
+      if (cp.state == State::kEvicting) {
+        // Mid-eviction in the parent. Still mapped in the child, unless the batch's DROP ran before the
+        // fork: a DROP follows the batch's successful write-back, so the page's data is then on its memory
+        // monitor (and ForkSpace, after the fork, copied it into the child's space), or it was never
+        // written and reads as zero. HandleFault tells the two apart by a missing-page fault.
+        cp = Page{State::kResident, true, p.remote || p.dirty, false, false, true};
+      }
       child->pages_[pg] = cp;
       if (cp.state == State::kResident) {
         child->rset_.Insert(pg);
@@ -271,6 +278,7 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
     if (it != pages_.end() && it->second.state == State::kResident) {
       it->second.dirty = true;
       it->second.wp = false;
+      it->second.maybe_dropped = false;  // mapped, since it was write-protected
       if (it->second.prefetched) ++pf_written_;
       it->second.prefetched = false;
       rset_.Touch(pg);
@@ -292,6 +300,17 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
   }
   if (it->second.state == State::kRemote) {
     lock.unlock();
+    return Fetch(addr, write);
+  }
+  if (it->second.maybe_dropped && it->second.remote) {
+    // A fork child's page that the parent's eviction dropped before the fork: its data is on the memory
+    // monitor, not zero. (A zero page here gave the child zeros where its parent had written.)
+    it->second = Page{State::kRemote, false, true, false};
+    rset_.Erase(pg);
+    remote_.fetch_add(1, std::memory_order_relaxed);
+    lock.unlock();
+    excache_.Release(*this, 1);
+    Count(&MemStats::fork_refetched);
     return Fetch(addr, write);
   }
   // Missing but resident in our table: either another thread's fault on the same page got there first
@@ -789,6 +808,7 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
   std::lock_guard evict(evict_mu_);
   if (!can_evict()) return 0;
   if (remote_full_ && MonoMillis() < full_retry_ms_) return 0;  // memory monitors full: retry once a second
+  if (MonoMillis() < writeback_retry_ms_) return 0;             // a write-back failed: pause
   const uint64_t t0 = NowNs();
   struct Timer {
     ProcessSession* s;
@@ -866,14 +886,27 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       vaddrs.push_back(dirty[i]);
       ++k;
     }
-    Status st = memory_.Write(space_, vaddrs, evict_buf_.data());
+    bool owner_lost = false;
+    Status st = memory_.Write(space_, vaddrs, evict_buf_.data(), &owner_lost);
     if (!st.ok()) {
       ok = false;
       LEGO_LOG_RATELIMITED("writeback_failed pid={} pages={} err={}", pid_.load(), vaddrs.size(),
                            st.ToString());
-      if (st.code() == StatusCode::kOutOfMemory) SetRemoteFull(sock, true);
+      if (st.code() == StatusCode::kOutOfMemory) {
+        SetRemoteFull(sock, true);
+      } else {
+        writeback_pause_ms_ = std::clamp(writeback_pause_ms_ * 2, kMinWritebackPause, kMaxWritebackPause);
+        writeback_retry_ms_ = MonoMillis() + writeback_pause_ms_;
+      }
+      // The memory monitor that holds some of the process's pages is gone: they are lost, as the read
+      // path finds on the next fault there. Kill the process now, not whenever it next touches one: until
+      // then every fault would wait for room that this evictor cannot make.
+      if (owner_lost)
+        Fatal(fmt::format("cannot write pages back to its memory monitor, which holds some of its memory: {}",
+                          st.ToString()));
     } else {
       written = std::move(vaddrs);
+      writeback_pause_ms_ = 0;
       if (remote_full_) SetRemoteFull(sock, false);
     }
   }

@@ -106,6 +106,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
     bool remote;              // the memory monitor holds a copy
     bool wp;                  // write-protected now
     bool prefetched = false;  // fetched write-protected on a read, to see whether it gets written
+    // A fork child's page that its parent was evicting when it forked: mapped in the child unless the
+    // batch's DROP ran before the fork (ForkChild). Cleared once a write fault shows it mapped.
+    bool maybe_dropped = false;
   };
 
   void FaultLoop();
@@ -207,6 +210,10 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
                 const std::vector<uint64_t>& written);
   std::atomic<bool> remote_full_{false};  // told the program that new allocations must fail
   int64_t full_retry_ms_ = 0;             // while full, try a write-back again from then
+  // A write-back that failed otherwise (an mmon slow, stopped or just dead) is tried again after a pause
+  // that doubles up to kMaxWritebackPause: not every 20 ms on a new connection. Guarded by evict_mu_.
+  int64_t writeback_retry_ms_ = 0;
+  int64_t writeback_pause_ms_ = 0;
   void SetRemoteFull(int sock, bool full);
   std::vector<uint8_t> evict_buf_;
   std::vector<uint8_t> zeros_;

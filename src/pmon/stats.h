@@ -92,6 +92,7 @@ struct MemStats {
   std::atomic<uint64_t> writeback_pages{0};  // pages written to memory monitors
   std::atomic<uint64_t> freed_remote_pages{0};  // pages freed on memory monitors (munmap, exit)
   std::atomic<uint64_t> overcommit_pages{0};    // pages installed past the budget because eviction stalled
+  std::atomic<uint64_t> fork_refetched{0};      // fork child's pages the parent dropped as it forked
   std::atomic<uint64_t> evict_batches{0};       // eviction batches run
   std::atomic<uint64_t> evict_ns{0};            // time spent in them
   std::atomic<uint64_t> room_wait_ns{0};        // time faults waited for the evictor to make room

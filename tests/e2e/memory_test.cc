@@ -386,8 +386,8 @@ std::vector<std::string> Args(std::vector<std::string> head, const std::vector<s
 }
 
 // kill -9 of a memory monitor that holds a running program's pages: the pmon kills the program (its memory
-// is gone) and `lego run` says why, not only "killed by signal 9"; the pmon survives and the next program
-// runs on the memory monitor that is left.
+// is gone) at its next fault or write-back there, and `lego run` says why, not only "killed by signal 9"; the
+// pmon survives and the next program runs on the memory monitor that is left.
 TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   PrivateCluster cluster;
   ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
@@ -400,9 +400,11 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
                     << cluster.DaemonLogTails();
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL) << st << " " << run.Log();
   EXPECT_NE(run.Log().find("the process monitor killed pid"), std::string::npos) << run.Log();
-  EXPECT_NE(run.Log().find("from its memory monitor"), std::string::npos) << run.Log();
+  // Killed by the fault that finds a page unreadable, or by the evictor's write-back to the dead mmon,
+  // whichever comes first.
+  EXPECT_NE(run.Log().find("its memory monitor"), std::string::npos) << run.Log();
   auto ps = cluster.Lego({"ps", "--all"});
-  EXPECT_NE(ps.out.find("killed by the pmon: cannot read page"), std::string::npos) << ps.out;
+  EXPECT_NE(ps.out.find("killed by the pmon: cannot"), std::string::npos) << ps.out;
   // The pmon is alive, and once the gm has seen the mmon dead, the next program runs on the one that is left
   // (--keep-cwd: the dead mmon may have been the default vNode's cache home).
   std::string status;

@@ -27,7 +27,9 @@ TEST(LatencyHistogram, EveryValueLiesInANarrowBucket) {
     ASSERT_LT(i, H::kBuckets) << v;
     EXPECT_LE(H::Lower(i), v) << v;
     EXPECT_LT(v, H::Lower(i + 1)) << v;
-    if (v >= 16) EXPECT_LE(H::Lower(i + 1) - H::Lower(i), H::Lower(i) / 16) << v;
+    if (v >= 16) {
+      EXPECT_LE(H::Lower(i + 1) - H::Lower(i), H::Lower(i) / 16) << v;
+    }
   }
   EXPECT_EQ(H::Index(UINT64_MAX), H::kBuckets - 1);  // too large: the last bucket, not out of range
   EXPECT_EQ(H::Index(uint64_t{1} << H::kMaxOctave), H::kBuckets - 1);
