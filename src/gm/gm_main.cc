@@ -1,7 +1,30 @@
 // lego-gm: the global manager (LegoOS's GPM, GMM and GSM): membership and failure detection, vRegion
 // placement on mmons, and the durable vNode table with each vNode's smon and buffer-cache mmon.
+#include <fstream>
+
+#include "common/log.h"
+#include "common/util.h"
 #include "daemon/daemon.h"
 #include "gm/gm_service.h"
+
+namespace {
+
+// How many times a gm has started with this data dir, this start included (DATA_DIR/incarnation). The gm
+// lists it as its own incarnation: a pmon tells a restarted gm, whose member list is still filling up, from
+// a fresh one (MemoryClient::DestroySpaceEverywhere).
+lego::Result<uint32_t> NextIncarnation(const std::string& data_dir) {
+  const std::string path = data_dir + "/incarnation";
+  uint32_t previous = 0;
+  if (std::ifstream in(path); in && !(in >> previous)) {
+    LEGO_LOG_WARN("gm_incarnation_unreadable path={}: counted as a restart", path);
+    previous = 1;
+  }
+  const uint32_t now = previous + 1;
+  LEGO_RETURN_IF_ERROR(lego::WriteFileAtomic(path, std::to_string(now) + "\n"));
+  return now;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using namespace lego;
@@ -19,10 +42,12 @@ int main(int argc, char** argv) {
       return InvalidArgument("unknown placement policy '" + ctx.config.placement + "'");
     auto vnodes = gm::VnodeTable::Open(ctx.config.data_dir + "/vnodes.json");
     if (!vnodes.ok()) return vnodes.status();
+    auto incarnation = NextIncarnation(ctx.config.data_dir);
+    if (!incarnation.ok()) return incarnation.status();
     service = std::make_unique<gm::GmService>(
         ctx.messenger, ctx.metrics, mo,
-        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port()}, placement,
-        std::move(vnodes.value()));
+        gm::GmSelf{ctx.messenger.listen_address().ToString(), ctx.metrics.http_port(), *incarnation},
+        placement, std::move(vnodes.value()));
     service->InstallHandlers();
     return Status::Ok();
   };

@@ -65,7 +65,7 @@ void GmService::InstallHandlers() {
     self.fixed.state = static_cast<uint8_t>(proto::MemberState::kAlive);
     self.fixed.metrics_port = self_.metrics_port;
     self.fixed.pid = static_cast<uint32_t>(getpid());
-    self.fixed.incarnation = 1;
+    self.fixed.incarnation = self_.incarnation;
     self.fixed.joined_unix_ms = started_wall_ms_;
     self.listen_addr = self_.listen_addr;
     self.name = "gm";

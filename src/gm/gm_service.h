@@ -25,6 +25,7 @@ namespace lego::gm {
 struct GmSelf {
   std::string listen_addr;
   uint16_t metrics_port = 0;
+  uint32_t incarnation = 1;  // starts with this data dir, this one included
 };
 
 // How long the gm waits for an smon to make or delete a vNode's namespace.
