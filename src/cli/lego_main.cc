@@ -79,6 +79,22 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 600));
 
+  std::string restart_name;
+  bool restart_kill = false;
+  int restart_timeout = 30;
+  auto* restart_cmd = app.add_subcommand(
+      "restart",
+      "stop one component of the local cluster (if it runs) and start it again with the same flags, data "
+      "dir and log; waits until it has registered with the gm again. For failure experiments: "
+      "`kill -9` a component, watch what survives, then bring it back");
+  restart_cmd
+      ->add_option("name", restart_name, "the component, as `lego status` names it: gm, pmon-0, mmon-1 ...")
+      ->required();
+  restart_cmd->add_flag("--kill", restart_kill, "stop it with SIGKILL (a crash) instead of SIGTERM");
+  restart_cmd->add_option("--timeout", restart_timeout, "seconds to wait for it to stop, and to register")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600));
+
   cli::RunOptions run;
   std::string run_excache;
   auto* run_cmd = app.add_subcommand(
@@ -191,5 +207,6 @@ int main(int argc, char** argv) {
   if (*status_cmd) return cli::StatusCommand(q);
   if (*stats_cmd) return cli::StatsCommand(q, member_id);
   if (*down_cmd) return cli::Down(state_dir, down_timeout);
+  if (*restart_cmd) return cli::Restart(state_dir, restart_name, restart_kill, restart_timeout);
   return 2;
 }

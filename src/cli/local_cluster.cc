@@ -47,11 +47,16 @@ lego::Status WriteState(const std::string& dir, const ClusterState& s) {
     t["kind"] = d.kind;
     t["binary"] = d.binary;
     t["pid"] = d.pid;
+    toml::array args;
+    for (const auto& a : d.args) args.push_back(a);
+    t["args"] = args;
     arr.push_back(t);
   }
   root["daemon"] = arr;
   std::ostringstream text;
-  text << "# Written by `lego up`; read by `lego status` and `lego down`. Do not edit.\n" << root;
+  text << "# Written by `lego up` and `lego restart`; read by `lego status`, `lego down` and `lego restart`. "
+          "Do not edit.\n"
+       << root;
   return WriteFileAtomic(StateFile(dir), text.str());
 }
 
@@ -133,6 +138,7 @@ Result<ClusterState> ReadState(const std::string& state_dir) {
         d.kind = toml::find<std::string>(t, "kind");
         d.binary = toml::find<std::string>(t, "binary");
         d.pid = toml::find<int>(t, "pid");
+        d.args = toml::find_or<std::vector<std::string>>(t, "args", {});
         s.daemons.push_back(d);
       }
     }
@@ -212,7 +218,7 @@ int Up(const UpOptions& o) {
     if (!o.transports.empty()) args.insert(args.end(), {"--transports", o.transports});
     auto pid = Spawn(binary, args, fmt::format("{}/logs/{}.log", dir, name));
     if (!pid.ok()) return pid.status();
-    state.daemons.push_back({name, kind, binary, pid.value()});
+    state.daemons.push_back({name, kind, binary, pid.value(), args});
     return WriteState(dir, state);
   };
 
@@ -237,6 +243,9 @@ int Up(const UpOptions& o) {
     if (gm_addr.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   state.gm_addr = gm_addr;
+  // A restarted gm must listen where the monitors look for it: the address it bound, not port 0.
+  for (size_t i = 0; i + 1 < state.daemons[0].args.size(); ++i)
+    if (state.daemons[0].args[i] == "--listen") state.daemons[0].args[i + 1] = gm_addr;
   (void)WriteState(dir, state);
   fmt::print("  gm      listening on {}\n", gm_addr);
 
@@ -431,6 +440,117 @@ int Down(const std::string& dir, int timeout_s) {
   }
   fmt::print("lego down: cluster stopped; removed {}\n", dir);
   return 0;
+}
+
+int Restart(const std::string& dir, const std::string& name, bool hard, int timeout_s) {
+  auto s = ReadState(dir);
+  if (!s.ok()) {
+    fmt::print(stderr, "lego restart: {}\n", s.status().message());
+    return 1;
+  }
+  auto it = std::find_if(s->daemons.begin(), s->daemons.end(), [&](auto& d) { return d.name == name; });
+  if (it == s->daemons.end()) {
+    std::string names;
+    for (const auto& d : s->daemons) names += (names.empty() ? "" : ", ") + d.name;
+    fmt::print(stderr, "lego restart: the local cluster has no component '{}' (it has {})\n", name, names);
+    return 2;
+  }
+  DaemonRecord& d = *it;
+  if (d.args.empty()) {
+    fmt::print(stderr,
+               "lego restart: {}'s command line is not in {} (the cluster was started by an older lego); "
+               "`lego down` and `lego up` again\n",
+               name, StateFile(dir));
+    return 1;
+  }
+  ReapChildren();
+  if (DaemonAlive(d)) {
+    kill(d.pid, hard ? SIGKILL : SIGTERM);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (DaemonAlive(d) && std::chrono::steady_clock::now() < deadline) {
+      ReapChildren();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (DaemonAlive(d)) {
+      fmt::print(stderr, "lego restart: {} (pid {}) did not stop within {} s; killing it\n", name, d.pid,
+                 timeout_s);
+      kill(d.pid, SIGKILL);
+      while (DaemonAlive(d)) {
+        ReapChildren();
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+    fmt::print("lego restart: {} {} (pid {})\n", hard ? "killed" : "stopped", name, d.pid);
+  } else {
+    fmt::print("lego restart: {} (pid {}) was not running\n", name, d.pid);
+  }
+  const std::string log = fmt::format("{}/logs/{}.log", dir, name);
+  const std::string ready = fmt::format("{}/run/{}.ready", dir, name);
+  (void)unlink(ready.c_str());
+  auto pid = Spawn(d.binary, d.args, log);
+  if (!pid.ok()) {
+    fmt::print(stderr, "lego restart: cannot start {}: {}\n", name, pid.status().message());
+    return 1;
+  }
+  d.pid = pid.value();
+  if (Status st = WriteState(dir, s.value()); !st.ok()) {
+    fmt::print(stderr, "lego restart: started {} (pid {}) but cannot record it: {}\n", name, d.pid,
+               st.message());
+    return 1;
+  }
+  // Registered again: the gm lists it alive with its new pid (for the gm: the gm answers, as itself).
+  auto m = MakeCliMessenger();
+  auto gm_hp = ParseHostPort(s->gm_addr);
+  if (!m.ok() || !gm_hp.ok()) {
+    fmt::print(stderr, "lego restart: started {} (pid {}); cannot ask the gm whether it registered: {}\n",
+               name, d.pid, (!m.ok() ? m.status() : gm_hp.status()).message());
+    return 1;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  std::string last_err = "no answer yet";
+  for (;;) {
+    auto members = ListMembers(*m.value(), gm_hp.value(), 1000);
+    if (members.ok()) {
+      // Back: listed alive with its new pid. A restarted gm knows nobody at first: it is back once every
+      // monitor of the cluster that runs has registered with it again.
+      std::string addr, missing;
+      for (const auto& o : s->daemons) {
+        if (o.name != name && (d.kind != "gm" || !DaemonAlive(o))) continue;
+        bool listed = false;
+        for (const auto& r : members.value())
+          if (r.name == o.name && r.fixed.pid == static_cast<uint32_t>(o.pid) &&
+              r.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive)) {
+            listed = true;
+            if (o.name == name) addr = r.listen_addr;
+          }
+        if (!listed) missing += (missing.empty() ? "" : ", ") + o.name;
+      }
+      if (missing.empty()) {
+        m.value()->Shutdown();
+        fmt::print("lego restart: {} is back (pid {}, {} {}{})\n", name, d.pid,
+                   d.kind == "gm" ? "listening on" : "registered at", d.kind == "gm" ? s->gm_addr : addr,
+                   d.kind == "gm" ? "; every running monitor has registered with it again" : "");
+        return 0;
+      }
+      last_err = fmt::format("the gm does not list {} alive (with its current pid) yet", missing);
+    } else {
+      last_err = members.status().ToString();
+    }
+    ReapChildren();
+    if (!DaemonAlive(d)) {
+      m.value()->Shutdown();
+      fmt::print(stderr, "lego restart: lego-{} ({}) exited during start-up; last lines of {}:\n{}", d.kind,
+                 name, log, TailFile(log, 15));
+      return 1;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      m.value()->Shutdown();
+      fmt::print(stderr, "lego restart: {} (pid {}) runs but did not register within {} s: {}\n", name, d.pid,
+                 timeout_s, last_err);
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
 }
 
 }  // namespace lego::cli

@@ -2,7 +2,8 @@
 // loopback, as child daemons of no one (setsid), with their state in one per-user directory.
 //
 // State dir: $LEGO_STATE_DIR, else $XDG_RUNTIME_DIR/lego, else /tmp/lego-$UID. It holds cluster.toml (the gm
-// address and every daemon's pid; what `lego status`/`lego down` read), logs/NAME.log and data/NAME/.
+// address, every daemon's pid and command line; what `lego status`, `lego down` and `lego restart` read),
+// logs/NAME.log and data/NAME/.
 // `lego down` removes the whole directory: nothing is left behind.
 #pragma once
 
@@ -20,6 +21,7 @@ struct DaemonRecord {
   std::string kind;    // gm, pmon, mmon, smon
   std::string binary;  // absolute path
   int pid = 0;
+  std::vector<std::string> args;  // its command line after the binary (`lego restart` starts it again so)
 };
 
 struct ClusterState {
@@ -52,5 +54,10 @@ bool DaemonAlive(const DaemonRecord& d);
 // Exit codes follow the CLI's convention: 0 ok, 1 failure, 2 usage.
 int Up(const UpOptions& options);
 int Down(const std::string& state_dir, int timeout_s);
+// `lego restart NAME`: stops one component of the local cluster if it runs (SIGTERM, then SIGKILL after
+// timeout_s; SIGKILL at once if `kill`), starts it again with its command line, data dir and log, and waits
+// until it has registered with the gm again (the gm: until it answers). The gm keeps its address, so the
+// monitors find it again; a monitor gets a new port and tells the gm at its registration.
+int Restart(const std::string& state_dir, const std::string& name, bool kill, int timeout_s);
 
 }  // namespace lego::cli

@@ -105,6 +105,50 @@ TEST_F(CliTest, KilledMmonShowsDeadInStatusWithinSeconds) {
   EXPECT_FALSE(fs::exists(state_dir()));
 }
 
+// `lego restart NAME`: a killed mmon comes back (its flags and data dir; a new pid and port), the gm comes
+// back on its address and every monitor registers with it again, a pmon killed on purpose comes back, and a
+// program runs afterwards.
+TEST_F(CliTest, RestartBringsBackAKilledMonitorAndTheGm) {
+  auto none = Lego({"restart", "mmon-0"});
+  EXPECT_EQ(none.exit_code, 1);
+  EXPECT_NE(none.err.find("no cluster is up"), std::string::npos) << none.err;
+  ASSERT_EQ(Lego({"up", "--mmon-capacity", "256M", "--excache", "64M"}).exit_code, 0);
+  const int old_mmon = Component("mmon-1")["pid"];
+  ASSERT_EQ(kill(old_mmon, SIGKILL), 0);
+  ASSERT_TRUE(test::WaitFor([&] { return Component("mmon-1")["state"] == "dead"; }, 10s));
+  auto r = Lego({"restart", "mmon-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("was not running"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mmon-1 is back"), std::string::npos) << r.out;
+  json mmon = Component("mmon-1");
+  EXPECT_EQ(mmon["state"], "alive");
+  EXPECT_NE(mmon["pid"], old_mmon);
+  EXPECT_EQ(mmon["capacity_bytes"], 256ull << 20);  // its flags again
+
+  const std::string gm_addr = Component("gm")["address"];
+  const int old_gm = Component("gm")["pid"];
+  r = Lego({"restart", "gm"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("stopped gm"), std::string::npos) << r.out;
+  auto status = Lego({"status"});
+  EXPECT_NE(status.out.find("5 members: 5 alive, 0 dead"), std::string::npos) << status.out;
+  EXPECT_EQ(Component("gm")["address"], gm_addr);
+  EXPECT_NE(Component("gm")["pid"], old_gm);
+
+  r = Lego({"restart", "pmon-0", "--kill"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("killed pmon-0"), std::string::npos) << r.out;
+  auto run = Lego({"run", "--", "/bin/echo", "hello"});
+  EXPECT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out, "hello\n");
+
+  auto bad = Lego({"restart", "mmon-7"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_NE(bad.err.find("no component 'mmon-7' (it has gm, pmon-0, mmon-0, mmon-1, smon-0)"),
+            std::string::npos)
+      << bad.err;
+}
+
 TEST_F(CliTest, ClearMessagesForMisuse) {
   auto down = Lego({"down"});
   EXPECT_EQ(down.exit_code, 0);
@@ -121,7 +165,7 @@ TEST_F(CliTest, ClearMessagesForMisuse) {
   EXPECT_NE(Lego({"frobnicate"}).exit_code, 0);
   auto help = Lego({"--help"});
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* cmd : {"up", "status", "stats", "down"}) {
+  for (const char* cmd : {"up", "status", "stats", "down", "restart"}) {
     EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
     auto h = Lego({cmd, "--help"});
     EXPECT_EQ(h.exit_code, 0) << cmd;
