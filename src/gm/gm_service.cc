@@ -15,6 +15,8 @@ GmService::GmService(msg::Messenger& messenger, Metrics& metrics, MembershipOpti
       regions_(placement),
       self_(std::move(self)),
       started_wall_ms_(WallMillis()),
+      started_mono_ms_(MonoMillis()),
+      settle_ms_(int64_t{options.heartbeat_interval_ms} * (options.heartbeat_misses + 1)),
       g_alive_(metrics.Gauge("lego_gm_members_alive", "Members currently alive")),
       c_deaths_(
           metrics.Counter("lego_gm_member_deaths_total", "Members marked dead after missed heartbeats")),
@@ -105,6 +107,15 @@ void GmService::InstallMemoryHandlers() {
   messenger_.Handle(proto::kReleaseSpace, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::ReleaseSpaceReq>(in.payload, "x2g.release_space");
     if (!req.ok()) return r.Error(req.status());
+    if (Settling()) {
+      LEGO_LOG_INFO("release_space_deferred space={:#x}: this gm restarted {} ms ago", req->space,
+                    MonoMillis() - started_mono_ms_);
+      return r.Error(Status(
+          StatusCode::kBusy,
+          fmt::format("the gm restarted {} ms ago and may not know every memory monitor "
+                      "yet: release the space again in {} ms",
+                      MonoMillis() - started_mono_ms_, settle_ms_ - (MonoMillis() - started_mono_ms_))));
+    }
     regions_.ReleaseSpace(req->space);
     r.Reply();
   });

@@ -170,17 +170,6 @@ Status MemoryClient::DestroySpaceEverywhere(uint64_t space, uint64_t* freed) {
   std::string dead;
   size_t mmons = 0;
   for (const auto& m : *members) {
-    // A gm that has just restarted (its incarnation counts its starts with its data dir) lists only the
-    // members that have registered again since: an mmon
-    // missing from its list may still hold the space. Its pages would stay there for good once the space
-    // is released, so wait until every live member has had time to register again.
-    const int64_t gm_age_ms = WallMillis() - m.fixed.joined_unix_ms;
-    if (m.fixed.kind == static_cast<uint8_t>(proto::ComponentKind::kGm) && m.fixed.incarnation > 1 &&
-        gm_age_ms < kGmSettleMs)
-      return Status(StatusCode::kPeerUnreachable,
-                    fmt::format("the gm started {} ms ago: waiting for every memory monitor to register "
-                                "with it again",
-                                std::max<int64_t>(gm_age_ms, 0)));
     if (m.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kMmon) ||
         m.fixed.state == static_cast<uint8_t>(proto::MemberState::kLeft))
       continue;  // an mmon that left cleanly took its pool with it

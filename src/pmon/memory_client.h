@@ -55,11 +55,9 @@ class MemoryClient {
   // them, or the gm, could not be asked, or if the gm lists an mmon as dead (not left): a stopped mmon is
   // dead to the gm but keeps its pool, so the space is not gone until it has answered too (a restarted
   // one answers with an empty pool).
-  // Nor while a restarted gm (incarnation > 1) has been up less than kGmSettleMs (by the wall clocks of the
-  // two hosts): until every live member has registered with it again, an mmon missing from its list may
-  // hold the space.
+  // Nor if the gm refuses to release the space (Busy): a restarted gm does until every live member has
+  // had time to register with it again, since an mmon missing from its list may still hold the space.
   Status DestroySpaceEverywhere(uint64_t space, uint64_t* freed = nullptr);
-  static constexpr int64_t kGmSettleMs = 10000;
   // fork(): `child` gets a copy-on-write copy of every page of `parent`, on the same memory monitors.
   Status ForkSpace(uint64_t parent, uint64_t child, uint64_t* pages = nullptr);
 

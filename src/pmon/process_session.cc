@@ -572,6 +572,21 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
     return FailFault(fault_addr, fmt::format("cannot read page {:#x} from its memory monitor: {}", fault_addr,
                                              st.ToString()));
   }
+  // Only pages the memory monitor took (written back, or copied there by a fork) are read from it. One it
+  // says it never had was lost: the mmon restarted at the same address with an empty pool. Installing a
+  // zero page would hand the program wrong data without a word.
+  if (const size_t absent = static_cast<size_t>(std::count(present.begin(), present.end(), 0)); absent > 0) {
+    const size_t i = static_cast<size_t>(std::find(present.begin(), present.end(), 0) - present.begin());
+    excache_.Release(*this, n);
+    LEGO_LOG_RATELIMITED("remote_pages_lost pid={} space={:#x} pages={} first={:#x}", pid_.load(), space_,
+                         absent, w.vaddrs[i]);
+    if (fault_addr == 0) return;  // the miss that reaches them fetches them again, and fails then
+    return FailFault(
+        fault_addr,
+        fmt::format("its memory monitor no longer has {} of its pages (page {:#x}; restarted with "
+                    "an empty pool?): they are lost",
+                    absent, w.vaddrs[i]));
+  }
   if (stage_first && n > 1) {
     // Keep the first page back (StageAhead): its data here, the page remote and reserved until its fault.
     Staged sp{w.vaddrs.front(), w.writable, std::vector<uint8_t>(kPage, 0)};

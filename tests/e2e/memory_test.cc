@@ -468,6 +468,58 @@ TEST(MmonFailureTest, ProgramGivenAnMmonThatJustDiedMovesToTheOther) {
   EXPECT_GE(reassigned, 1.0) << stats.out;
 }
 
+// An mmon restarted at its address (a fixed port, as on a host of its own) comes back with an empty pool. A
+// program whose pages it held must be killed with the reason, never handed zero pages for them: a page read
+// found them "never written", and the pmon installed zeros. The program is stopped across the restart, so
+// that no write-back or read meets the dead mmon (those kill it too): its first reads afterwards reach the
+// new one. working_set checks every page it reads back (exit 1 on a mismatch).
+TEST(MmonFailureTest, MmonRestartedAtItsAddressDoesNotFeedTheProgramZeros) {
+  pid_t stopped = 0;                  // declared first, so it outlives `cluster`
+  std::unique_ptr<test::Daemon> big;  // likewise
+  PrivateCluster cluster;
+  cluster.before_down = [&] {
+    if (stopped > 0) kill(stopped, SIGCONT);
+    big.reset();
+  };
+  ASSERT_EQ(cluster.Lego({"up", "--mmons", "1", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  const std::string gm = AliveMember(json::parse(cluster.Lego({"status", "--json"}).out), "gm").second;
+  ASSERT_FALSE(gm.empty());
+  // A larger mmon on a fixed port: the gm's most-free placement gives it the program's memory.
+  const std::vector<std::string> big_args{
+      "--gm", gm,          "--name", "mmon-big", "--capacity",
+      "4G",   "--metrics", "off",    "--listen", "127.0.0.1:" + std::to_string(test::FreePort())};
+  big = std::make_unique<test::Daemon>(test::StartDaemon("mmon", cluster.path(), "mmon-big", big_args));
+  auto alive = [&](const char* n) { return cluster.Lego({"status"}).out.find(n) != std::string::npos; };
+  ASSERT_TRUE(test::WaitFor([&] { return alive("5 alive"); }, 10s));
+  test::Process run = cluster.Run(
+      "run", {"--keep-cwd", "--excache", "8M", "--", Programs() + "/working_set", "48", "100000", "random"});
+  const pid_t big_pid = big->proc.pid();
+  ASSERT_TRUE(test::WaitFor([&] { return cluster.MmonUsed()[big_pid] > (24u << 20); }, 30s));
+  pid_t program = 0;
+  for (auto& p : json::parse(cluster.Lego({"ps", "--json"}).out))
+    if (p["comm"] == "working_set") program = p["pid"].get<pid_t>();
+  ASSERT_GT(program, 0);
+  ASSERT_EQ(kill(program, SIGSTOP), 0);
+  stopped = program;
+  std::this_thread::sleep_for(500ms);  // an eviction batch under way ends
+  big->proc.Kill9();
+  big = std::make_unique<test::Daemon>(test::StartDaemon("mmon", cluster.path(), "mmon-big", big_args));
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        for (auto& c : json::parse(cluster.Lego({"status", "--json"}).out))
+          if (c["name"] == "mmon-big" && c["state"] == "alive" && c["pid"] == big->proc.pid()) return true;
+        return false;
+      },
+      15s));
+  ASSERT_EQ(kill(program, SIGCONT), 0);
+  stopped = 0;
+  const int st = run.Wait(60s);
+  ASSERT_NE(st, -1) << "the program kept running: " << run.Log() << "\n" << cluster.DaemonLogTails();
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 128 + SIGKILL) << st << " " << run.Log();
+  EXPECT_NE(run.Log().find("the process monitor killed pid"), std::string::npos) << run.Log();
+  EXPECT_NE(run.Log().find("its memory monitor"), std::string::npos) << run.Log();
+}
+
 // kill -9 of the pmon under a running program: the program dies (its preload sees the pmon gone), and its
 // pages stay on the mmons, since nobody is left to free them. The pmon, started again with the same data
 // dir, finds the space in its journal (DATA_DIR/spaces) and frees it.
@@ -503,7 +555,7 @@ TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
 // The same, with the gm restarted too, and the mmon that holds the space stopped meanwhile, so that it
 // registers with the new gm late. The gm's list lacks it until then: a pmon that trusted that list freed the
 // space on the other mmon, released it at the gm and left the late mmon's pages there for good. It must wait
-// for a restarted gm to hear from every mmon (MemoryClient::DestroySpaceEverywhere, kGmSettleMs).
+// for a restarted gm to hear from every mmon (the gm refuses x2g.release_space meanwhile: decision 008).
 TEST(PmonFailureTest, RestartedPmonWaitsForARestartedGmToHearFromEveryMmon) {
   std::unique_ptr<test::Process> pmon, gm;  // the restarted ones; declared first, so they outlive `cluster`
   pid_t stopped = 0;
