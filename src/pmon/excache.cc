@@ -84,7 +84,7 @@ void ExCache::Release(ProcessSession& s, size_t n) {
 std::shared_ptr<ProcessSession> ExCache::PickVictimProcess() {
   std::shared_ptr<ProcessSession> largest;
   for (auto& s : sessions_) {
-    if (!s->can_evict() || s->resident_pages() == 0) continue;
+    if (!s->can_evict() || s->resident_pages() == 0 || s->evict_paused()) continue;
     if (s->resident_pages() > HighMark(s->cap_pages())) return s;
     if (!largest || s->resident_pages() > largest->resident_pages()) largest = s;
   }

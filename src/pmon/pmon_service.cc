@@ -298,12 +298,15 @@ void PmonService::OnFork(ProcessSession* parent, int child_uffd) {
   fcntl(child_uffd, F_SETFD, FD_CLOEXEC);
   const uint64_t child_space = NewSpaceId();
   Created(child_space);
+  // The page table first, then the copy on the mmons: a page the snapshot finds remote was written back
+  // before it, so the copy has it. (The other way round, a whole eviction batch could land between the two:
+  // its pages remote in the child's table, still mapped in the child, and missing from its copy.)
+  auto child = parent->ForkChild(child_uffd, child_space);
   uint64_t pages = 0;
   Status st = memory_.ForkSpace(parent->space(), child_space, &pages);
   if (!st.ok())
     LEGO_LOG_ERROR("fork_copy_failed parent_pid={} err={}; the child will be refused", parent->pid(),
                    st.ToString());
-  auto child = parent->ForkChild(child_uffd, child_space);
   LEGO_LOG_INFO("process_forked parent_pid={} comm={} child_space={:#x} remote_pages_shared={}",
                 parent->pid(), parent->comm(), child_space, pages);
   {

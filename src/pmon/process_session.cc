@@ -163,6 +163,7 @@ std::shared_ptr<ProcessSession> ProcessSession::ForkChild(int child_uffd, uint64
 
 void ProcessSession::Attach(pid_t pid, int sock) {
   pid_.store(pid);
+  SettleForkedPages(pid);  // before sock_: eviction must not start on a page that may be unmapped
   sock_.store(sock);
   {
     // A fork child whose memory became unreachable before it said hello (Fatal found no pid to kill).
@@ -171,6 +172,53 @@ void ProcessSession::Attach(pid_t pid, int sock) {
   }
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof one);
+}
+
+// The pages a fork child's parent was evicting when it forked are mapped in the child unless the batch's
+// DROP ran first (ForkChild). Until its HELLO the child has run none of its own code (only the preload's
+// atfork handler), so its page table tells which: a page present (or swapped) there is mapped and stays
+// resident; one absent was dropped before the fork, and its data is on the memory monitor (kRemote) or, never
+// written, zero (forgotten). Settled before eviction may start: the evictor reading an unmapped page with
+// process_vm_readv would fault into this session's own fault thread, which parks the fault behind the very
+// batch doing the read. And once the child runs its own code, a page it drops itself (MADV_DONTNEED) must
+// read as zero, not as the parent's copy.
+void ProcessSession::SettleForkedPages(pid_t pid) {
+  std::vector<uint64_t> unsure;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [pg, p] : pages_)
+      if (p.maybe_dropped) unsure.push_back(pg);
+  }
+  if (unsure.empty()) return;
+  const int fd = open(fmt::format("/proc/{}/pagemap", pid).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    LEGO_LOG_WARN("pagemap_unreadable pid={} err={}: {} pages inherited mid-eviction are taken as mapped",
+                  pid, strerror(errno), unsure.size());
+  size_t left = 0, refetch = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t pg : unsure) {
+      auto it = pages_.find(pg);
+      if (it == pages_.end() || !it->second.maybe_dropped) continue;  // a fault settled it meanwhile
+      it->second.maybe_dropped = false;
+      uint64_t entry = 0;
+      const bool known = fd >= 0 && pread(fd, &entry, sizeof entry, static_cast<off_t>(pg * 8)) == 8;
+      if (!known || (entry >> 62) != 0) continue;  // bit 63 present, bit 62 swapped: mapped
+      rset_.Erase(pg);
+      ++left;
+      if (it->second.remote) {
+        it->second = Page{State::kRemote, false, true, false};
+        remote_.fetch_add(1, std::memory_order_relaxed);
+        ++refetch;
+      } else {
+        pages_.erase(it);
+      }
+    }
+  }
+  if (fd >= 0) close(fd);
+  if (left) excache_.Release(*this, left);
+  Count(&MemStats::fork_refetched, refetch);
+  LEGO_LOG_DEBUG("fork_pages_settled pid={} unsure={} dropped_before_fork={}", pid, unsure.size(), left);
 }
 
 void ProcessSession::FaultLoop() {
@@ -822,8 +870,7 @@ void ProcessSession::SetRemoteFull(int sock, bool full) {
 size_t ProcessSession::EvictBatch(size_t max_pages) {
   std::lock_guard evict(evict_mu_);
   if (!can_evict()) return 0;
-  if (remote_full_ && MonoMillis() < full_retry_ms_) return 0;  // memory monitors full: retry once a second
-  if (MonoMillis() < writeback_retry_ms_) return 0;             // a write-back failed: pause
+  if (evict_paused()) return 0;  // memory monitors full (retried once a second), or a write-back failed
   const uint64_t t0 = NowNs();
   struct Timer {
     ProcessSession* s;
@@ -913,17 +960,22 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
         writeback_pause_ms_ = std::clamp(writeback_pause_ms_ * 2, kMinWritebackPause, kMaxWritebackPause);
         writeback_retry_ms_ = MonoMillis() + writeback_pause_ms_;
       }
-      // The memory monitor that holds some of the process's pages is gone: they are lost, as the read
-      // path finds on the next fault there. Kill the process now, not whenever it next touches one: until
-      // then every fault would wait for room that this evictor cannot make.
-      if (owner_lost)
+      // The memory monitor that holds some of the process's pages is gone, twice in a row (the second
+      // time on a fresh connection, after a pause: a connection that failed once is not a dead monitor):
+      // its pages are lost, as the read path finds on the next fault there. Kill the process now, not
+      // whenever it next touches one: until then every fault would wait for room that cannot be made.
+      owner_lost_batches_ = owner_lost ? owner_lost_batches_ + 1 : 0;
+      if (owner_lost_batches_ >= 2)
         Fatal(fmt::format("cannot write pages back to its memory monitor, which holds some of its memory: {}",
                           st.ToString()));
     } else {
       written = std::move(vaddrs);
       writeback_pause_ms_ = 0;
+      owner_lost_batches_ = 0;
       if (remote_full_) SetRemoteFull(sock, false);
     }
+    evict_paused_until_ms_.store(std::max(remote_full_ ? full_retry_ms_ : 0, writeback_retry_ms_),
+                                 std::memory_order_relaxed);
   }
   // 3. Ask the program's helper thread to drop them, a chunk at a time. A chunk whose ACK does not come in
   // time stays in doubt (late_drop_); chunks never sent stay resident.

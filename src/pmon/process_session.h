@@ -86,6 +86,8 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   bool can_evict() const {
     return sock_.load() >= 0 && !ended() && !drop_in_doubt_.load(std::memory_order_acquire);
   }
+  // Eviction pauses after a failed write-back (and once a second while the memory monitors are full).
+  bool evict_paused() const { return MonoMillis() < evict_paused_until_ms_.load(std::memory_order_relaxed); }
 
   // fork(): the session of the child whose uffd came in UFFD_EVENT_FORK. It starts with a copy of this
   // page table (the kernel copied the mappings; the memory monitors copy the remote pages) and serves
@@ -107,11 +109,13 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
     bool wp;                  // write-protected now
     bool prefetched = false;  // fetched write-protected on a read, to see whether it gets written
     // A fork child's page that its parent was evicting when it forked: mapped in the child unless the
-    // batch's DROP ran before the fork (ForkChild). Cleared once a write fault shows it mapped.
+    // batch's DROP ran before the fork (ForkChild). Settled at the child's HELLO from its page table
+    // (SettleForkedPages); before that, a missing-page fault on it fetches it, a write fault shows it mapped.
     bool maybe_dropped = false;
   };
 
   void FaultLoop();
+  void SettleForkedPages(pid_t pid);  // Attach: a fork child's maybe_dropped pages, from its page table
   void HandleMessage(const uffd_msg& m);
   void HandleFault(uint64_t addr, bool write, bool wp);
   void FollowCpu(uint32_t tid);
@@ -214,6 +218,10 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   // that doubles up to kMaxWritebackPause: not every 20 ms on a new connection. Guarded by evict_mu_.
   int64_t writeback_retry_ms_ = 0;
   int64_t writeback_pause_ms_ = 0;
+  int owner_lost_batches_ = 0;  // consecutive batches whose write-back found an owner of pages gone
+  // No batch before then (the later of the two retry times): the ExCache's evictor skips this process
+  // meanwhile instead of picking it again and again while others wait for room. Written under evict_mu_.
+  std::atomic<int64_t> evict_paused_until_ms_{0};
   void SetRemoteFull(int sock, bool full);
   std::vector<uint8_t> evict_buf_;
   std::vector<uint8_t> zeros_;
