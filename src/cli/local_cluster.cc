@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -421,7 +422,52 @@ static std::error_code RemoveStateDir(const std::string& dir) {
   return ec;
 }
 
+namespace {
+
+// True if d.pid runs d's command line: a pid of a daemon that died may have been reused by another process,
+// even one of the same binary (another cluster's), which `lego restart` must not signal.
+bool RunsItsCommandLine(const DaemonRecord& d) {
+  std::ifstream f(fmt::format("/proc/{}/cmdline", d.pid));
+  std::vector<std::string> argv;
+  for (std::string arg; std::getline(f, arg, '\0');) argv.push_back(arg);
+  if (argv.size() != d.args.size() + 1) return false;
+  for (size_t i = 0; i < d.args.size(); ++i)  // the gm first ran with port 0 where the state has its port
+    if (argv[i + 1] != d.args[i] && !(i > 0 && d.args[i - 1] == "--listen")) return false;
+  return true;
+}
+
+// An exclusive lock on the state dir for the commands that change it: two restarts, or a restart and a
+// `lego down`, would each write the state from what they read, and lose the other's daemon.
+class StateDirLock {
+ public:
+  explicit StateDirLock(const std::string& dir) : fd_(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    if (fd_ >= 0) (void)flock(fd_, LOCK_EX);
+  }
+  ~StateDirLock() {
+    if (fd_ >= 0) close(fd_);
+  }
+  StateDirLock(const StateDirLock&) = delete;
+  StateDirLock& operator=(const StateDirLock&) = delete;
+
+ private:
+  int fd_;
+};
+
+// Waits up to `for_ms` for d to exit; true if it did.
+bool AwaitExit(const DaemonRecord& d, int64_t for_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(for_ms);
+  while (DaemonAlive(d) && std::chrono::steady_clock::now() < deadline) {
+    ReapChildren();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ReapChildren();
+  return !DaemonAlive(d);
+}
+
+}  // namespace
+
 int Down(const std::string& dir, int timeout_s) {
+  StateDirLock lock(dir);  // not while a `lego restart` is writing the state
   auto s = ReadState(dir);
   if (!s.ok()) {
     if (s.status().code() == StatusCode::kNotFound) {
@@ -443,6 +489,7 @@ int Down(const std::string& dir, int timeout_s) {
 }
 
 int Restart(const std::string& dir, const std::string& name, bool hard, int timeout_s) {
+  StateDirLock lock(dir);
   auto s = ReadState(dir);
   if (!s.ok()) {
     fmt::print(stderr, "lego restart: {}\n", s.status().message());
@@ -464,23 +511,23 @@ int Restart(const std::string& dir, const std::string& name, bool hard, int time
     return 1;
   }
   ReapChildren();
-  if (DaemonAlive(d)) {
+  if (DaemonAlive(d) && RunsItsCommandLine(d)) {
+    bool killed = hard;
     kill(d.pid, hard ? SIGKILL : SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-    while (DaemonAlive(d) && std::chrono::steady_clock::now() < deadline) {
-      ReapChildren();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (DaemonAlive(d)) {
+    if (!AwaitExit(d, int64_t{timeout_s} * 1000) && !hard) {
       fmt::print(stderr, "lego restart: {} (pid {}) did not stop within {} s; killing it\n", name, d.pid,
                  timeout_s);
       kill(d.pid, SIGKILL);
-      while (DaemonAlive(d)) {
-        ReapChildren();
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
+      killed = true;
+      (void)AwaitExit(d, 10000);
     }
-    fmt::print("lego restart: {} {} (pid {})\n", hard ? "killed" : "stopped", name, d.pid);
+    if (DaemonAlive(d)) {  // SIGKILL did not take within 10 s: stuck in the kernel (D state)
+      fmt::print(stderr,
+                 "lego restart: {} (pid {}) does not exit, even after SIGKILL; not starting another\n", name,
+                 d.pid);
+      return 1;
+    }
+    fmt::print("lego restart: {} {} (pid {})\n", killed ? "killed" : "stopped", name, d.pid);
   } else {
     fmt::print("lego restart: {} (pid {}) was not running\n", name, d.pid);
   }
@@ -494,8 +541,11 @@ int Restart(const std::string& dir, const std::string& name, bool hard, int time
   }
   d.pid = pid.value();
   if (Status st = WriteState(dir, s.value()); !st.ok()) {
-    fmt::print(stderr, "lego restart: started {} (pid {}) but cannot record it: {}\n", name, d.pid,
+    // Unrecorded, `lego down` would never stop it: take it down again.
+    fmt::print(stderr, "lego restart: cannot record {}'s new pid: {}; stopping it again\n", name,
                st.message());
+    kill(d.pid, SIGKILL);
+    (void)AwaitExit(d, 10000);
     return 1;
   }
   // Registered again: the gm lists it alive with its new pid (for the gm: the gm answers, as itself).
