@@ -3,7 +3,8 @@
 # (1 gm, 1 pmon, 2 mmon, 1 smon on loopback), runs a real program (examples/sort_records.py, a Python data
 # job of ~75 MB) with its memory on the memory monitors through a 24 MB ExCache, checks its output against
 # a local run and prints what happened to its memory; then writes a file into a vNode (the storage path),
-# kills one memory monitor to show failure detection, and takes the cluster down, leaving nothing behind.
+# kills one memory monitor to show failure detection, brings it back with `lego restart`, and takes the
+# cluster down, leaving nothing behind.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -56,6 +57,9 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 echo "mmon-1 marked dead $(python3 -c "print(f'{$(date +%s.%N) - $start:.1f}')") s after kill -9"
+"$lego" status
+echo "== lego restart mmon-1 (same flags and data dir; it registers again, with an empty pool)"
+"$lego" restart mmon-1
 "$lego" status
 echo "== lego down"
 "$lego" down
