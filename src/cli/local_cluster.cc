@@ -163,8 +163,26 @@ bool DaemonAlive(const DaemonRecord& d) {
   std::string name = exe.filename().string();
   if (const std::string del = " (deleted)"; name.size() > del.size() && name.ends_with(del))
     name.resize(name.size() - del.size());
-  // Between fork and exec the child still runs the lego binary.
-  return name == fs::path(d.binary).filename().string() || name == "lego";
+  if (name == "lego") {
+    // Between fork and exec the child still runs the lego binary: ours only if we are its parent (the `lego
+    // up` or `lego restart` that started it). Any other lego process (a user's `lego run`) took a dead
+    // daemon's pid.
+    int ppid = 0;
+    if (close_paren != std::string::npos) std::sscanf(content.c_str() + close_paren + 1, " %*c %d", &ppid);
+    return ppid == getpid();
+  }
+  if (name != fs::path(d.binary).filename().string()) return false;
+  // The same binary may be another cluster's daemon that took a dead one's pid: compare the command line
+  // (recorded since `lego restart` exists; a state file without it is trusted on the binary alone).
+  if (d.args.empty()) return true;
+  std::ifstream f(fmt::format("/proc/{}/cmdline", d.pid));
+  std::vector<std::string> argv;
+  for (std::string arg; std::getline(f, arg, '\0');) argv.push_back(arg);
+  if (argv.empty()) return true;  // cannot tell (it is exiting): as for the exe above
+  if (argv.size() != d.args.size() + 1) return false;
+  for (size_t i = 0; i < d.args.size(); ++i)  // the gm first ran with port 0 where the state has its port
+    if (argv[i + 1] != d.args[i] && !(i > 0 && d.args[i - 1] == "--listen")) return false;
+  return true;
 }
 
 int Up(const UpOptions& o) {
@@ -424,18 +442,6 @@ static std::error_code RemoveStateDir(const std::string& dir) {
 
 namespace {
 
-// True if d.pid runs d's command line: a pid of a daemon that died may have been reused by another process,
-// even one of the same binary (another cluster's), which `lego restart` must not signal.
-bool RunsItsCommandLine(const DaemonRecord& d) {
-  std::ifstream f(fmt::format("/proc/{}/cmdline", d.pid));
-  std::vector<std::string> argv;
-  for (std::string arg; std::getline(f, arg, '\0');) argv.push_back(arg);
-  if (argv.size() != d.args.size() + 1) return false;
-  for (size_t i = 0; i < d.args.size(); ++i)  // the gm first ran with port 0 where the state has its port
-    if (argv[i + 1] != d.args[i] && !(i > 0 && d.args[i - 1] == "--listen")) return false;
-  return true;
-}
-
 // An exclusive lock on the state dir for the commands that change it: two restarts, or a restart and a
 // `lego down`, would each write the state from what they read, and lose the other's daemon.
 class StateDirLock {
@@ -511,7 +517,7 @@ int Restart(const std::string& dir, const std::string& name, bool hard, int time
     return 1;
   }
   ReapChildren();
-  if (DaemonAlive(d) && RunsItsCommandLine(d)) {
+  if (DaemonAlive(d)) {
     bool killed = hard;
     kill(d.pid, hard ? SIGKILL : SIGTERM);
     if (!AwaitExit(d, int64_t{timeout_s} * 1000) && !hard) {

@@ -48,7 +48,8 @@ struct UpOptions {
 
 std::string DefaultStateDir();
 Result<ClusterState> ReadState(const std::string& state_dir);
-// True if pid is running and is the daemon binary we started (guards against pid reuse).
+// True if pid is running and is the daemon we started (guards against pid reuse): its binary with its
+// recorded command line, or, between fork and exec, our own child.
 bool DaemonAlive(const DaemonRecord& d);
 
 // Exit codes follow the CLI's convention: 0 ok, 1 failure, 2 usage.

@@ -116,7 +116,28 @@ TEST_F(CliTest, RestartBringsBackAKilledMonitorAndTheGm) {
   const int old_mmon = Component("mmon-1")["pid"];
   ASSERT_EQ(kill(old_mmon, SIGKILL), 0);
   ASSERT_TRUE(test::WaitFor([&] { return Component("mmon-1")["state"] == "dead"; }, 10s));
+  // Its pid taken by another lego process (as a reused pid would be): never signalled as if it were the mmon.
+  test::Process other(test::BinDir() + "/lego",
+                      {"--state-dir", state_dir(), "top", "-n", "600", "--interval-ms", "100"},
+                      dir_.path() + "/top.log");
+  {
+    const std::string path = state_dir() + "/cluster.toml";
+    std::ifstream in(path);
+    std::string toml((std::istreambuf_iterator<char>(in)), {});
+    const std::string was = "pid = " + std::to_string(old_mmon);
+    const size_t at = toml.find(was);
+    ASSERT_NE(at, std::string::npos) << toml;
+    toml.replace(at, was.size(), "pid = " + std::to_string(other.pid()));
+    std::ofstream(path) << toml;
+  }
   auto r = Lego({"restart", "mmon-1"});
+  {
+    std::ifstream stat("/proc/" + std::to_string(other.pid()) + "/stat");
+    std::string st((std::istreambuf_iterator<char>(stat)), {});
+    const size_t paren = st.rfind(')');
+    EXPECT_TRUE(paren != std::string::npos && paren + 2 < st.size() && st[paren + 2] != 'Z')
+        << "lego restart signalled a process that was not the mmon: " << st;
+  }
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("was not running"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("mmon-1 is back"), std::string::npos) << r.out;
