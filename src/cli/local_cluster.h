@@ -57,8 +57,9 @@ int Up(const UpOptions& options);
 int Down(const std::string& state_dir, int timeout_s);
 // `lego restart NAME`: stops one component of the local cluster if it runs (SIGTERM, then SIGKILL after
 // timeout_s; SIGKILL at once if `kill`), starts it again with its command line, data dir and log, and waits
-// until it has registered with the gm again (the gm: until it answers). The gm keeps its address, so the
-// monitors find it again; a monitor gets a new port and tells the gm at its registration.
+// until the gm lists it alive with its new pid (the gm: until every running monitor has registered with
+// it again). The gm keeps its address, so the monitors find it again; a monitor gets a new port and tells
+// the gm at its registration. A recorded pid is signalled only if DaemonAlive says it is still the daemon.
 int Restart(const std::string& state_dir, const std::string& name, bool kill, int timeout_s);
 
 }  // namespace lego::cli
