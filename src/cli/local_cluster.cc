@@ -121,6 +121,17 @@ std::map<std::string, std::string> ReadReadyFile(const std::string& path) {
   return kv;
 }
 
+// Waits up to `for_ms` for d to exit; true if it did.
+bool AwaitExit(const DaemonRecord& d, int64_t for_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(for_ms);
+  while (DaemonAlive(d) && std::chrono::steady_clock::now() < deadline) {
+    ReapChildren();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ReapChildren();
+  return !DaemonAlive(d);
+}
+
 int StopAll(const std::string& state_dir, const ClusterState& s, int timeout_s, bool quiet);
 
 }  // namespace
@@ -370,11 +381,9 @@ int StopAll(const std::string& state_dir, const ClusterState& s, int timeout_s, 
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   int killed = 0;
   for (const auto& d : running) {
-    while (DaemonAlive(d) && std::chrono::steady_clock::now() < deadline) {
-      ReapChildren();
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (DaemonAlive(d)) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (!AwaitExit(d, std::max<int64_t>(left.count(), 0))) {
       fmt::print(stderr, "  {} (pid {}) did not stop within {} s; killing it\n", d.name, d.pid, timeout_s);
       kill(d.pid, SIGKILL);
       ++killed;
@@ -458,17 +467,6 @@ class StateDirLock {
  private:
   int fd_;
 };
-
-// Waits up to `for_ms` for d to exit; true if it did.
-bool AwaitExit(const DaemonRecord& d, int64_t for_ms) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(for_ms);
-  while (DaemonAlive(d) && std::chrono::steady_clock::now() < deadline) {
-    ReapChildren();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ReapChildren();
-  return !DaemonAlive(d);
-}
 
 }  // namespace
 

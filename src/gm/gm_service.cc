@@ -108,13 +108,12 @@ void GmService::InstallMemoryHandlers() {
     auto req = proto::DecodeFixed<proto::ReleaseSpaceReq>(in.payload, "x2g.release_space");
     if (!req.ok()) return r.Error(req.status());
     if (Settling()) {
-      LEGO_LOG_INFO("release_space_deferred space={:#x}: this gm restarted {} ms ago", req->space,
-                    MonoMillis() - started_mono_ms_);
-      return r.Error(Status(
-          StatusCode::kBusy,
-          fmt::format("the gm restarted {} ms ago and may not know every memory monitor "
-                      "yet: release the space again in {} ms",
-                      MonoMillis() - started_mono_ms_, settle_ms_ - (MonoMillis() - started_mono_ms_))));
+      const int64_t age = MonoMillis() - started_mono_ms_;
+      LEGO_LOG_INFO("release_space_deferred space={:#x}: this gm restarted {} ms ago", req->space, age);
+      return r.Error(Status(StatusCode::kBusy,
+                            fmt::format("the gm restarted {} ms ago and may not know every memory monitor "
+                                        "yet: release the space again in {} ms",
+                                        age, settle_ms_ - age)));
     }
     regions_.ReleaseSpace(req->space);
     r.Reply();

@@ -204,21 +204,28 @@ void ProcessSession::SettleForkedPages(pid_t pid) {
       uint64_t entry = 0;
       const bool known = fd >= 0 && pread(fd, &entry, sizeof entry, static_cast<off_t>(pg * 8)) == 8;
       if (!known || (entry >> 62) != 0) continue;  // bit 63 present, bit 62 swapped: mapped
-      rset_.Erase(pg);
       ++left;
-      if (it->second.remote) {
-        it->second = Page{State::kRemote, false, true, false};
-        remote_.fetch_add(1, std::memory_order_relaxed);
-        ++refetch;
-      } else {
-        pages_.erase(it);
-      }
+      refetch += DroppedBeforeForkLocked(it);
     }
   }
   if (fd >= 0) close(fd);
   if (left) excache_.Release(*this, left);
   Count(&MemStats::fork_refetched, refetch);
   LEGO_LOG_DEBUG("fork_pages_settled pid={} unsure={} dropped_before_fork={}", pid, unsure.size(), left);
+}
+
+// A fork child's maybe_dropped page found dropped before the fork: out of the resident set, and remote again
+// if the memory monitor has it, else forgotten (it reads as zero). Returns true if remote. The caller gives
+// back its ExCache room. REQUIRES mu_.
+bool ProcessSession::DroppedBeforeForkLocked(std::unordered_map<uint64_t, Page>::iterator it) {
+  rset_.Erase(it->first);
+  if (!it->second.remote) {
+    pages_.erase(it);
+    return false;
+  }
+  it->second = Page{State::kRemote, false, true, false};
+  remote_.fetch_add(1, std::memory_order_relaxed);
+  return true;
 }
 
 void ProcessSession::FaultLoop() {
@@ -353,9 +360,7 @@ void ProcessSession::HandleFault(uint64_t addr, bool write, bool wp) {
   if (it->second.maybe_dropped && it->second.remote) {
     // A fork child's page that the parent's eviction dropped before the fork: its data is on the memory
     // monitor, not zero. (A zero page here gave the child zeros where its parent had written.)
-    it->second = Page{State::kRemote, false, true, false};
-    rset_.Erase(pg);
-    remote_.fetch_add(1, std::memory_order_relaxed);
+    DroppedBeforeForkLocked(it);
     lock.unlock();
     excache_.Release(*this, 1);
     Count(&MemStats::fork_refetched);
@@ -622,9 +627,11 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
   }
   // Only pages the memory monitor took (written back, or copied there by a fork) are read from it. One it
   // says it never had was lost: the mmon restarted at the same address with an empty pool. Installing a
-  // zero page would hand the program wrong data without a word.
-  if (const size_t absent = static_cast<size_t>(std::count(present.begin(), present.end(), 0)); absent > 0) {
-    const size_t i = static_cast<size_t>(std::find(present.begin(), present.end(), 0) - present.begin());
+  // zero page would hand the program wrong data without a word. Past this check every page is present, so
+  // the i-th page of the window is at pages + i * kPage.
+  if (auto lost = std::find(present.begin(), present.end(), 0); lost != present.end()) {
+    const size_t i = static_cast<size_t>(lost - present.begin());
+    const size_t absent = static_cast<size_t>(std::count(lost, present.end(), 0));
     excache_.Release(*this, n);
     LEGO_LOG_RATELIMITED("remote_pages_lost pid={} space={:#x} pages={} first={:#x}", pid_.load(), space_,
                          absent, w.vaddrs[i]);
@@ -637,45 +644,37 @@ void ProcessSession::InstallWindow(Window w, uint64_t fault_addr, bool stage_fir
   }
   if (stage_first && n > 1) {
     // Keep the first page back (StageAhead): its data here, the page remote and reserved until its fault.
-    Staged sp{w.vaddrs.front(), w.writable, std::vector<uint8_t>(kPage, 0)};
-    if (present[0]) {
-      std::memcpy(sp.data.data(), pages, kPage);
-      pages += kPage;
-    }
+    Staged sp{w.vaddrs.front(), w.writable, std::vector<uint8_t>(pages, pages + kPage)};
+    pages += kPage;
     staged_ = std::move(sp);
     w.vaddrs.erase(w.vaddrs.begin());
-    present.erase(present.begin());
     --n;
   }
   const uint64_t addr = w.vaddrs.front();
   size_t installed = 0;
   std::vector<bool> ok(n, false);
-  // A forward run of present pages (a sequential window) is one UFFDIO_COPY, which also wakes the fault.
+  // A forward run of pages (a sequential window) is one UFFDIO_COPY, which also wakes the fault.
   bool run = n > 1;
-  for (size_t i = 0; run && i < n; ++i) run = present[i] && w.vaddrs[i] == addr + i * kPage;
+  for (size_t i = 0; run && i < n; ++i) run = w.vaddrs[i] == addr + i * kPage;
   if (run) {
-    const int64_t rc = Copy(addr, pages, n * kPage, !w.writable, fault_addr != 0);  // all present: in order
+    const int64_t rc = Copy(addr, pages, n * kPage, !w.writable, fault_addr != 0);
     const size_t done = rc > 0 ? static_cast<size_t>(rc) / kPage : 0;
     for (size_t i = 0; i < done; ++i) ok[i] = true;
     installed = done;
     if (done < n) run = false;  // stopped short (EEXIST, an unmapped page?): the rest page by page below
   }
   // Otherwise page by page without waking anybody, the faulting page last.
-  std::vector<size_t> rank(n);  // rank[i]: how many present pages precede page i in the reply
-  for (size_t i = 1; i < n; ++i) rank[i] = rank[i - 1] + present[i - 1];
   size_t fault_i = n;
   for (size_t i = 0; i < n; ++i)
     if (w.vaddrs[i] == fault_addr) fault_i = i;
   auto one = [&](size_t i) {
     const bool fault_page = i == fault_i;
-    const void* src = present[i] ? pages + rank[i] * kPage : zeros_.data();
-    int64_t rc = Copy(w.vaddrs[i], src, kPage, !w.writable, fault_page);
+    int64_t rc = Copy(w.vaddrs[i], pages + i * kPage, kPage, !w.writable, fault_page);
     ok[i] = rc == static_cast<int64_t>(kPage);
     if (ok[i]) ++installed;
     // A failed copy wakes nobody: after EEXIST the page is there, after EAGAIN (an UNMAP/fork event not
     // read yet) or ENOENT the thread faults again.
     if (fault_page && rc < 0) Wake(fault_addr, kPage);
-    if (!present[i]) LEGO_LOG_RATELIMITED("remote_page_missing pid={} addr={:#x}", pid_.load(), w.vaddrs[i]);
   };
   if (!run) {
     for (size_t i = n; i-- > 0;)
@@ -850,7 +849,7 @@ std::vector<uint64_t> ProcessSession::ProtectRuns(const std::vector<uint64_t>& s
 // Remote memory full: the program's new allocations fail from now on (malloc NULL, mmap ENOMEM), while
 // what it has keeps working (past the ExCache budget, counted as overcommit). REQUIRES evict_mu_.
 void ProcessSession::SetRemoteFull(int sock, bool full) {
-  if (full) full_retry_ms_ = MonoMillis() + 1000;
+  if (full) PauseEviction(1000);  // while full, a write-back is tried once a second
   if (remote_full_ == full) return;
   remote_full_ = full;
   if (full)
@@ -958,7 +957,7 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
         SetRemoteFull(sock, true);
       } else {
         writeback_pause_ms_ = std::clamp(writeback_pause_ms_ * 2, kMinWritebackPause, kMaxWritebackPause);
-        writeback_retry_ms_ = MonoMillis() + writeback_pause_ms_;
+        PauseEviction(writeback_pause_ms_);
       }
       // The memory monitor that holds some of the process's pages is gone, twice in a row (the second
       // time on a fresh connection, after a pause: a connection that failed once is not a dead monitor):
@@ -974,8 +973,6 @@ size_t ProcessSession::EvictBatch(size_t max_pages) {
       owner_lost_batches_ = 0;
       if (remote_full_) SetRemoteFull(sock, false);
     }
-    evict_paused_until_ms_.store(std::max(remote_full_ ? full_retry_ms_ : 0, writeback_retry_ms_),
-                                 std::memory_order_relaxed);
   }
   // 3. Ask the program's helper thread to drop them, a chunk at a time. A chunk whose ACK does not come in
   // time stays in doubt (late_drop_); chunks never sent stay resident.

@@ -116,6 +116,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
 
   void FaultLoop();
   void SettleForkedPages(pid_t pid);  // Attach: a fork child's maybe_dropped pages, from its page table
+  bool DroppedBeforeForkLocked(std::unordered_map<uint64_t, Page>::iterator it);
   void HandleMessage(const uffd_msg& m);
   void HandleFault(uint64_t addr, bool write, bool wp);
   void FollowCpu(uint32_t tid);
@@ -213,15 +214,16 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   size_t Settle(const std::vector<uint64_t>& dropped, const std::vector<uint64_t>& kept,
                 const std::vector<uint64_t>& written);
   std::atomic<bool> remote_full_{false};  // told the program that new allocations must fail
-  int64_t full_retry_ms_ = 0;             // while full, try a write-back again from then
-  // A write-back that failed otherwise (an mmon slow, stopped or just dead) is tried again after a pause
-  // that doubles up to kMaxWritebackPause: not every 20 ms on a new connection. Guarded by evict_mu_.
-  int64_t writeback_retry_ms_ = 0;
-  int64_t writeback_pause_ms_ = 0;
-  int owner_lost_batches_ = 0;  // consecutive batches whose write-back found an owner of pages gone
-  // No batch before then (the later of the two retry times): the ExCache's evictor skips this process
-  // meanwhile instead of picking it again and again while others wait for room. Written under evict_mu_.
+  // A write-back that failed is tried again after a pause: once a second while the memory monitors are
+  // full, else after a pause that doubles up to kMaxWritebackPause (not every 20 ms on a new connection).
+  // The ExCache's evictor skips this process meanwhile instead of picking it again and again while others
+  // wait for room. Written under evict_mu_.
   std::atomic<int64_t> evict_paused_until_ms_{0};
+  void PauseEviction(int64_t ms) {
+    evict_paused_until_ms_.store(MonoMillis() + ms, std::memory_order_relaxed);
+  }
+  int64_t writeback_pause_ms_ = 0;  // the last pause after a failure other than full (guarded by evict_mu_)
+  int owner_lost_batches_ = 0;      // consecutive batches whose write-back found an owner of pages gone
   void SetRemoteFull(int sock, bool full);
   std::vector<uint8_t> evict_buf_;
   std::vector<uint8_t> zeros_;
