@@ -48,10 +48,15 @@ Result<std::shared_ptr<Channel>> RemoteFs::ChannelFor(uint32_t vnode) {
   return ch;
 }
 
-uint64_t RemoteFs::PeerKey(uint32_t vnode) {
+std::optional<uint64_t> RemoteFs::PeerKey(uint32_t vnode) {
   std::lock_guard lk(mu_);
   auto it = peer_keys_.find(vnode);
-  return it != peer_keys_.end() ? it->second : vnode;
+  if (it == peer_keys_.end()) return std::nullopt;
+  return it->second;
+}
+
+void RemoteFs::Resolve(uint32_t vnode) {
+  if (!PeerKey(vnode)) (void)ChannelFor(vnode);  // a failure shows again when the request runs
 }
 
 void RemoteFs::Forget(uint32_t vnode) {
@@ -173,10 +178,10 @@ proto::FsReply RemoteFs::ReadInto(const proto::FsRequest& req, std::span<uint8_t
 }
 
 void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, FsFastPath try_inline,
-             std::function<uint64_t(const proto::FsRequest&)> key_of) {
+             FsQueueKeys keys) {
   for (uint16_t i = 1; i <= proto::kFsOpCount; ++i) {
     const uint16_t opcode = proto::FsOpcode(static_cast<proto::FsOp>(i));
-    messenger.Handle(opcode, [&queue, &service, opcode, try_inline, key_of](const Incoming& in, Responder r) {
+    messenger.Handle(opcode, [&queue, &service, opcode, try_inline, keys](const Incoming& in, Responder r) {
       auto check = proto::DecodeFsRequest(opcode, in.payload);
       if (!check.ok()) {
         LEGO_LOG_RATELIMITED("bad_fs_request conn={} why=\"{}\"", in.conn_id, check.status().message());
@@ -205,9 +210,24 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
         proto::FsReply reply = service.Execute(p->req);
         p->r.Reply(proto::EncodeFsReply(p->req.op, reply));
       };
-      const uint64_t key = key_of ? key_of(p->req) : p->req.f.vnode;  // see WorkQueue's per-key limit
-      if (!queue.Submit(key, std::move(job)))
-        LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
+      // The key for WorkQueue's per-key limit (FsQueueKeys).
+      bool submitted;
+      if (!keys.known) {
+        submitted = queue.Submit(p->req.f.vnode, std::move(job));
+      } else if (auto key = keys.known(p->req)) {
+        submitted = queue.Submit(*key, std::move(job));
+      } else {
+        submitted = queue.Submit(FsQueueKeys::kResolving, [&queue, keys, p, job = std::move(job)]() mutable {
+          keys.resolve(p->req);
+          // Not resolved (the gm names no live peer, or did not answer): run it here, where it fails the
+          // same way (or the buffer cache answers it).
+          if (auto key = keys.known(p->req); !key)
+            job();
+          else if (!queue.Submit(*key, std::move(job)))
+            LEGO_LOG_DEBUG("fs_request_dropped (stopping)");
+        });
+      }
+      if (!submitted) LEGO_LOG_DEBUG("fs_request_dropped opcode={:#06x} (stopping)", opcode);
     });
   }
 }

@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 
 #include "common/work_queue.h"
 #include "messaging/messenger.h"
@@ -49,9 +50,12 @@ class RemoteFs : public proto::FsService {
   // the gm time to create the default vNode on its smon (gm::kSmonCallTimeout is 10 s).
   Result<proto::VnodeRecord> Lookup(const proto::VnodeLookupReq& req, Millis timeout = Millis(15000));
   uint64_t transport_errors() const { return transport_errors_.load(); }
-  // A key for the peer that serves the vNode (the last one the gm named; kept across failures), or the
-  // vNode's id if none is known yet: the mmon limits the FS threads one smon may hold by it.
-  uint64_t PeerKey(uint32_t vnode);
+  // A key for the peer that serves the vNode (the last one the gm named; kept across failures), or nullopt
+  // if the gm has not named one yet: the mmon limits the FS threads one smon may hold by it. Keys have the
+  // top bit set (never 0, never a FsQueueKeys::kResolving).
+  std::optional<uint64_t> PeerKey(uint32_t vnode);
+  // Asks the gm for the vNode's route (and so its PeerKey) if none is known; blocks for up to the timeout.
+  void Resolve(uint32_t vnode);
   // Requests sent again after their peer was found gone (beyond the one immediate retry).
   uint64_t retried() const { return retried_.load(); }
   // Requests a peer refused unread (status Busy: too much waited for order on the connection) and that were
@@ -83,15 +87,26 @@ class RemoteFs : public proto::FsService {
   static constexpr Millis kRetryPause{100};
 };
 
+// How ServeFs keys a request for the WorkQueue's per-key limit. `known` gives the key on the progress thread,
+// without blocking, or nullopt if it is not known yet; then the request is first submitted under kResolving
+// (so at most the queue's per-key limit of threads wait for lookups), where `resolve` finds the key (it may
+// block: the mmon asks the gm where the vNode's smon is) and the request goes back to the queue under it.
+// Before, a vNode not yet resolved ran under its own id: the first requests of a stuck smon's second vNode
+// took the threads left for every other smon (a vNode on a live smon waited one whole timeout).
+struct FsQueueKeys {
+  std::function<std::optional<uint64_t>(const proto::FsRequest&)> known;
+  std::function<void(const proto::FsRequest&)> resolve;
+  static constexpr uint64_t kResolving = uint64_t{1} << 62;
+};
+
 // Installs handlers for the FS opcodes; requests run on `queue` against `service`, submitted with the key
-// `key_of` gives (default: the vNode), for the queue's per-key limit. First, on the messenger's
+// `keys` gives (default: the vNode), for the queue's per-key limit. First, on the messenger's
 // progress thread, `try_inline` (if set) may answer a request itself (return true with the reply in *out):
 // that saves two thread wake-ups per request, so use it for what never waits for another daemon (the
 // smon's local file calls other than fsync, a buffer-cache hit).
 // REQUIRES: before messenger.Start(); queue and service outlive the messenger's serving.
 using FsFastPath = std::function<bool(const proto::FsRequest& req, proto::FsReply* out)>;
 void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service,
-             FsFastPath try_inline = nullptr,
-             std::function<uint64_t(const proto::FsRequest&)> key_of = nullptr);
+             FsFastPath try_inline = nullptr, FsQueueKeys keys = {});
 
 }  // namespace lego::msg

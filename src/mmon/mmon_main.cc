@@ -45,7 +45,9 @@ int main(int argc, char** argv) {
         [bc = cache.get()](const proto::FsRequest& req, proto::FsReply* out) {
           return bc->TryServeRead(req, out);
         },
-        [rfs = storage.get()](const proto::FsRequest& req) { return rfs->PeerKey(req.f.vnode); });
+        msg::FsQueueKeys{
+            [rfs = storage.get()](const proto::FsRequest& req) { return rfs->PeerKey(req.f.vnode); },
+            [rfs = storage.get()](const proto::FsRequest& req) { rfs->Resolve(req.f.vnode); }});
     Metrics* metrics = &ctx.metrics;
     ctx.messenger.SetStatsProvider([metrics, bc = cache.get(), rfs = storage.get()] {
       auto v = metrics->Snapshot();
