@@ -140,13 +140,13 @@ int main(int argc, char** argv) {
       "manage vNodes: a user's virtual node, with its own storage (files kept by a storage monitor)");
   vnode_cmd->require_subcommand(1);
   std::string vnode_name;
-  uint32_t vnode_smon = 0;
+  std::string vnode_smon;
   bool vnode_force = false;
   auto* vcreate =
       vnode_cmd->add_subcommand("create", "create a vNode and place its storage on a storage monitor");
   vcreate->add_option("name", vnode_name, "letters, digits, '.', '_', '-'; at most 64")->required();
   vcreate->add_option("--smon", vnode_smon,
-                      "the storage monitor's member id (see `lego status`); default: "
+                      "the storage monitor: its name or member id (see `lego status`); default: "
                       "the alive smon with the fewest vNodes");
   vcreate->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
   auto* vls = vnode_cmd->add_subcommand("ls", "list vNodes with their storage placement and processes");

@@ -3,12 +3,15 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/run.h"
 #include "protocol/any.h"
+#include "protocol/membership.h"
 #include "protocol/vnode.h"
 
 namespace lego::cli {
@@ -33,9 +36,37 @@ std::shared_ptr<msg::Channel> GmChannel(msg::Messenger& m, const QueryOptions& o
   return ch.value();
 }
 
+// The member id `smon` names: an id as written, or the id of the smon of that name (asked of the gm); 0 for
+// "". Prints the problem and returns nullopt if there is none.
+std::optional<uint32_t> SmonId(msg::Channel& gm, const QueryOptions& o, const std::string& smon) {
+  if (smon.empty()) return 0;
+  if (smon.find_first_not_of("0123456789") == std::string::npos) {
+    if (smon.size() > 9 || std::stoul(smon) == 0) {
+      fmt::print(stderr, "lego vnode create: --smon {}: not a member id\n", smon);
+      return std::nullopt;
+    }
+    return static_cast<uint32_t>(std::stoul(smon));
+  }
+  auto r = gm.Call(proto::kListMembers, {}, msg::Millis(o.timeout_ms));
+  auto members = r.ok() ? proto::DecodeMemberList(*r) : Result<std::vector<proto::MemberRecord>>(r.status());
+  if (!members.ok()) {
+    fmt::print(stderr, "lego vnode create: cannot list the members: {}\n", members.status().message());
+    return std::nullopt;
+  }
+  std::vector<std::string> smons;
+  for (const auto& mem : *members) {
+    if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kSmon)) continue;
+    if (mem.name == smon) return mem.fixed.id;
+    smons.push_back(mem.name.empty() ? fmt::format("id {}", mem.fixed.id) : mem.name);
+  }
+  fmt::print(stderr, "lego vnode create: --smon {}: no storage monitor of that name ({})\n", smon,
+             smons.empty() ? "the gm lists none" : fmt::format("there are: {}", fmt::join(smons, ", ")));
+  return std::nullopt;
+}
+
 }  // namespace
 
-int VnodeCreateCommand(const QueryOptions& o, const std::string& name, uint32_t smon_id) {
+int VnodeCreateCommand(const QueryOptions& o, const std::string& name, const std::string& smon) {
   if (Status st = proto::ValidateVnodeName(name); !st.ok()) {
     fmt::print(stderr, "lego vnode create: {}\n", st.message());
     return 2;
@@ -44,7 +75,9 @@ int VnodeCreateCommand(const QueryOptions& o, const std::string& name, uint32_t 
   if (!m.ok()) return fmt::print(stderr, "lego vnode create: {}\n", m.status().ToString()), 1;
   auto gm = GmChannel(**m, o, "vnode create");
   if (!gm) return 1;
-  auto r = gm->Call(proto::kVnodeCreate, proto::EncodeVnodeCreateReq({smon_id, name}), kVnodeOpTimeout);
+  const std::optional<uint32_t> smon_id = SmonId(*gm, o, smon);
+  if (!smon_id) return 1;
+  auto r = gm->Call(proto::kVnodeCreate, proto::EncodeVnodeCreateReq({*smon_id, name}), kVnodeOpTimeout);
   if (!r.ok()) return fmt::print(stderr, "lego vnode create: {}\n", r.status().message()), 1;
   auto v = proto::DecodeVnodeRecord(*r);
   if (!v.ok()) return fmt::print(stderr, "lego vnode create: {}\n", v.status().message()), 1;

@@ -8,7 +8,8 @@
 
 namespace lego::cli {
 
-int VnodeCreateCommand(const QueryOptions& o, const std::string& name, uint32_t smon_id);
+// smon: the storage monitor's member id or name; "" lets the gm choose.
+int VnodeCreateCommand(const QueryOptions& o, const std::string& name, const std::string& smon);
 int VnodeListCommand(const QueryOptions& o);
 int VnodeRemoveCommand(const QueryOptions& o, const std::string& name, bool force);
 

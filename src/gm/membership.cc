@@ -1,18 +1,66 @@
 #include "gm/membership.h"
 
+#include <fstream>
 #include <random>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "common/util.h"
 
 namespace lego::gm {
 
 using proto::MemberState;
 
+namespace {
+
+// A member's identity in the ids file: its kind and name. Unnamed members (started by hand without --name,
+// known by their address, which may be an ephemeral port) are not kept.
+std::string IdentityKey(proto::ComponentKind kind, const std::string& name) {
+  return fmt::format("{}:{}", proto::ComponentKindName(kind), name);
+}
+
+}  // namespace
+
+Result<MembershipOptions::KnownIds> LoadMemberIds(const std::string& path) {
+  MembershipOptions::KnownIds ids;
+  std::ifstream in(path);
+  if (!in) return ids;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    auto j = nlohmann::json::parse(ss.str());
+    if (j.value("version", 0) != 1) return IoError(fmt::format("{}: unknown version", path));
+    ids.next_id = j.at("next_id").get<uint32_t>();
+    for (const auto& m : j.at("members")) {
+      const uint32_t id = m.at("id").get<uint32_t>();
+      if (id == 0 || id >= ids.next_id) return IoError(fmt::format("{}: bad id {}", path, id));
+      ids.by_identity[m.at("identity").get<std::string>()] = id;
+    }
+  } catch (const std::exception& ex) {
+    return IoError(
+        fmt::format("{}: cannot parse the member ids ({}); fix or move the file", path, ex.what()));
+  }
+  return ids;
+}
+
 MembershipTable::MembershipTable(MembershipOptions options)
     : options_(options),
+      known_ids_(options.known_ids),
       incarnation_base_(options.incarnation_base ? *options.incarnation_base : std::random_device{}()) {}
+
+void MembershipTable::SaveIdsLocked() {
+  if (options_.ids_path.empty()) return;
+  auto list = nlohmann::json::array();
+  for (const auto& [identity, id] : known_ids_.by_identity)
+    list.push_back({{"identity", identity}, {"id", id}});
+  nlohmann::json j = {{"version", 1}, {"next_id", known_ids_.next_id}, {"members", list}};
+  if (Status st = WriteFileAtomic(options_.ids_path, j.dump(2) + "\n"); !st.ok())
+    LEGO_LOG_WARN("member_ids_not_saved path={} why=\"{}\": a restarted gm may number members anew",
+                  options_.ids_path, st.ToString());
+}
 
 proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int64_t now_mono_ms,
                                               int64_t now_wall_ms) {
@@ -30,7 +78,19 @@ proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int
   }
   bool rejoin = m != nullptr;
   if (!m) {
-    uint32_t id = next_id_++;
+    // The id this identity had (in this gm's life or an earlier one), unless a member holds it now (the
+    // file was edited); else a new one, kept for next time.
+    uint32_t id = 0;
+    const std::string key = req.name.empty() ? "" : IdentityKey(kind, req.name);
+    if (auto it = known_ids_.by_identity.find(key);
+        !key.empty() && it != known_ids_.by_identity.end() && !members_.contains(it->second))
+      id = it->second;
+    if (id == 0) {
+      while (members_.contains(known_ids_.next_id)) ++known_ids_.next_id;
+      id = known_ids_.next_id++;
+      if (!key.empty()) known_ids_.by_identity[key] = id;
+      SaveIdsLocked();
+    }
     m = &members_[id];
     m->id = id;
     m->incarnation = incarnation_base_;

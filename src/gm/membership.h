@@ -3,7 +3,8 @@
 // A monitor registers (x2g.register) and then heartbeats every interval; after `misses` intervals without
 // hearing from it the table marks it dead. A member that registers again with the same identity (its name,
 // or its kind and address when it has no name) gets its old id back with a new incarnation, so a restarted
-// mmon is the same member in `lego status`. Time is passed in by the caller, so the logic is tested
+// mmon is the same member in `lego status`. A named member keeps its id across restarts of the gm too
+// (MembershipOptions::ids_path). Time is passed in by the caller, so the logic is tested
 // without sleeping (tests/unit/membership_test.cc).
 //
 // Thread safety: every method may be called from any thread (one internal mutex).
@@ -27,7 +28,18 @@ struct MembershipOptions {
   // Incarnations of this gm's members start after this value. Unset: a random one, so that a member of a
   // previous gm (same id, by chance, as a new member of this one) cannot heartbeat as that new member.
   std::optional<uint32_t> incarnation_base;
+  // Where the ids of named members are kept, so that a restarted gm gives every monitor the id it had
+  // before (`lego status`, `lego vnode create --smon ID`); "" keeps them in memory only. `known_ids` is the
+  // file's content at start (LoadMemberIds).
+  std::string ids_path;
+  struct KnownIds {
+    std::map<std::string, uint32_t> by_identity;  // IdentityKey -> id
+    uint32_t next_id = 1;
+  } known_ids;
 };
+
+// Reads the ids file; a missing file is an empty table; one that cannot be parsed is an error that names it.
+Result<MembershipOptions::KnownIds> LoadMemberIds(const std::string& path);
 
 struct Member {
   uint32_t id = 0;
@@ -61,8 +73,11 @@ class MembershipTable {
  private:
   const MembershipOptions options_;
   mutable Mutex mu_;
+  // Writes known_ids_ to options_.ids_path (a failure is logged: ids stay unique, only not kept).
+  void SaveIdsLocked() REQUIRES(mu_);
+
   std::map<uint32_t, Member> members_ GUARDED_BY(mu_);
-  uint32_t next_id_ GUARDED_BY(mu_) = 1;
+  MembershipOptions::KnownIds known_ids_ GUARDED_BY(mu_);
   const uint32_t incarnation_base_;
 };
 

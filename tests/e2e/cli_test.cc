@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -148,6 +149,8 @@ TEST_F(CliTest, RestartBringsBackAKilledMonitorAndTheGm) {
 
   const std::string gm_addr = Component("gm")["address"];
   const int old_gm = Component("gm")["pid"];
+  std::map<std::string, uint32_t> ids;  // a restarted gm numbers every monitor as before (DATA_DIR/members.json)
+  for (const char* name : {"pmon-0", "mmon-0", "mmon-1", "smon-0"}) ids[name] = Component(name)["id"];
   r = Lego({"restart", "gm"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("stopped gm"), std::string::npos) << r.out;
@@ -155,6 +158,7 @@ TEST_F(CliTest, RestartBringsBackAKilledMonitorAndTheGm) {
   EXPECT_NE(status.out.find("5 members: 5 alive, 0 dead"), std::string::npos) << status.out;
   EXPECT_EQ(Component("gm")["address"], gm_addr);
   EXPECT_NE(Component("gm")["pid"], old_gm);
+  for (const auto& [name, id] : ids) EXPECT_EQ(Component(name)["id"], id) << name;
 
   r = Lego({"restart", "pmon-0", "--kill"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;

@@ -463,7 +463,9 @@ TEST_F(StorageTest, VnodeCommandsAndTheTableSurviveAGmRestart) {
   sleeper.Kill9();
   EXPECT_EQ(Lego({"vnode", "rm", "drop", "--gm", gm_addr_}).exit_code, 1);
 
-  // A restarted gm (same address and data dir) still knows every vNode and where it lives.
+  // A restarted gm (same address and data dir) still knows every vNode and where it lives, and numbers
+  // the monitors as before.
+  const auto smon_id = json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out)[0]["smon_id"];
   gm_->proc.Kill9();
   gm_ = std::make_unique<test::Daemon>(
       test::StartDaemon("gm", dir_.path(), "gm",
@@ -476,9 +478,19 @@ TEST_F(StorageTest, VnodeCommandsAndTheTableSurviveAGmRestart) {
   EXPECT_EQ(j[0]["name"], "keep");
   EXPECT_EQ(j[0]["id"], 1);
   EXPECT_TRUE(j[0]["smon_alive"].get<bool>());
+  EXPECT_EQ(j[0]["smon_id"], smon_id);
   CreateVnode("next");  // ids are never reused
   j = json::parse(Lego({"vnode", "ls", "--gm", gm_addr_, "--json"}).out);
   EXPECT_EQ(j[1]["id"], 3);
+
+  // --smon takes the smon's name too.
+  auto named = Lego({"vnode", "create", "named", "--smon", "smon-0", "--gm", gm_addr_});
+  EXPECT_EQ(named.exit_code, 0) << named.err;
+  auto unknown = Lego({"vnode", "create", "other", "--smon", "smon-9", "--gm", gm_addr_});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("--smon smon-9: no storage monitor of that name (there are: smon-0)"),
+            std::string::npos)
+      << unknown.err;
 }
 
 // The same programs with the buffer cache turned off (every request goes through to the smon).

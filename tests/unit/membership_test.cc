@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
+#include "support/test_support.h"
+
 namespace lego::gm {
 namespace {
 
@@ -19,6 +23,14 @@ proto::RegisterReq Req(ComponentKind kind, const std::string& addr, const std::s
   return r;
 }
 
+MembershipOptions Opts(uint32_t interval_ms, uint32_t misses, std::optional<uint32_t> base = std::nullopt) {
+  MembershipOptions o;
+  o.heartbeat_interval_ms = interval_ms;
+  o.heartbeat_misses = misses;
+  o.incarnation_base = base;
+  return o;
+}
+
 uint8_t State(MembershipTable& t, uint32_t id, int64_t now) {
   for (auto& m : t.List(now))
     if (m.fixed.id == id) return m.fixed.state;
@@ -26,7 +38,7 @@ uint8_t State(MembershipTable& t, uint32_t id, int64_t now) {
 }
 
 TEST(MembershipTable, AssignsDistinctIdsAndListsMembers) {
-  MembershipTable t({1000, 3, 0});
+  MembershipTable t(Opts(1000, 3, 0));
   auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
   auto b = t.Register(Req(ComponentKind::kMmon, "h:2", "mmon-1"), 0, 0);
   auto c = t.Register(Req(ComponentKind::kPmon, "h:3", "pmon-0"), 0, 0);
@@ -42,7 +54,7 @@ TEST(MembershipTable, AssignsDistinctIdsAndListsMembers) {
 }
 
 TEST(MembershipTable, DeadOnlyAfterIntervalTimesMisses) {
-  MembershipTable t({1000, 3});
+  MembershipTable t(Opts(1000, 3));
   auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
   EXPECT_TRUE(t.CheckLiveness(3000).empty());
   EXPECT_TRUE(t.Heartbeat({a.id, a.incarnation, 0, 0}, 2500).ok());
@@ -55,7 +67,7 @@ TEST(MembershipTable, DeadOnlyAfterIntervalTimesMisses) {
 }
 
 TEST(MembershipTable, RestartedMemberRejoinsWithSameIdNewIncarnation) {
-  MembershipTable t({1000, 3});
+  MembershipTable t(Opts(1000, 3));
   auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
   t.CheckLiveness(10000);
   auto again = t.Register(Req(ComponentKind::kMmon, "h:9", "mmon-0"), 10000, 0);  // new port, same name
@@ -69,7 +81,7 @@ TEST(MembershipTable, RestartedMemberRejoinsWithSameIdNewIncarnation) {
 }
 
 TEST(MembershipTable, UnnamedMembersMatchByKindAndAddress) {
-  MembershipTable t({1000, 3});
+  MembershipTable t(Opts(1000, 3));
   auto a = t.Register(Req(ComponentKind::kSmon, "h:1", ""), 0, 0);
   auto b = t.Register(Req(ComponentKind::kSmon, "h:1", ""), 0, 0);
   auto c = t.Register(Req(ComponentKind::kMmon, "h:1", ""), 0, 0);
@@ -78,7 +90,7 @@ TEST(MembershipTable, UnnamedMembersMatchByKindAndAddress) {
 }
 
 TEST(MembershipTable, HeartbeatOfUnknownOrLeftMemberAsksToRegister) {
-  MembershipTable t({1000, 3});
+  MembershipTable t(Opts(1000, 3));
   EXPECT_EQ(t.Heartbeat({77, 1, 0, 0}, 0).code(), StatusCode::kUnknownMember);
   auto a = t.Register(Req(ComponentKind::kPmon, "h:1", "p"), 0, 0);
   EXPECT_TRUE(t.Deregister({a.id, a.incarnation}).ok());
@@ -89,7 +101,7 @@ TEST(MembershipTable, HeartbeatOfUnknownOrLeftMemberAsksToRegister) {
 }
 
 TEST(MembershipTable, DeadMemberThatHeartbeatsAgainIsRevived) {
-  MembershipTable t({100, 2});
+  MembershipTable t(Opts(100, 2));
   auto a = t.Register(Req(ComponentKind::kMmon, "h:1", "m"), 0, 0);
   t.CheckLiveness(1000);
   EXPECT_EQ(State(t, a.id, 1000), uint8_t(MemberState::kDead));
@@ -101,14 +113,61 @@ TEST(MembershipTable, DeadMemberThatHeartbeatsAgainIsRevived) {
 // Regression: after a gm restart, a monitor's heartbeats (its old id and incarnation) were accepted as those
 // of another monitor that had re-registered first and been given the same id, so it never re-registered.
 TEST(MembershipTable, HeartbeatFromPreviousGmLifeIsRefusedEvenIfIdCollides) {
-  MembershipTable old_gm({1000, 3});
+  MembershipTable old_gm(Opts(1000, 3));
   auto mmon = old_gm.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0);
-  MembershipTable new_gm({1000, 3});  // restarted: forgot everything
+  MembershipTable new_gm(Opts(1000, 3));  // restarted, without its data dir: forgot everything
   auto pmon = new_gm.Register(Req(ComponentKind::kPmon, "h:2", "pmon-0"), 0, 0);
   ASSERT_EQ(pmon.id, mmon.id);  // ids restart at 1
   ASSERT_NE(pmon.incarnation, mmon.incarnation);
   EXPECT_EQ(new_gm.Heartbeat({mmon.id, mmon.incarnation, 0, 0}, 1).code(), StatusCode::kUnknownMember);
   EXPECT_EQ(new_gm.Deregister({mmon.id, mmon.incarnation}).code(), StatusCode::kUnknownMember);
+}
+
+// A restarted gm gives each named monitor the id it had, whatever order they register in; a new monitor
+// gets an id none of them had; unnamed monitors are not kept.
+TEST(MembershipTable, NamedMembersKeepTheirIdsAcrossRestartsOfTheGm) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/members.json";
+  uint32_t mmon0, mmon1, smon0;
+  {
+    auto o = Opts(1000, 3);
+    o.ids_path = path;
+    MembershipTable t(o);
+    mmon0 = t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0).id;
+    mmon1 = t.Register(Req(ComponentKind::kMmon, "h:2", "mmon-1"), 0, 0).id;
+    (void)t.Register(Req(ComponentKind::kMmon, "h:9", ""), 0, 0);
+    smon0 = t.Register(Req(ComponentKind::kSmon, "h:3", "smon-0"), 0, 0).id;
+  }
+  auto ids = LoadMemberIds(path);
+  ASSERT_TRUE(ids.ok()) << ids.status().ToString();
+  EXPECT_EQ(ids->by_identity.size(), 3u);
+  auto o = Opts(1000, 3);
+  o.ids_path = path;
+  o.known_ids = *ids;
+  MembershipTable t(o);
+  const uint32_t fresh = t.Register(Req(ComponentKind::kPmon, "h:4", "pmon-0"), 0, 0).id;
+  EXPECT_EQ(t.Register(Req(ComponentKind::kSmon, "h:30", "smon-0"), 0, 0).id, smon0);  // at a new address
+  EXPECT_EQ(t.Register(Req(ComponentKind::kMmon, "h:2", "mmon-1"), 0, 0).id, mmon1);
+  EXPECT_EQ(t.Register(Req(ComponentKind::kMmon, "h:1", "mmon-0"), 0, 0).id, mmon0);
+  EXPECT_FALSE(fresh == mmon0 || fresh == mmon1 || fresh == smon0);
+  const uint32_t unnamed = t.Register(Req(ComponentKind::kMmon, "h:9", ""), 0, 0).id;
+  EXPECT_FALSE(unnamed == mmon0 || unnamed == mmon1 || unnamed == smon0 || unnamed == fresh);
+  // The same name of another kind is another member.
+  EXPECT_NE(t.Register(Req(ComponentKind::kPmon, "h:5", "mmon-0"), 0, 0).id, mmon0);
+}
+
+TEST(MembershipTable, AnUnreadableIdsFileIsAnErrorNamingIt) {
+  test::TempDir dir;
+  const std::string path = dir.path() + "/members.json";
+  EXPECT_TRUE(LoadMemberIds(path).ok());  // none yet: an empty table
+  for (const char* bad : {"{", "{\"version\": 2}",
+                          "{\"version\": 1, \"next_id\": 2, \"members\": "
+                          "[{\"identity\": \"mmon:a\", \"id\": 7}]}"}) {
+    std::ofstream(path) << bad;
+    auto ids = LoadMemberIds(path);
+    ASSERT_FALSE(ids.ok()) << bad;
+    EXPECT_NE(ids.status().message().find(path), std::string::npos) << ids.status().ToString();
+  }
 }
 
 }  // namespace
