@@ -34,6 +34,7 @@ Result<MembershipOptions::KnownIds> LoadMemberIds(const std::string& path) {
     auto j = nlohmann::json::parse(ss.str());
     if (j.value("version", 0) != 1) return IoError(fmt::format("{}: unknown version", path));
     ids.next_id = j.at("next_id").get<uint32_t>();
+    if (ids.next_id == 0) return IoError(fmt::format("{}: bad next_id 0", path));  // 0 is the gm's own
     for (const auto& m : j.at("members")) {
       const uint32_t id = m.at("id").get<uint32_t>();
       if (id == 0 || id >= ids.next_id) return IoError(fmt::format("{}: bad id {}", path, id));

@@ -162,7 +162,8 @@ TEST(MembershipTable, AnUnreadableIdsFileIsAnErrorNamingIt) {
   EXPECT_TRUE(LoadMemberIds(path).ok());  // none yet: an empty table
   for (const char* bad : {"{", "{\"version\": 2}",
                           "{\"version\": 1, \"next_id\": 2, \"members\": "
-                          "[{\"identity\": \"mmon:a\", \"id\": 7}]}"}) {
+                          "[{\"identity\": \"mmon:a\", \"id\": 7}]}",
+                          "{\"version\": 1, \"next_id\": 0, \"members\": []}"}) {
     std::ofstream(path) << bad;
     auto ids = LoadMemberIds(path);
     ASSERT_FALSE(ids.ok()) << bad;
