@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <iostream>
 #include <optional>
 
@@ -40,12 +41,14 @@ std::shared_ptr<msg::Channel> GmChannel(msg::Messenger& m, const QueryOptions& o
 // "". Prints the problem and returns nullopt if there is none.
 std::optional<uint32_t> SmonId(msg::Channel& gm, const QueryOptions& o, const std::string& smon) {
   if (smon.empty()) return 0;
-  if (smon.find_first_not_of("0123456789") == std::string::npos) {
-    if (smon.size() > 9 || std::stoul(smon) == 0) {
+  if (smon.find_first_not_of("0123456789") == std::string::npos) {  // all digits: an id
+    uint32_t id = 0;
+    auto [end, ec] = std::from_chars(smon.data(), smon.data() + smon.size(), id);
+    if (ec != std::errc() || id == 0) {
       fmt::print(stderr, "lego vnode create: --smon {}: not a member id\n", smon);
       return std::nullopt;
     }
-    return static_cast<uint32_t>(std::stoul(smon));
+    return id;
   }
   auto r = gm.Call(proto::kListMembers, {}, msg::Millis(o.timeout_ms));
   auto members = r.ok() ? proto::DecodeMemberList(*r) : Result<std::vector<proto::MemberRecord>>(r.status());

@@ -1,7 +1,11 @@
 #include "gm/membership.h"
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -9,6 +13,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "protocol/p2m.h"
 
 namespace lego::gm {
 
@@ -26,19 +31,27 @@ std::string IdentityKey(proto::ComponentKind kind, const std::string& name) {
 
 Result<MembershipOptions::KnownIds> LoadMemberIds(const std::string& path) {
   MembershipOptions::KnownIds ids;
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec) && !ec) return ids;  // none yet
   std::ifstream in(path);
-  if (!in) return ids;
+  if (!in) return IoError(fmt::format("{}: cannot read the member ids: {}", path, std::strerror(errno)));
   std::stringstream ss;
   ss << in.rdbuf();
   try {
     auto j = nlohmann::json::parse(ss.str());
     if (j.value("version", 0) != 1) return IoError(fmt::format("{}: unknown version", path));
-    ids.next_id = j.at("next_id").get<uint32_t>();
-    if (ids.next_id == 0) return IoError(fmt::format("{}: bad next_id 0", path));  // 0 is the gm's own
+    // Ids fit a space id's member bits (protocol/p2m.h); 0 is the gm's own.
+    const uint64_t next = j.at("next_id").get<uint64_t>();
+    if (next == 0 || next > (uint64_t{1} << proto::kSpaceMemberBits))
+      return IoError(fmt::format("{}: bad next_id {}", path, next));
+    ids.next_id = static_cast<uint32_t>(next);
+    std::set<uint32_t> seen;
     for (const auto& m : j.at("members")) {
-      const uint32_t id = m.at("id").get<uint32_t>();
-      if (id == 0 || id >= ids.next_id) return IoError(fmt::format("{}: bad id {}", path, id));
-      ids.by_identity[m.at("identity").get<std::string>()] = id;
+      const uint64_t id = m.at("id").get<uint64_t>();
+      if (id == 0 || id >= ids.next_id || !seen.insert(static_cast<uint32_t>(id)).second)
+        return IoError(fmt::format("{}: bad or repeated id {}", path, id));
+      if (!ids.by_identity.emplace(m.at("identity").get<std::string>(), static_cast<uint32_t>(id)).second)
+        return IoError(fmt::format("{}: identity {} listed twice", path, m.at("identity").dump()));
     }
   } catch (const std::exception& ex) {
     return IoError(
@@ -50,17 +63,50 @@ Result<MembershipOptions::KnownIds> LoadMemberIds(const std::string& path) {
 MembershipTable::MembershipTable(MembershipOptions options)
     : options_(options),
       known_ids_(options.known_ids),
-      incarnation_base_(options.incarnation_base ? *options.incarnation_base : std::random_device{}()) {}
+      incarnation_base_(options.incarnation_base ? *options.incarnation_base : std::random_device{}()),
+      ids_writer_(options.ids_path.empty() ? nullptr : std::make_unique<IdsWriter>(options.ids_path)) {}
+
+IdsWriter::IdsWriter(std::string path) : path_(std::move(path)), thread_([this] { Loop(); }) {}
+
+IdsWriter::~IdsWriter() {
+  {
+    std::lock_guard lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+}
+
+void IdsWriter::Save(std::string content) {
+  {
+    std::lock_guard lk(mu_);
+    pending_ = std::move(content);  // an older content not yet written is superseded
+  }
+  cv_.notify_one();
+}
+
+void IdsWriter::Loop() {
+  std::unique_lock lk(mu_);
+  while (true) {
+    cv_.wait(lk, [this] { return stop_ || pending_; });
+    if (!pending_) return;  // stopping, nothing left to write
+    std::string content = std::move(*pending_);
+    pending_.reset();
+    lk.unlock();
+    if (Status st = WriteFileAtomic(path_, content); !st.ok())
+      LEGO_LOG_WARN("member_ids_not_saved path={} why=\"{}\": a restarted gm may number members anew", path_,
+                    st.ToString());
+    lk.lock();
+  }
+}
 
 void MembershipTable::SaveIdsLocked() {
-  if (options_.ids_path.empty()) return;
+  if (!ids_writer_) return;
   auto list = nlohmann::json::array();
   for (const auto& [identity, id] : known_ids_.by_identity)
     list.push_back({{"identity", identity}, {"id", id}});
   nlohmann::json j = {{"version", 1}, {"next_id", known_ids_.next_id}, {"members", list}};
-  if (Status st = WriteFileAtomic(options_.ids_path, j.dump(2) + "\n"); !st.ok())
-    LEGO_LOG_WARN("member_ids_not_saved path={} why=\"{}\": a restarted gm may number members anew",
-                  options_.ids_path, st.ToString());
+  ids_writer_->Save(j.dump(2) + "\n");
 }
 
 proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int64_t now_mono_ms,
@@ -89,8 +135,10 @@ proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int
     if (id == 0) {
       while (members_.contains(known_ids_.next_id)) ++known_ids_.next_id;
       id = known_ids_.next_id++;
-      if (!key.empty()) known_ids_.by_identity[key] = id;
-      SaveIdsLocked();
+      if (!key.empty()) {  // an unnamed member (known by a possibly ephemeral address) is not kept
+        known_ids_.by_identity[key] = id;
+        SaveIdsLocked();
+      }
     }
     m = &members_[id];
     m->id = id;

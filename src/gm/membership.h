@@ -10,10 +10,14 @@
 // Thread safety: every method may be called from any thread (one internal mutex).
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
@@ -56,6 +60,27 @@ struct Member {
   int64_t last_heard_mono_ms = 0;
 };
 
+// Writes the newest content it was given to a file (WriteFileAtomic: fsync'ed), on a thread of its own, so
+// that the gm's message handlers never wait for the disk; what is pending when it is destroyed is written
+// first. A failed write is logged.
+class IdsWriter {
+ public:
+  explicit IdsWriter(std::string path);
+  ~IdsWriter();
+  IdsWriter(const IdsWriter&) = delete;
+  IdsWriter& operator=(const IdsWriter&) = delete;
+  void Save(std::string content);
+
+ private:
+  void Loop();
+  const std::string path_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<std::string> pending_;  // guarded by mu_
+  bool stop_ = false;                   // guarded by mu_
+  std::thread thread_;
+};
+
 class MembershipTable {
  public:
   explicit MembershipTable(MembershipOptions options);
@@ -73,12 +98,13 @@ class MembershipTable {
  private:
   const MembershipOptions options_;
   mutable Mutex mu_;
-  // Writes known_ids_ to options_.ids_path (a failure is logged: ids stay unique, only not kept).
+  // Hands known_ids_ to ids_writer_ (a failure to write is logged: ids stay unique, only not kept).
   void SaveIdsLocked() REQUIRES(mu_);
 
   std::map<uint32_t, Member> members_ GUARDED_BY(mu_);
   MembershipOptions::KnownIds known_ids_ GUARDED_BY(mu_);
   const uint32_t incarnation_base_;
+  std::unique_ptr<IdsWriter> ids_writer_;  // null without options_.ids_path; destroyed first (flushes)
 };
 
 }  // namespace lego::gm

@@ -33,11 +33,15 @@ Result<std::shared_ptr<Channel>> RemoteFs::ChannelFor(uint32_t vnode) {
   }
   auto v = Lookup({vnode, 0, ""}, options_.timeout);  // on a file request's path: within its deadline
   if (!v.ok()) return v.status();
+  return Route(vnode, *v);
+}
+
+Result<std::shared_ptr<Channel>> RemoteFs::Route(uint32_t vnode, const proto::VnodeRecord& v) {
   const bool smon = options_.target == RemoteFsOptions::Target::kSmon;
-  const std::string& addr_text = smon ? v->smon_addr : v->mmon_addr;
-  if (addr_text.empty() || (smon ? !v->fixed.smon_alive : !v->fixed.mmon_alive))
+  const std::string& addr_text = smon ? v.smon_addr : v.mmon_addr;
+  if (addr_text.empty() || (smon ? !v.fixed.smon_alive : !v.fixed.mmon_alive))
     return Status(StatusCode::kPeerUnreachable, fmt::format("vNode {} ({}): its {} is not alive", vnode,
-                                                            v->name, smon ? "smon" : "cache mmon"));
+                                                            v.name, smon ? "smon" : "cache mmon"));
   auto addr = ParseHostPort(addr_text);
   if (!addr.ok()) return addr.status();
   std::lock_guard lk(mu_);
@@ -55,8 +59,17 @@ std::optional<uint64_t> RemoteFs::PeerKey(uint32_t vnode) {
   return it->second;
 }
 
-void RemoteFs::Resolve(uint32_t vnode) {
-  if (!PeerKey(vnode)) (void)ChannelFor(vnode);  // a failure shows again when the request runs
+Status RemoteFs::Resolve(uint32_t vnode) {
+  if (PeerKey(vnode)) return Status::Ok();
+  auto v = Lookup({vnode, 0, ""}, options_.timeout);
+  if (!v.ok()) {
+    const StatusCode code = v.status().code();
+    // The gm did not answer: so would it again for the request itself, a whole timeout later.
+    if (code == StatusCode::kTimeout || code == StatusCode::kPeerUnreachable) return v.status();
+    return Status::Ok();  // it answered (no such vNode...): the request finds out itself
+  }
+  (void)Route(vnode, *v);  // no route to a peer the gm lists as dead: the request finds out itself
+  return Status::Ok();
 }
 
 void RemoteFs::Forget(uint32_t vnode) {
@@ -218,7 +231,11 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
         submitted = queue.Submit(*key, std::move(job));
       } else {
         submitted = queue.Submit(FsQueueKeys::kResolving, [&queue, keys, p, job = std::move(job)]() mutable {
-          keys.resolve(p->req);
+          if (Status st = keys.resolve ? keys.resolve(p->req) : Status::Ok(); !st.ok()) {
+            LEGO_LOG_RATELIMITED("fs_request_failed op={} vnode={} path=\"{}\" why=\"{}\"",
+                                 proto::FsOpName(p->req.op), p->req.f.vnode, p->req.path, st.ToString());
+            return p->r.Reply(proto::EncodeFsReply(p->req.op, proto::FsReply::Errno(EIO)));
+          }
           // Not resolved (the gm names no live peer, or did not answer): run it here, where it fails the
           // same way (or the buffer cache answers it).
           if (auto key = keys.known(p->req); !key)

@@ -55,7 +55,8 @@ class RemoteFs : public proto::FsService {
   // top bit set (never 0, never a FsQueueKeys::kResolving).
   std::optional<uint64_t> PeerKey(uint32_t vnode);
   // Asks the gm for the vNode's route (and so its PeerKey) if none is known; blocks for up to the timeout.
-  void Resolve(uint32_t vnode);
+  // Fails only if the gm could not be asked (timeout, unreachable).
+  Status Resolve(uint32_t vnode);
   // Requests sent again after their peer was found gone (beyond the one immediate retry).
   uint64_t retried() const { return retried_.load(); }
   // Requests a peer refused unread (status Busy: too much waited for order on the connection) and that were
@@ -71,6 +72,8 @@ class RemoteFs : public proto::FsService {
   // Counts and logs a transport failure; the program gets EIO.
   proto::FsReply Fail(const proto::FsRequest& req, const Status& st);
   Result<std::shared_ptr<Channel>> ChannelFor(uint32_t vnode);
+  // Records (and returns) the route to the peer the gm named in v, if it is alive.
+  Result<std::shared_ptr<Channel>> Route(uint32_t vnode, const proto::VnodeRecord& v);
   void Forget(uint32_t vnode);
 
   Messenger& messenger_;
@@ -91,11 +94,12 @@ class RemoteFs : public proto::FsService {
 // without blocking, or nullopt if it is not known yet; then the request is first submitted under kResolving
 // (so at most the queue's per-key limit of threads wait for lookups), where `resolve` finds the key (it may
 // block: the mmon asks the gm where the vNode's smon is) and the request goes back to the queue under it.
+// If `resolve` fails the request fails with EIO at once; if it finds no key the request runs where it is.
 // Before, a vNode not yet resolved ran under its own id: the first requests of a stuck smon's second vNode
 // took the threads left for every other smon (a vNode on a live smon waited one whole timeout).
 struct FsQueueKeys {
   std::function<std::optional<uint64_t>(const proto::FsRequest&)> known;
-  std::function<void(const proto::FsRequest&)> resolve;
+  std::function<Status(const proto::FsRequest&)> resolve;
   static constexpr uint64_t kResolving = uint64_t{1} << 62;
 };
 

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 
 #include "support/test_support.h"
@@ -160,15 +161,26 @@ TEST(MembershipTable, AnUnreadableIdsFileIsAnErrorNamingIt) {
   test::TempDir dir;
   const std::string path = dir.path() + "/members.json";
   EXPECT_TRUE(LoadMemberIds(path).ok());  // none yet: an empty table
-  for (const char* bad : {"{", "{\"version\": 2}",
-                          "{\"version\": 1, \"next_id\": 2, \"members\": "
-                          "[{\"identity\": \"mmon:a\", \"id\": 7}]}",
-                          "{\"version\": 1, \"next_id\": 0, \"members\": []}"}) {
+  for (const char* bad :
+       {"{", "{\"version\": 2}",
+        "{\"version\": 1, \"next_id\": 2, \"members\": "
+        "[{\"identity\": \"mmon:a\", \"id\": 7}]}",
+        "{\"version\": 1, \"next_id\": 0, \"members\": []}",
+        "{\"version\": 1, \"next_id\": 4294967296, \"members\": []}",
+        "{\"version\": 1, \"next_id\": 9, \"members\": [{\"identity\": \"mmon:a\", \"id\": 3}, "
+        "{\"identity\": \"mmon:b\", \"id\": 3}]}",
+        "{\"version\": 1, \"next_id\": 9, \"members\": [{\"identity\": \"mmon:a\", \"id\": 3}, "
+        "{\"identity\": \"mmon:a\", \"id\": 4}]}"}) {
     std::ofstream(path) << bad;
     auto ids = LoadMemberIds(path);
     ASSERT_FALSE(ids.ok()) << bad;
     EXPECT_NE(ids.status().message().find(path), std::string::npos) << ids.status().ToString();
   }
+  // One that exists but cannot be read is not taken for none (the gm would number members anew and then
+  // write over it).
+  std::filesystem::remove(path);
+  std::filesystem::create_directory(path);
+  EXPECT_FALSE(LoadMemberIds(path).ok());
 }
 
 }  // namespace
