@@ -59,6 +59,31 @@ struct DestroySpaceReq {
 };
 static_assert(sizeof(DestroySpaceReq) == 8);
 
+// Address-space ids: the creating pmon's member id in the top kSpaceMemberBits bits (0 if it had none yet,
+// or one too large), random below. So the spaces of a pmon that never comes back can be found on every mmon
+// by its member id (`lego reclaim`; decision 008), which the gm keeps across its restarts.
+inline constexpr int kSpaceMemberBits = 24;
+inline constexpr int kSpaceMemberShift = 64 - kSpaceMemberBits;
+inline constexpr uint32_t SpaceMember(uint64_t space) {
+  return static_cast<uint32_t>(space >> kSpaceMemberShift);
+}
+// The id of a space that `member` creates, from 64 random bits (the low ones are kept; never 0 below).
+inline constexpr uint64_t MakeSpaceId(uint32_t member, uint64_t random) {
+  const uint64_t low = random & ((uint64_t{1} << kSpaceMemberShift) - 1);
+  const uint64_t high =
+      member < (uint32_t{1} << kSpaceMemberBits) ? uint64_t{member} << kSpaceMemberShift : 0;
+  return high | (low == 0 ? 1 : low);
+}
+
+// kDestroyMemberSpaces request (the CLI, for a pmon that is dead): the mmon frees every address space whose
+// id carries member_id (SpaceMember), as kDestroySpace each; reply FreedResp (the pages freed).
+// kReleaseMemberSpaces (C2G) takes the same request: the gm forgets those spaces' vRegions; empty reply.
+struct MemberSpacesReq {
+  uint32_t member_id;  // not 0
+  uint32_t reserved;   // 0
+};
+static_assert(sizeof(MemberSpacesReq) == 8);
+
 struct FreedResp {
   uint64_t pages_freed;
 };
