@@ -1,4 +1,4 @@
-// The CLI's queries against a running cluster: `lego status` and `lego stats`.
+// The CLI's queries against a running cluster: `lego status`, `lego stats`, and `lego reclaim`.
 #pragma once
 
 #include <string>
@@ -31,5 +31,7 @@ Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const Q
 
 int StatusCommand(const QueryOptions& options);
 int StatsCommand(const QueryOptions& options, int member_id);
+// `lego reclaim NAME`: frees the address spaces of a process monitor that is gone for good.
+int ReclaimCommand(const QueryOptions& options, const std::string& name);
 
 }  // namespace lego::cli

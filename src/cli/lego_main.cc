@@ -95,6 +95,15 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 600));
 
+  std::string reclaim_name;
+  auto* reclaim_cmd = app.add_subcommand(
+      "reclaim",
+      "free the remote memory left by a process monitor that is gone for good (a lost host): every address "
+      "space it created, on every memory monitor. A pmon restarted with its data dir does this by itself");
+  reclaim_cmd->add_option("name", reclaim_name, "the process monitor, as `lego status` names it: pmon-0 ...")
+      ->required();
+  reclaim_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+
   cli::RunOptions run;
   std::string run_excache;
   auto* run_cmd = app.add_subcommand(
@@ -208,5 +217,6 @@ int main(int argc, char** argv) {
   if (*stats_cmd) return cli::StatsCommand(q, member_id);
   if (*down_cmd) return cli::Down(state_dir, down_timeout);
   if (*restart_cmd) return cli::Restart(state_dir, restart_name, restart_kill, restart_timeout);
+  if (*reclaim_cmd) return cli::ReclaimCommand(q, reclaim_name);
   return 2;
 }

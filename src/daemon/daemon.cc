@@ -70,7 +70,8 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   st = m.Listen(config.listen);
   if (!st.ok()) return fail(st);
 
-  DaemonContext ctx{config, metrics, m, name.value()};
+  std::atomic<uint32_t> member_id{0};  // set by the MemberAgent; outlives every user of ctx
+  DaemonContext ctx{config, metrics, m, name.value(), &member_id};
   if (component.setup) {
     st = component.setup(ctx);
     if (!st.ok()) return fail(st);
@@ -88,7 +89,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   if (defaults.kind != proto::ComponentKind::kGm) {
     MemberInfo info{defaults.kind, name.value(), m.listen_address().ToString(), metrics.http_port(),
                     config.capacity};
-    agent = std::make_unique<MemberAgent>(m, config.gm, info, used);
+    agent = std::make_unique<MemberAgent>(m, config.gm, info, used, &member_id);
     agent->Start();
   }
   if (!config.ready_file.empty()) {

@@ -25,7 +25,9 @@ struct MemberInfo {
 
 class MemberAgent {
  public:
-  MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info, std::function<uint64_t()> used_bytes);
+  // publish_id (optional) receives the member id at each registration.
+  MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info, std::function<uint64_t()> used_bytes,
+              std::atomic<uint32_t>* publish_id = nullptr);
   ~MemberAgent();
   void Start();
   void Stop();  // deregisters if registered
@@ -42,6 +44,7 @@ class MemberAgent {
   MemberInfo info_;
   std::function<uint64_t()> used_bytes_;
   std::atomic<uint32_t> id_{0};
+  std::atomic<uint32_t>* const publish_id_;
   std::atomic<bool> registered_{false};
   uint32_t incarnation_ = 0;
   uint32_t interval_ms_ = 1000;

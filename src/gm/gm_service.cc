@@ -5,6 +5,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "protocol/any.h"
+#include "protocol/p2m.h"
 
 namespace lego::gm {
 
@@ -116,6 +117,22 @@ void GmService::InstallMemoryHandlers() {
                                         age, settle_ms_ - age)));
     }
     regions_.ReleaseSpace(req->space);
+    r.Reply();
+  });
+  messenger_.Handle(proto::kReleaseMemberSpaces, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::MemberSpacesReq>(in.payload, "c2g.release_member_spaces");
+    if (!req.ok()) return r.Error(req.status());
+    if (req->member_id == 0 || req->reserved != 0)
+      return r.Error(BadMessage("c2g.release_member_spaces: member_id must not be 0, reserved must be 0"));
+    if (Settling()) {  // as for x2g.release_space: the caller is about to free on the mmons this gm lists
+      const int64_t age = MonoMillis() - started_mono_ms_;
+      return r.Error(Status(StatusCode::kBusy,
+                            fmt::format("the gm restarted {} ms ago and may not know every memory monitor "
+                                        "yet: try again in {} ms",
+                                        age, settle_ms_ - age)));
+    }
+    const size_t regions = regions_.ReleaseMemberSpaces(req->member_id);
+    LEGO_LOG_INFO("member_spaces_released member={} regions={}", req->member_id, regions);
     r.Reply();
   });
   messenger_.Handle(proto::kForkSpace, [this](const msg::Incoming& in, msg::Responder r) {

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/log.h"
+#include "protocol/p2m.h"
 
 namespace lego::gm {
 
@@ -80,6 +81,21 @@ size_t RegionMap::ReleaseSpace(uint64_t space) {
   MutexLock lk(mu_);
   size_t n = 0;
   for (auto it = owner_.lower_bound({space, 0}); it != owner_.end() && it->first.first == space;) {
+    auto& count = regions_per_mmon_[it->second];
+    if (count) --count;
+    it = owner_.erase(it);
+    ++n;
+  }
+  return n;
+}
+
+size_t RegionMap::ReleaseMemberSpaces(uint32_t member) {
+  MutexLock lk(mu_);
+  size_t n = 0;
+  // Its spaces' ids are the range [member << shift, (member + 1) << shift), contiguous in owner_'s order.
+  const uint64_t first = uint64_t{member} << proto::kSpaceMemberShift;
+  for (auto it = owner_.lower_bound({first, 0});
+       it != owner_.end() && proto::SpaceMember(it->first.first) == member;) {
     auto& count = regions_per_mmon_[it->second];
     if (count) --count;
     it = owner_.erase(it);

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "protocol/p2m.h"
+
 namespace lego::mmon {
 
 Result<std::unique_ptr<PageStore>> PageStore::Create(uint64_t capacity_bytes) {
@@ -151,6 +153,14 @@ uint64_t PageStore::DestroySpace(uint64_t space) {
   for (auto& [v, f] : s->second) Release(f);
   spaces_.erase(s);
   return freed;
+}
+
+std::vector<uint64_t> PageStore::SpacesOf(uint32_t member) const {
+  MutexLock lk(mu_);
+  std::vector<uint64_t> out;
+  for (const auto& [space, pages] : spaces_)
+    if (proto::SpaceMember(space) == member) out.push_back(space);
+  return out;
 }
 
 Result<uint64_t> PageStore::ForkSpace(uint64_t parent, uint64_t child) {

@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
     o.vnode_root = (std::filesystem::path(ctx.config.data_dir) / "vnodes").string();
     o.storage_timeout = msg::Millis(ctx.config.storage_timeout_ms + 2000);
     o.space_journal = (std::filesystem::path(ctx.config.data_dir) / "spaces").string();
+    o.member_id = ctx.member_id;
     auto policy = pmon::ParseEvictionPolicy(ctx.config.eviction);
     if (!policy.ok()) return policy.status();
     o.session.policy = *policy;

@@ -552,6 +552,52 @@ TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
   EXPECT_NE(pmon->Log().find("event=space_reaped"), std::string::npos) << pmon->Log();
 }
 
+// A pmon that never comes back (a lost host) leaves its programs' pages on the mmons, forked children's
+// too. `lego reclaim` frees them: every space whose id carries the pmon's member id, on every mmon. It
+// refuses while the pmon is alive.
+TEST(PmonFailureTest, ReclaimFreesWhatAPmonGoneForGoodLeft) {
+  PrivateCluster cluster;
+  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  test::Process run = cluster.Run(
+      "run", {"--excache", "8M", "--", "/usr/bin/python3", "-c",
+              "import os, time\nx = bytearray(32 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
+              "if os.fork() == 0:\n  y = bytearray(16 << 20)\n  for i in range(0, len(y), 4096): y[i] = 2\n"
+              "time.sleep(60)\n"});
+  ASSERT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() > (40u << 20); }, 30s))
+      << cluster.MmonUsedTotal();
+  auto alive = cluster.Lego({"reclaim", "pmon-0"});
+  EXPECT_EQ(alive.exit_code, 1);
+  EXPECT_NE(alive.err.find("pmon-0 is alive"), std::string::npos) << alive.err;
+  auto unknown = cluster.Lego({"reclaim", "pmon-7"});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("no process monitor named 'pmon-7' (it lists pmon-0 (alive))"),
+            std::string::npos)
+      << unknown.err;
+
+  const pid_t pmon = AliveMember(json::parse(cluster.Lego({"status", "--json"}).out), "pmon").first;
+  ASSERT_GT(pmon, 0);
+  ASSERT_EQ(kill(pmon, SIGKILL), 0);
+  ASSERT_NE(run.Wait(20s), -1) << "the program outlived its pmon: " << run.Log();
+  ASSERT_TRUE(test::WaitFor(
+      [&] {
+        for (const auto& c : json::parse(cluster.Lego({"status", "--json"}).out))
+          if (c["kind"] == "pmon") return c["state"] == "dead";
+        return false;
+      },
+      20s));
+  EXPECT_GT(cluster.MmonUsedTotal(), 40u << 20);  // nobody freed them (so the rest of the test can fail)
+  auto r = cluster.Lego({"reclaim", "pmon-0"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // 48 MiB and the interpreter's own (a child's pages count again: they are its copy-on-write copy).
+  double mib = 0;
+  EXPECT_EQ(sscanf(r.out.c_str(), "lego reclaim: freed %lf MiB", &mib), 1) << r.out;
+  EXPECT_GE(mib, 48) << r.out;
+  EXPECT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() == 0; }, 10s)) << cluster.MmonUsedTotal();
+  r = cluster.Lego({"reclaim", "pmon-0"});  // idempotent
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("freed 0 B"), std::string::npos) << r.out;
+}
+
 // The same, with the gm restarted too, and the mmon that holds the space stopped meanwhile, so that it
 // registers with the new gm late. The gm's list lacks it until then: a pmon that trusted that list freed the
 // space on the other mmon, released it at the gm and left the late mmon's pages there for good. It must wait

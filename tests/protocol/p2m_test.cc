@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "protocol/any.h"
+
 namespace lego::proto {
 namespace {
 
@@ -64,6 +66,21 @@ TEST(P2m, GoldenBytesOfReadPagesRequest) {
   const uint8_t want[] = {8, 7, 6, 5, 4, 3, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0};
   ASSERT_EQ(enc.size(), sizeof(want));
   EXPECT_TRUE(std::equal(enc.begin(), enc.end(), want));
+}
+
+// Space ids carry their pmon's member id in the top 24 bits (`lego reclaim` finds a dead pmon's spaces by
+// it).
+TEST(P2m, SpaceIdsCarryTheirPmonsMemberId) {
+  EXPECT_EQ(MakeSpaceId(5, 0x1234), 0x0000050000001234ull);
+  EXPECT_EQ(SpaceMember(MakeSpaceId(5, 0xFFFF'FFFF'FFFF'FFFFull)), 5u);
+  EXPECT_EQ(MakeSpaceId(5, 0xFFFF'FFFF'FFFF'FFFFull) & 0xFF'FFFF'FFFFull, 0xFF'FFFF'FFFFull);
+  EXPECT_NE(MakeSpaceId(0, 0), 0u);                      // never 0, even from a zero random
+  EXPECT_EQ(SpaceMember(MakeSpaceId(1u << 24, 7)), 0u);  // an id past 24 bits: no member (not another's)
+  EXPECT_EQ(SpaceMember(MakeSpaceId((1u << 24) - 1, 7)), (1u << 24) - 1);
+  // The golden bytes of the request both new opcodes take.
+  Bytes b = EncodeFixed(MemberSpacesReq{0x01020304, 0});
+  EXPECT_EQ(b, (Bytes{0x04, 0x03, 0x02, 0x01, 0, 0, 0, 0}));
+  EXPECT_FALSE(DecodeFixed<MemberSpacesReq>(std::span(b).first(7), "p2m.destroy_member_spaces").ok());
 }
 
 }  // namespace
