@@ -190,7 +190,7 @@ TEST_F(CliTest, ClearMessagesForMisuse) {
   EXPECT_NE(Lego({"frobnicate"}).exit_code, 0);
   auto help = Lego({"--help"});
   EXPECT_EQ(help.exit_code, 0);
-  for (const char* cmd : {"up", "status", "stats", "down", "restart"}) {
+  for (const char* cmd : {"up", "status", "stats", "down", "restart", "reclaim"}) {
     EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
     auto h = Lego({cmd, "--help"});
     EXPECT_EQ(h.exit_code, 0) << cmd;
