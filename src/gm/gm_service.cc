@@ -131,6 +131,10 @@ void GmService::InstallMemoryHandlers() {
                                         "yet: try again in {} ms",
                                         age, settle_ms_ - age)));
     }
+    for (const auto& m : table_.List(MonoMillis()))  // the CLI checks too; any other client is held to it
+      if (m.fixed.id == req->member_id && m.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive))
+        return r.Error(InvalidArgument(
+            fmt::format("member {} ({}) is alive: its address spaces are in use", req->member_id, m.name)));
     const size_t regions = regions_.ReleaseMemberSpaces(req->member_id);
     LEGO_LOG_INFO("member_spaces_released member={} regions={}", req->member_id, regions);
     r.Reply();
