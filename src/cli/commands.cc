@@ -222,8 +222,8 @@ int StatsCommand(const QueryOptions& o, int member_id) {
 namespace lego::cli {
 
 // `lego reclaim NAME`: frees, on every mmon, the address spaces a pmon that is gone for good created (their
-// ids carry its member id, protocol/p2m.h), and has the gm forget their vRegions. A pmon restarted with its
-// data dir does this itself from its journal (decision 008); this is for one that never comes back.
+// ids carry proto::PmonTag(NAME), protocol/p2m.h), and has the gm forget their vRegions. A pmon restarted
+// with its data dir does this itself from its journal (decision 008); this is for one that never comes back.
 int ReclaimCommand(const QueryOptions& o, const std::string& name) {
   auto fail = [](const std::string& why) {
     fmt::print(stderr, "lego reclaim: {}\n", why);
@@ -233,29 +233,37 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
   if (!m.ok()) return fail(m.status().ToString());
   auto gm = ResolveGm(o, "reclaim", nullptr);
   if (!gm.ok()) return fail(std::string(gm.status().message()));
-  auto members = ListMembers(**m, *gm, o.timeout_ms);
-  if (!members.ok())
-    return fail(fmt::format("cannot reach the global manager at {}: {}", gm->ToString(),
-                            members.status().ToString()));
-  const proto::MemberRecord* pmon = nullptr;
+  auto list = [&]() -> Result<std::vector<proto::MemberRecord>> {
+    auto members = ListMembers(**m, *gm, o.timeout_ms);
+    if (!members.ok())
+      return Status(members.status().code(), fmt::format("cannot reach the global manager at {}: {}",
+                                                         gm->ToString(), members.status().ToString()));
+    return members;
+  };
+  auto members = list();
+  if (!members.ok()) return fail(std::string(members.status().message()));
+  const uint32_t tag = proto::PmonTag(name);
+  const auto alive = static_cast<uint8_t>(proto::MemberState::kAlive);
+  bool listed = false;
   std::vector<std::string> pmons;
   for (const auto& mem : *members) {
     if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon)) continue;
     pmons.push_back(fmt::format("{} ({})", mem.name,
                                 proto::MemberStateName(static_cast<proto::MemberState>(mem.fixed.state))));
-    if (mem.name == name) pmon = &mem;
-  }
-  if (!pmon)
+    listed = listed || mem.name == name;
+    if (mem.fixed.state != alive || proto::PmonTag(mem.name) != tag) continue;
+    if (mem.name == name)
+      return fail(fmt::format(
+          "{} is alive: the memory of its programs is in use. `lego reclaim` is for a process monitor that "
+          "is "
+          "gone for good; one restarted with its data dir frees what its dead programs left by itself",
+          name));
     return fail(
-        fmt::format("the gm lists no process monitor named '{}' ({})", name,
-                    pmons.empty() ? "it lists none" : fmt::format("it lists {}", fmt::join(pmons, ", "))));
-  if (pmon->fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive))
-    return fail(fmt::format(
-        "{} is alive: the memory of its programs is in use. `lego reclaim` is for a process monitor that is "
-        "gone for good; one restarted with its data dir frees what its dead programs left by itself",
-        name));
-  const proto::MemberSpacesReq req{pmon->fixed.id, 0};
-  const auto payload = proto::EncodeFixed(req);
+        fmt::format("{} is alive and its address spaces carry the same tag as {}'s ({:#x}): they "
+                    "cannot be told apart, so nothing is freed",
+                    mem.name, name, tag));
+  }
+  const auto payload = proto::EncodeFixed(proto::TaggedSpacesReq{tag, 0});
   // Freeing many GiB takes a while on an mmon: more than the CLI's usual query timeout.
   const msg::Millis timeout(std::max(o.timeout_ms, 30000));
   {
@@ -263,25 +271,28 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
     if (!ch.ok())
       return fail(
           fmt::format("cannot reach the global manager at {}: {}", gm->ToString(), ch.status().ToString()));
-    auto r = (*ch)->Call(proto::kReleaseMemberSpaces, payload, timeout);
+    auto r = (*ch)->Call(proto::kReleaseTaggedSpaces, payload, timeout);
     if (!r.ok()) return fail(fmt::format("the global manager refused: {}", r.status().message()));
   }
+  // Listed again: a gm that has just finished settling may list mmons the first list lacked.
+  members = list();
+  if (!members.ok()) return fail(std::string(members.status().message()));
   uint64_t pages = 0;
   std::vector<std::string> freed_on, missed;
   for (const auto& mem : *members) {
     if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kMmon) ||
         mem.fixed.state == static_cast<uint8_t>(proto::MemberState::kLeft))
       continue;  // an mmon that left cleanly took its pool with it
-    if (mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kAlive)) {
+    if (mem.fixed.state != alive) {
       missed.push_back(fmt::format("{} is dead", mem.name));
       continue;
     }
     auto addr = ParseHostPort(mem.listen_addr);
     auto ch = addr.ok() ? (*m)->Connect(*addr, msg::Millis(o.timeout_ms))
                         : Result<std::shared_ptr<msg::Channel>>(addr.status());
-    auto r = ch.ok() ? (*ch)->Call(proto::kDestroyMemberSpaces, payload, timeout)
+    auto r = ch.ok() ? (*ch)->Call(proto::kDestroyTaggedSpaces, payload, timeout)
                      : Result<proto::Bytes>(ch.status());
-    auto resp = r.ok() ? proto::DecodeFixed<proto::FreedResp>(*r, "p2m.destroy_member_spaces reply")
+    auto resp = r.ok() ? proto::DecodeFixed<proto::FreedResp>(*r, "p2m.destroy_tagged_spaces reply")
                        : Result<proto::FreedResp>(r.status());
     if (!resp.ok()) {
       missed.push_back(fmt::format("{}: {}", mem.name, resp.status().ToString()));
@@ -290,6 +301,11 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
     pages += resp->pages_freed;
     freed_on.push_back(fmt::format("{} {}", mem.name, FormatBytes(resp->pages_freed * proto::kPageBytes)));
   }
+  if (!listed)  // a pmon of a gm that lost its list, or a misspelt name: say which
+    fmt::print(
+        "lego reclaim: the gm does not list a process monitor named '{}' ({}); freeing what carries "
+        "its tag all the same\n",
+        name, pmons.empty() ? "it lists none" : fmt::format("it lists {}", fmt::join(pmons, ", ")));
   fmt::print("lego reclaim: freed {} of {}'s address spaces ({})\n", FormatBytes(pages * proto::kPageBytes),
              name,
              freed_on.empty() ? "no memory monitor answered" : fmt::format("{}", fmt::join(freed_on, ", ")));

@@ -70,8 +70,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   st = m.Listen(config.listen);
   if (!st.ok()) return fail(st);
 
-  std::atomic<uint32_t> member_id{0};  // set by the MemberAgent; outlives every user of ctx
-  DaemonContext ctx{config, metrics, m, name.value(), &member_id};
+  DaemonContext ctx{config, metrics, m, name.value()};
   if (component.setup) {
     st = component.setup(ctx);
     if (!st.ok()) return fail(st);
@@ -89,7 +88,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   if (defaults.kind != proto::ComponentKind::kGm) {
     MemberInfo info{defaults.kind, name.value(), m.listen_address().ToString(), metrics.http_port(),
                     config.capacity};
-    agent = std::make_unique<MemberAgent>(m, config.gm, info, used, &member_id);
+    agent = std::make_unique<MemberAgent>(m, config.gm, info, used);
     agent->Start();
   }
   if (!config.ready_file.empty()) {

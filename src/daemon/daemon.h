@@ -6,7 +6,6 @@
 // 2 bad flags or config, 1 failure to start.
 #pragma once
 
-#include <atomic>
 #include <functional>
 #include <memory>
 
@@ -22,8 +21,6 @@ struct DaemonContext {
   Metrics& metrics;
   msg::Messenger& messenger;
   std::string name;  // the stable member name
-  // The member id the gm gave this monitor, 0 until it has registered (always 0 in the gm).
-  const std::atomic<uint32_t>* member_id = nullptr;
 };
 
 struct Component {

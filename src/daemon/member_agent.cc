@@ -7,12 +7,11 @@
 namespace lego::daemon {
 
 MemberAgent::MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info,
-                         std::function<uint64_t()> used_bytes, std::atomic<uint32_t>* publish_id)
+                         std::function<uint64_t()> used_bytes)
     : messenger_(messenger),
       gm_(messenger.ChannelTo(gm, std::chrono::milliseconds(2000))),
       info_(std::move(info)),
-      used_bytes_(std::move(used_bytes)),
-      publish_id_(publish_id) {}
+      used_bytes_(std::move(used_bytes)) {}
 
 MemberAgent::~MemberAgent() { Stop(); }
 
@@ -66,7 +65,6 @@ bool MemberAgent::Register() {
     return false;
   }
   id_.store(resp->id);
-  if (publish_id_) publish_id_->store(resp->id);
   incarnation_ = resp->incarnation;
   interval_ms_ = std::clamp<uint32_t>(resp->heartbeat_interval_ms, 10, 60000);
   registered_.store(true);

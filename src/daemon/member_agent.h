@@ -25,9 +25,7 @@ struct MemberInfo {
 
 class MemberAgent {
  public:
-  // publish_id (optional) receives the member id at each registration.
-  MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info, std::function<uint64_t()> used_bytes,
-              std::atomic<uint32_t>* publish_id = nullptr);
+  MemberAgent(msg::Messenger& messenger, HostPort gm, MemberInfo info, std::function<uint64_t()> used_bytes);
   ~MemberAgent();
   void Start();
   void Stop();  // deregisters if registered
@@ -44,7 +42,6 @@ class MemberAgent {
   MemberInfo info_;
   std::function<uint64_t()> used_bytes_;
   std::atomic<uint32_t> id_{0};
-  std::atomic<uint32_t>* const publish_id_;
   std::atomic<bool> registered_{false};
   uint32_t incarnation_ = 0;
   uint32_t interval_ms_ = 1000;

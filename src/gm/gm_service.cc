@@ -119,11 +119,11 @@ void GmService::InstallMemoryHandlers() {
     regions_.ReleaseSpace(req->space);
     r.Reply();
   });
-  messenger_.Handle(proto::kReleaseMemberSpaces, [this](const msg::Incoming& in, msg::Responder r) {
-    auto req = proto::DecodeFixed<proto::MemberSpacesReq>(in.payload, "c2g.release_member_spaces");
+  messenger_.Handle(proto::kReleaseTaggedSpaces, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::TaggedSpacesReq>(in.payload, "c2g.release_tagged_spaces");
     if (!req.ok()) return r.Error(req.status());
-    if (req->member_id == 0 || req->reserved != 0)
-      return r.Error(BadMessage("c2g.release_member_spaces: member_id must not be 0, reserved must be 0"));
+    if (req->tag == 0 || req->tag >= (1u << proto::kSpaceTagBits) || req->reserved != 0)
+      return r.Error(BadMessage("c2g.release_tagged_spaces: tag must be in [1, 2^24), reserved must be 0"));
     if (Settling()) {  // as for x2g.release_space: the caller is about to free on the mmons this gm lists
       const int64_t age = MonoMillis() - started_mono_ms_;
       return r.Error(Status(StatusCode::kBusy,
@@ -131,12 +131,16 @@ void GmService::InstallMemoryHandlers() {
                                         "yet: try again in {} ms",
                                         age, settle_ms_ - age)));
     }
-    for (const auto& m : table_.List(MonoMillis()))  // the CLI checks too; any other client is held to it
-      if (m.fixed.id == req->member_id && m.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive))
+    // The CLI checks too; any other client is held to it.
+    for (const auto& m : table_.List(MonoMillis()))
+      if (m.fixed.kind == static_cast<uint8_t>(proto::ComponentKind::kPmon) &&
+          m.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive) &&
+          proto::PmonTag(m.name) == req->tag)
         return r.Error(InvalidArgument(
-            fmt::format("member {} ({}) is alive: its address spaces are in use", req->member_id, m.name)));
-    const size_t regions = regions_.ReleaseMemberSpaces(req->member_id);
-    LEGO_LOG_INFO("member_spaces_released member={} regions={}", req->member_id, regions);
+            fmt::format("process monitor {} is alive and its address spaces carry tag {:#x}: they are in use",
+                        m.name, req->tag)));
+    const size_t regions = regions_.ReleaseTaggedSpaces(req->tag);
+    LEGO_LOG_INFO("tagged_spaces_released tag={:#x} regions={}", req->tag, regions);
     r.Reply();
   });
   messenger_.Handle(proto::kForkSpace, [this](const msg::Incoming& in, msg::Responder r) {

@@ -13,7 +13,6 @@
 
 #include "common/log.h"
 #include "common/util.h"
-#include "protocol/p2m.h"
 
 namespace lego::gm {
 
@@ -40,9 +39,9 @@ Result<MembershipOptions::KnownIds> LoadMemberIds(const std::string& path) {
   try {
     auto j = nlohmann::json::parse(ss.str());
     if (j.value("version", 0) != 1) return IoError(fmt::format("{}: unknown version", path));
-    // Ids fit a space id's member bits (protocol/p2m.h); 0 is the gm's own.
+    // 0 is the gm's own id; a bound far above any cluster keeps next_id++ from wrapping.
     const uint64_t next = j.at("next_id").get<uint64_t>();
-    if (next == 0 || next > (uint64_t{1} << proto::kSpaceMemberBits))
+    if (next == 0 || next > (uint64_t{1} << 30))
       return IoError(fmt::format("{}: bad next_id {}", path, next));
     ids.next_id = static_cast<uint32_t>(next);
     std::set<uint32_t> seen;

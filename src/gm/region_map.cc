@@ -89,13 +89,13 @@ size_t RegionMap::ReleaseSpace(uint64_t space) {
   return n;
 }
 
-size_t RegionMap::ReleaseMemberSpaces(uint32_t member) {
+size_t RegionMap::ReleaseTaggedSpaces(uint32_t tag) {
   MutexLock lk(mu_);
   size_t n = 0;
-  // Its spaces' ids are the range [member << shift, (member + 1) << shift), contiguous in owner_'s order.
-  const uint64_t first = uint64_t{member} << proto::kSpaceMemberShift;
+  // Its spaces' ids are the range [tag << shift, (tag + 1) << shift), contiguous in owner_'s order.
+  const uint64_t first = uint64_t{tag} << proto::kSpaceTagShift;
   for (auto it = owner_.lower_bound({first, 0});
-       it != owner_.end() && proto::SpaceMember(it->first.first) == member;) {
+       it != owner_.end() && proto::SpaceTag(it->first.first) == tag;) {
     auto& count = regions_per_mmon_[it->second];
     if (count) --count;
     it = owner_.erase(it);

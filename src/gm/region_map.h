@@ -45,9 +45,9 @@ class RegionMap {
                           bool* replaced = nullptr);
   // Forgets every region of the space (process exit); returns how many it had.
   size_t ReleaseSpace(uint64_t space);
-  // Forgets every region of every space whose id carries `member` (proto::SpaceMember): `lego reclaim` of a
-  // pmon that never came back. Returns how many regions it forgot.
-  size_t ReleaseMemberSpaces(uint32_t member);
+  // Forgets every region of every space whose id carries `tag` (proto::SpaceTag): `lego reclaim` of a pmon
+  // that never came back. Returns how many regions it forgot.
+  size_t ReleaseTaggedSpaces(uint32_t tag);
   // A forked child's vRegions start on the same mmons as its parent's (their pages are copied there).
   size_t ForkSpace(uint64_t parent, uint64_t child);
   size_t RegionCount() const;

@@ -113,20 +113,20 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
     LEGO_LOG_INFO("space_destroyed space={:#x} pages_freed={}", req->space, freed);
     r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
   });
-  messenger.Handle(proto::kDestroyMemberSpaces, [this](const msg::Incoming& in, msg::Responder r) {
-    auto req = proto::DecodeFixed<proto::MemberSpacesReq>(in.payload, "p2m.destroy_member_spaces");
+  messenger.Handle(proto::kDestroyTaggedSpaces, [this](const msg::Incoming& in, msg::Responder r) {
+    auto req = proto::DecodeFixed<proto::TaggedSpacesReq>(in.payload, "p2m.destroy_tagged_spaces");
     if (!req.ok()) return r.Error(req.status());
-    if (req->member_id == 0 || req->reserved != 0)
-      return r.Error(BadMessage("p2m.destroy_member_spaces: member_id must not be 0, reserved must be 0"));
+    if (req->tag == 0 || req->tag >= (1u << proto::kSpaceTagBits) || req->reserved != 0)
+      return r.Error(BadMessage("p2m.destroy_tagged_spaces: tag must be in [1, 2^24), reserved must be 0"));
     uint64_t freed = 0;
-    const std::vector<uint64_t> spaces = store_->SpacesOf(req->member_id);
+    const std::vector<uint64_t> spaces = store_->SpacesTagged(req->tag);
     for (uint64_t space : spaces) {
       Bury(space);  // a late write of a stopped (not dead) pmon is refused, as after p2m.destroy_space
       freed += store_->DestroySpace(space);
     }
     c_pages_freed_.Increment(static_cast<double>(freed));
     UpdateGauges();
-    LEGO_LOG_INFO("member_spaces_destroyed member={} spaces={} pages_freed={}", req->member_id, spaces.size(),
+    LEGO_LOG_INFO("tagged_spaces_destroyed tag={:#x} spaces={} pages_freed={}", req->tag, spaces.size(),
                   freed);
     r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
   });

@@ -155,11 +155,11 @@ uint64_t PageStore::DestroySpace(uint64_t space) {
   return freed;
 }
 
-std::vector<uint64_t> PageStore::SpacesOf(uint32_t member) const {
+std::vector<uint64_t> PageStore::SpacesTagged(uint32_t tag) const {
   MutexLock lk(mu_);
   std::vector<uint64_t> out;
   for (const auto& [space, pages] : spaces_)
-    if (proto::SpaceMember(space) == member) out.push_back(space);
+    if (proto::SpaceTag(space) == tag) out.push_back(space);
   return out;
 }
 

@@ -48,8 +48,8 @@ class PageStore {
   // Frees the pages of [start, start+len); returns how many were stored.
   uint64_t FreeRange(uint64_t space, uint64_t start, uint64_t len);
   uint64_t DestroySpace(uint64_t space);
-  // The spaces holding pages whose id carries `member` (proto::SpaceMember).
-  std::vector<uint64_t> SpacesOf(uint32_t member) const;
+  // The spaces holding pages whose id carries `tag` (proto::SpaceTag).
+  std::vector<uint64_t> SpacesTagged(uint32_t tag) const;
   // Copy-on-write fork: `child` gets every page of `parent`, sharing frames until either side writes one.
   // kAlreadyExists if child has pages. Returns how many pages the child got.
   Result<uint64_t> ForkSpace(uint64_t parent, uint64_t child);

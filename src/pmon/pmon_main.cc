@@ -9,6 +9,7 @@
 
 #include "daemon/daemon.h"
 #include "pmon/pmon_service.h"
+#include "protocol/p2m.h"
 
 int main(int argc, char** argv) {
   using namespace lego;
@@ -32,7 +33,7 @@ int main(int argc, char** argv) {
     o.vnode_root = (std::filesystem::path(ctx.config.data_dir) / "vnodes").string();
     o.storage_timeout = msg::Millis(ctx.config.storage_timeout_ms + 2000);
     o.space_journal = (std::filesystem::path(ctx.config.data_dir) / "spaces").string();
-    o.member_id = ctx.member_id;
+    o.space_tag = proto::PmonTag(ctx.name);
     auto policy = pmon::ParseEvictionPolicy(ctx.config.eviction);
     if (!policy.ok()) return policy.status();
     o.session.policy = *policy;

@@ -59,11 +59,11 @@ bool IsUserfaultfd(int fd) {
   return n > 0 && std::strstr(target, "userfaultfd") != nullptr;
 }
 
-uint64_t NewSpaceId(const std::atomic<uint32_t>* member_id) {
+uint64_t NewSpaceId(uint32_t tag) {
   static std::mt19937_64 rng{std::random_device{}()};
   static std::mutex mu;
   std::lock_guard lock(mu);
-  return proto::MakeSpaceId(member_id ? member_id->load() : 0, rng());
+  return proto::MakeSpaceId(tag, rng());
 }
 
 }  // namespace
@@ -268,7 +268,7 @@ void PmonService::Accept(int conn) {
   const uint64_t budget = excache_.budget_pages();
   uint64_t cap = hello.excache_cap ? std::min<uint64_t>(hello.excache_cap / kPage, budget) : budget;
   cap = std::max<uint64_t>(cap, 64);
-  const uint64_t space = NewSpaceId(options_.member_id);
+  const uint64_t space = NewSpaceId(options_.space_tag);
   Created(space);
   auto s = std::make_shared<ProcessSession>(uffd, conn, static_cast<pid_t>(hello.pid), space, hello.comm,
                                             hello.job, cap, options_.session, excache_, memory_, totals_);
@@ -294,7 +294,7 @@ void PmonService::StartSession(const std::shared_ptr<ProcessSession>& s) {
 void PmonService::OnFork(ProcessSession* parent, int child_uffd) {
   fcntl(child_uffd, F_SETFL, fcntl(child_uffd, F_GETFL) | O_NONBLOCK | O_CLOEXEC);
   fcntl(child_uffd, F_SETFD, FD_CLOEXEC);
-  const uint64_t child_space = NewSpaceId(options_.member_id);
+  const uint64_t child_space = NewSpaceId(options_.space_tag);
   Created(child_space);
   // The page table first, then the copy on the mmons: a page the snapshot finds remote was written back
   // before it, so the copy has it. (The other way round, a whole eviction batch could land between the two:

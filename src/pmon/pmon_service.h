@@ -38,9 +38,9 @@ struct PmonOptions {
   Millis storage_timeout{7000};  // an FS request whose mmon stays silent this long fails with EIO
   std::string space_journal;     // DATA_DIR/spaces (SpaceJournal); empty: none (unit tests)
   Millis reap_interval{5000};    // how often spaces whose free failed are tried again
-  // This pmon's member id (0 until registered), carried in the ids of the address spaces it creates
-  // (proto::MakeSpaceId), so that `lego reclaim` can find them if the pmon never comes back. nullptr: 0.
-  const std::atomic<uint32_t>* member_id = nullptr;
+  // Carried in the ids of the address spaces it creates (proto::MakeSpaceId): proto::PmonTag of its name,
+  // so that `lego reclaim NAME` can find them if the pmon never comes back.
+  uint32_t space_tag = 0;
 };
 
 class PmonService {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "protocol/codec.h"
@@ -59,30 +60,35 @@ struct DestroySpaceReq {
 };
 static_assert(sizeof(DestroySpaceReq) == 8);
 
-// Address-space ids: the creating pmon's member id in the top kSpaceMemberBits bits (0 if it had none yet,
-// or one too large), random below. So the spaces of a pmon that never comes back can be found on every mmon
-// by its member id (`lego reclaim`; decision 008), which the gm keeps across its restarts.
-inline constexpr int kSpaceMemberBits = 24;
-inline constexpr int kSpaceMemberShift = 64 - kSpaceMemberBits;
-inline constexpr uint32_t SpaceMember(uint64_t space) {
-  return static_cast<uint32_t>(space >> kSpaceMemberShift);
+// Address-space ids: a tag of the creating pmon in the top kSpaceTagBits bits, random below. The tag is a
+// hash of the pmon's name (PmonTag), which the pmon keeps in its data dir: so the spaces of a pmon that never
+// comes back can be found on every mmon from its name alone (`lego reclaim`; decision 008), whatever the gm
+// remembers. Two pmon names may share a tag (1 in 2^24 per pair); `lego reclaim` refuses while another alive
+// pmon has the tag.
+inline constexpr int kSpaceTagBits = 24;
+inline constexpr int kSpaceTagShift = 64 - kSpaceTagBits;
+inline constexpr uint32_t SpaceTag(uint64_t space) { return static_cast<uint32_t>(space >> kSpaceTagShift); }
+// FNV-1a of the name, folded to kSpaceTagBits bits; never 0 (0 would be "no pmon").
+inline constexpr uint32_t PmonTag(std::string_view name) {
+  uint32_t h = 2166136261u;
+  for (char c : name) h = (h ^ static_cast<uint8_t>(c)) * 16777619u;
+  const uint32_t tag = (h >> kSpaceTagBits) ^ (h & ((1u << kSpaceTagBits) - 1));
+  return tag == 0 ? 1 : tag;
 }
-// The id of a space that `member` creates, from 64 random bits (the low ones are kept; never 0 below).
-inline constexpr uint64_t MakeSpaceId(uint32_t member, uint64_t random) {
-  const uint64_t low = random & ((uint64_t{1} << kSpaceMemberShift) - 1);
-  const uint64_t high =
-      member < (uint32_t{1} << kSpaceMemberBits) ? uint64_t{member} << kSpaceMemberShift : 0;
-  return high | (low == 0 ? 1 : low);
+// The id of a space made by the pmon whose tag is `tag`, from 64 random bits (the low ones; never 0 below).
+inline constexpr uint64_t MakeSpaceId(uint32_t tag, uint64_t random) {
+  const uint64_t low = random & ((uint64_t{1} << kSpaceTagShift) - 1);
+  return uint64_t{tag & ((1u << kSpaceTagBits) - 1)} << kSpaceTagShift | (low == 0 ? 1 : low);
 }
 
-// kDestroyMemberSpaces request (the CLI, for a pmon that is dead): the mmon frees every address space whose
-// id carries member_id (SpaceMember), as kDestroySpace each; reply FreedResp (the pages freed).
-// kReleaseMemberSpaces (C2G) takes the same request: the gm forgets those spaces' vRegions; empty reply.
-struct MemberSpacesReq {
-  uint32_t member_id;  // not 0
-  uint32_t reserved;   // 0
+// kDestroyTaggedSpaces request (the CLI, for a pmon that is gone): the mmon frees every address space whose
+// id carries `tag` (SpaceTag), as kDestroySpace each; reply FreedResp (the pages freed). kReleaseTaggedSpaces
+// (C2G) takes the same request: the gm forgets those spaces' vRegions; empty reply.
+struct TaggedSpacesReq {
+  uint32_t tag;       // PmonTag of the pmon's name; not 0, below 2^kSpaceTagBits
+  uint32_t reserved;  // 0
 };
-static_assert(sizeof(MemberSpacesReq) == 8);
+static_assert(sizeof(TaggedSpacesReq) == 8);
 
 struct FreedResp {
   uint64_t pages_freed;

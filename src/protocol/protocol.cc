@@ -62,10 +62,10 @@ std::string_view OpcodeName(uint16_t opcode) {
       return "x2g.assign_region";
     case kReleaseSpace:
       return "x2g.release_space";
-    case kReleaseMemberSpaces:
-      return "c2g.release_member_spaces";
-    case kDestroyMemberSpaces:
-      return "p2m.destroy_member_spaces";
+    case kReleaseTaggedSpaces:
+      return "c2g.release_tagged_spaces";
+    case kDestroyTaggedSpaces:
+      return "p2m.destroy_tagged_spaces";
   }
   if (opcode >= kFsGetattr && opcode < kFsGetattr + 12) {
     static constexpr std::string_view kFsNames[] = {"fs.getattr", "fs.create",  "fs.read",  "fs.write",

@@ -59,14 +59,14 @@ enum Opcode : uint16_t {
   kVnodeList = 0x0203,            // every vNode with its placement
   kVnodeRemove = 0x0204,          // forget a vNode and delete its files on the smon
   kVnodeLookup = 0x0205,          // one vNode by name or id, with its smon's and cache mmon's addresses
-  kReleaseMemberSpaces = 0x0206,  // `lego reclaim`: forget the vRegions of a dead pmon's address spaces
+  kReleaseTaggedSpaces = 0x0206,  // `lego reclaim`: forget the vRegions of a gone pmon's address spaces
   // P2M
   kWritePages = 0x0301,
   kReadPages = 0x0302,
   kFreeRange = 0x0303,
   kDestroySpace = 0x0304,
   kCopySpace = 0x0305,            // copy-on-write fork of an address space
-  kDestroyMemberSpaces = 0x0306,  // `lego reclaim`: free every address space a (dead) pmon created
+  kDestroyTaggedSpaces = 0x0306,  // `lego reclaim`: free every address space a (gone) pmon created
   // FS (0x04xx): one opcode per protocol/fs.h FsOp, kFsGetattr + (op - 1)
   kFsGetattr = 0x0401,
   kFsCreate = 0x0402,

@@ -157,7 +157,7 @@ void FuzzPayloadDecoders(std::span<const uint8_t> in) {
   (void)DecodeFixed<FreeRangeReq>(in, "p2m.free_range");
   (void)DecodeFixed<DestroySpaceReq>(in, "p2m.destroy_space");
   (void)DecodeFixed<CopySpaceReq>(in, "p2m.copy_space");
-  (void)DecodeFixed<MemberSpacesReq>(in, "p2m.destroy_member_spaces");
+  (void)DecodeFixed<TaggedSpacesReq>(in, "p2m.destroy_tagged_spaces");
   (void)DecodeFixed<ForkSpaceReq>(in, "x2g.fork_space");
 
   auto procs = CheckCodec(in, "c2p.list_processes reply", DecodeProcessList, EncodeProcessList);

@@ -68,19 +68,26 @@ TEST(P2m, GoldenBytesOfReadPagesRequest) {
   EXPECT_TRUE(std::equal(enc.begin(), enc.end(), want));
 }
 
-// Space ids carry their pmon's member id in the top 24 bits (`lego reclaim` finds a dead pmon's spaces by
-// it).
-TEST(P2m, SpaceIdsCarryTheirPmonsMemberId) {
+// Space ids carry their pmon's tag (a hash of its name) in the top 24 bits: `lego reclaim NAME` finds a gone
+// pmon's spaces by it.
+TEST(P2m, SpaceIdsCarryTheirPmonsTag) {
   EXPECT_EQ(MakeSpaceId(5, 0x1234), 0x0000050000001234ull);
-  EXPECT_EQ(SpaceMember(MakeSpaceId(5, 0xFFFF'FFFF'FFFF'FFFFull)), 5u);
+  EXPECT_EQ(SpaceTag(MakeSpaceId(5, 0xFFFF'FFFF'FFFF'FFFFull)), 5u);
   EXPECT_EQ(MakeSpaceId(5, 0xFFFF'FFFF'FFFF'FFFFull) & 0xFF'FFFF'FFFFull, 0xFF'FFFF'FFFFull);
-  EXPECT_NE(MakeSpaceId(0, 0), 0u);                      // never 0, even from a zero random
-  EXPECT_EQ(SpaceMember(MakeSpaceId(1u << 24, 7)), 0u);  // an id past 24 bits: no member (not another's)
-  EXPECT_EQ(SpaceMember(MakeSpaceId((1u << 24) - 1, 7)), (1u << 24) - 1);
+  EXPECT_NE(MakeSpaceId(5, 0), 0u);  // never 0 below the tag, even from a zero random
+  // The tag is a pure function of the name (FNV-1a folded to 24 bits; golden values), never 0, and differs
+  // between the local cluster's names.
+  EXPECT_EQ(PmonTag("pmon-0"), PmonTag(std::string("pmon-0")));
+  EXPECT_NE(PmonTag("pmon-0"), PmonTag("pmon-1"));
+  for (const char* n : {"", "pmon-0", "pmon-1", "a"}) {
+    EXPECT_NE(PmonTag(n), 0u) << n;
+    EXPECT_LT(PmonTag(n), 1u << kSpaceTagBits) << n;
+  }
+  static_assert(PmonTag("") == ((2166136261u >> 24) ^ (2166136261u & 0xFFFFFF)));
   // The golden bytes of the request both new opcodes take.
-  Bytes b = EncodeFixed(MemberSpacesReq{0x01020304, 0});
-  EXPECT_EQ(b, (Bytes{0x04, 0x03, 0x02, 0x01, 0, 0, 0, 0}));
-  EXPECT_FALSE(DecodeFixed<MemberSpacesReq>(std::span(b).first(7), "p2m.destroy_member_spaces").ok());
+  Bytes b = EncodeFixed(TaggedSpacesReq{0x010203, 0});
+  EXPECT_EQ(b, (Bytes{0x03, 0x02, 0x01, 0, 0, 0, 0, 0}));
+  EXPECT_FALSE(DecodeFixed<TaggedSpacesReq>(std::span(b).first(7), "p2m.destroy_tagged_spaces").ok());
 }
 
 }  // namespace

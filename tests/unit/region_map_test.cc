@@ -83,18 +83,18 @@ TEST(RegionMap, ReleaseSpaceForgetsOnlyThatSpace) {
   EXPECT_EQ(m.ReleaseSpace(5), 0u);
 }
 
-TEST(RegionMap, ReleaseMemberSpacesForgetsEverySpaceOfThatPmonOnly) {
+TEST(RegionMap, ReleaseTaggedSpacesForgetsEverySpaceOfThatPmonOnly) {
   RegionMap m(PlacementPolicy::kMostFree);
   std::vector<MmonView> mmons = {{1, true, 8 * GiB, 0}, {2, true, 8 * GiB, 0}};
   const uint64_t a = proto::MakeSpaceId(3, 0x11), b = proto::MakeSpaceId(3, 0xFF'FFFF'FFFF);
   const uint64_t other = proto::MakeSpaceId(4, 0x11), lower = proto::MakeSpaceId(2, 0xFF'FFFF'FFFF);
   for (uint64_t space : {a, b, other, lower})
     for (uint64_t region : {0, 1}) ASSERT_TRUE(m.Assign(space, region, mmons).ok());
-  EXPECT_EQ(m.ReleaseMemberSpaces(3), 4u);
+  EXPECT_EQ(m.ReleaseTaggedSpaces(3), 4u);
   EXPECT_EQ(m.RegionCount(), 4u);
   EXPECT_EQ(m.ReleaseSpace(other), 2u);
   EXPECT_EQ(m.ReleaseSpace(lower), 2u);
-  EXPECT_EQ(m.ReleaseMemberSpaces(3), 0u);
+  EXPECT_EQ(m.ReleaseTaggedSpaces(3), 0u);
 }
 
 TEST(RegionMap, PolicyNames) {
