@@ -253,11 +253,11 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
     listed = listed || mem.name == name;
     if (mem.fixed.state != alive || proto::PmonTag(mem.name) != tag) continue;
     if (mem.name == name)
-      return fail(fmt::format(
-          "{} is alive: the memory of its programs is in use. `lego reclaim` is for a process monitor that "
-          "is "
-          "gone for good; one restarted with its data dir frees what its dead programs left by itself",
-          name));
+      return fail(
+          fmt::format("{} is alive: the memory of its programs is in use. `lego reclaim` is for a process "
+                      "monitor that is gone for good; one restarted with its data dir frees what its dead "
+                      "programs left by itself",
+                      name));
     return fail(
         fmt::format("{} is alive and its address spaces carry the same tag as {}'s ({:#x}): they "
                     "cannot be told apart, so nothing is freed",

@@ -236,8 +236,8 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
                                  proto::FsOpName(p->req.op), p->req.f.vnode, p->req.path, st.ToString());
             return p->r.Reply(proto::EncodeFsReply(p->req.op, proto::FsReply::Errno(EIO)));
           }
-          // Not resolved (the gm names no live peer, or did not answer): run it here, where it fails the
-          // same way (or the buffer cache answers it).
+          // Not resolved (the gm names no live peer, or no such vNode): run it here, where it fails the
+          // same way at once (or the buffer cache answers it).
           if (auto key = keys.known(p->req); !key)
             job();
           else if (!queue.Submit(*key, std::move(job)))
