@@ -61,7 +61,9 @@ class PageStore {
  private:
   PageStore(uint8_t* pool, uint64_t frames);
   uint8_t* Frame(uint32_t f) const { return pool_ + uint64_t{f} * kPageSize; }
-  void Release(uint32_t frame) REQUIRES(mu_);
+  // Drops a reference to each frame in *frames (which it reorders and trims); frames no space uses any more
+  // go back to the host (one madvise per run of adjacent ones) and to the free list.
+  void ReleaseAll(std::vector<uint32_t>* frames) REQUIRES(mu_);
   uint32_t Allocate() REQUIRES(mu_);
 
   uint8_t* const pool_;

@@ -121,6 +121,38 @@ TEST(PageStore, ForkSharesFramesCopyOnWrite) {
   EXPECT_EQ(s->used_bytes(), 0u);
 }
 
+// Frees give frames back in runs (one madvise each): every frame comes back, exactly once, whatever the
+// order.
+TEST(PageStore, FreedRunsOfFramesAreAllReusable) {
+  auto s = PageStore::Create(8 * kPageSize).value();
+  std::vector<std::vector<uint8_t>> data;
+  for (int i = 0; i < 8; ++i) data.push_back(Page(static_cast<uint8_t>(10 + i)));
+  std::vector<PageStore::PageRef> all;
+  for (int i = 0; i < 8; ++i) all.push_back({0x10000 + uint64_t(i) * kPageSize, data[i]});
+  ASSERT_TRUE(s->Write(1, all).ok());
+  // Pages 1, 2, 5 and 6: two runs.
+  EXPECT_EQ(s->FreeRange(1, 0x10000 + kPageSize, 2 * kPageSize), 2u);
+  EXPECT_EQ(s->FreeRange(1, 0x10000 + 5 * kPageSize, 2 * kPageSize), 2u);
+  EXPECT_EQ(s->used_bytes(), 4 * kPageSize);
+  std::vector<PageStore::PageRef> four(all.begin(), all.begin() + 4);
+  ASSERT_TRUE(s->Write(2, four).ok());  // exactly the four freed frames
+  EXPECT_EQ(s->used_bytes(), 8 * kPageSize);
+  std::vector<uint8_t> out(kPageSize);
+  for (int i : {0, 3, 4, 7}) {  // space 1's remaining pages were not touched
+    ASSERT_TRUE(s->Read(1, 0x10000 + uint64_t(i) * kPageSize, out.data()));
+    EXPECT_EQ(out, data[i]) << i;
+  }
+  EXPECT_EQ(s->DestroySpace(1), 4u);
+  EXPECT_EQ(s->DestroySpace(2), 4u);
+  EXPECT_EQ(s->used_bytes(), 0u);
+  ASSERT_TRUE(s->Write(3, all).ok());  // all eight again
+  for (int i = 0; i < 8; ++i) {
+    ASSERT_TRUE(s->Read(3, 0x10000 + uint64_t(i) * kPageSize, out.data()));
+    EXPECT_EQ(out, data[i]) << i;
+  }
+  EXPECT_FALSE(s->Write(4, four).ok());  // and no frame twice in the free list
+}
+
 TEST(PageStore, WriteToSharedFrameNeedsRoom) {
   auto s = PageStore::Create(2 * kPageSize).value();
   auto a = Page(1), b = Page(2);
