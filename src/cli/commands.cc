@@ -224,7 +224,7 @@ namespace lego::cli {
 // `lego reclaim NAME`: frees, on every mmon, the address spaces a pmon that is gone for good created (their
 // ids carry proto::PmonTag(NAME), protocol/p2m.h), and has the gm forget their vRegions. A pmon restarted
 // with its data dir does this itself from its journal (decision 008); this is for one that never comes back.
-int ReclaimCommand(const QueryOptions& o, const std::string& name) {
+int ReclaimCommand(const QueryOptions& o, const std::string& name, bool force) {
   auto fail = [](const std::string& why) {
     fmt::print(stderr, "lego reclaim: {}\n", why);
     return 1;
@@ -246,23 +246,40 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
   const auto alive = static_cast<uint8_t>(proto::MemberState::kAlive);
   bool listed = false;
   std::vector<std::string> pmons;
+  // Refuses (returns a message) if an alive pmon's spaces carry the tag.
+  auto in_use = [&](const std::vector<proto::MemberRecord>& list) -> std::optional<std::string> {
+    for (const auto& mem : list) {
+      if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) || mem.fixed.state != alive ||
+          proto::PmonTag(mem.name) != tag)
+        continue;
+      if (mem.name == name)
+        return fmt::format(
+            "{} is alive: the memory of its programs is in use. `lego reclaim` is for a process monitor "
+            "that is gone for good; one restarted with its data dir frees what its dead programs left by "
+            "itself",
+            name);
+      return fmt::format(
+          "{} is alive and its address spaces carry the same tag as {}'s ({:#x}): they cannot be told "
+          "apart, so nothing is freed",
+          mem.name, name, tag);
+    }
+    return std::nullopt;
+  };
   for (const auto& mem : *members) {
     if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon)) continue;
     pmons.push_back(fmt::format("{} ({})", mem.name,
                                 proto::MemberStateName(static_cast<proto::MemberState>(mem.fixed.state))));
     listed = listed || mem.name == name;
-    if (mem.fixed.state != alive || proto::PmonTag(mem.name) != tag) continue;
-    if (mem.name == name)
-      return fail(
-          fmt::format("{} is alive: the memory of its programs is in use. `lego reclaim` is for a process "
-                      "monitor that is gone for good; one restarted with its data dir frees what its dead "
-                      "programs left by itself",
-                      name));
-    return fail(
-        fmt::format("{} is alive and its address spaces carry the same tag as {}'s ({:#x}): they "
-                    "cannot be told apart, so nothing is freed",
-                    mem.name, name, tag));
   }
+  if (auto why = in_use(*members)) return fail(*why);
+  // A name the gm does not list may be a misspelling, or a live pmon that has not registered again with a gm
+  // that lost its list (a fresh data dir does not make the gm hold back): freed only when asked for.
+  if (!listed && !force)
+    return fail(fmt::format(
+        "the gm lists no process monitor named '{}' ({}). If it is gone for good and the "
+        "gm has forgotten it, run `lego reclaim {} --force` once every live process "
+        "monitor shows in `lego status`",
+        name, pmons.empty() ? "it lists none" : fmt::format("it lists {}", fmt::join(pmons, ", ")), name));
   const auto payload = proto::EncodeFixed(proto::TaggedSpacesReq{tag, 0});
   // Freeing many GiB takes a while on an mmon: more than the CLI's usual query timeout.
   const msg::Millis timeout(std::max(o.timeout_ms, 30000));
@@ -274,9 +291,11 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
     auto r = (*ch)->Call(proto::kReleaseTaggedSpaces, payload, timeout);
     if (!r.ok()) return fail(fmt::format("the global manager refused: {}", r.status().message()));
   }
-  // Listed again: a gm that has just finished settling may list mmons the first list lacked.
+  // Listed again: a gm that has just finished settling may list mmons (or an alive pmon) the first list
+  // lacked.
   members = list();
   if (!members.ok()) return fail(std::string(members.status().message()));
+  if (auto why = in_use(*members)) return fail(*why);
   uint64_t pages = 0;
   std::vector<std::string> freed_on, missed;
   for (const auto& mem : *members) {
@@ -301,11 +320,6 @@ int ReclaimCommand(const QueryOptions& o, const std::string& name) {
     pages += resp->pages_freed;
     freed_on.push_back(fmt::format("{} {}", mem.name, FormatBytes(resp->pages_freed * proto::kPageBytes)));
   }
-  if (!listed)  // a pmon of a gm that lost its list, or a misspelt name: say which
-    fmt::print(
-        "lego reclaim: the gm does not list a process monitor named '{}' ({}); freeing what carries "
-        "its tag all the same\n",
-        name, pmons.empty() ? "it lists none" : fmt::format("it lists {}", fmt::join(pmons, ", ")));
   fmt::print("lego reclaim: freed {} of {}'s address spaces ({})\n", FormatBytes(pages * proto::kPageBytes),
              name,
              freed_on.empty() ? "no memory monitor answered" : fmt::format("{}", fmt::join(freed_on, ", ")));

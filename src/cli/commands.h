@@ -31,7 +31,8 @@ Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const Q
 
 int StatusCommand(const QueryOptions& options);
 int StatsCommand(const QueryOptions& options, int member_id);
-// `lego reclaim NAME`: frees the address spaces of a process monitor that is gone for good.
-int ReclaimCommand(const QueryOptions& options, const std::string& name);
+// `lego reclaim NAME`: frees the address spaces of a process monitor that is gone for good. A name the gm
+// does not list is refused unless `force`.
+int ReclaimCommand(const QueryOptions& options, const std::string& name, bool force);
 
 }  // namespace lego::cli

@@ -103,6 +103,10 @@ int main(int argc, char** argv) {
   reclaim_cmd->add_option("name", reclaim_name, "the process monitor, as `lego status` names it: pmon-0 ...")
       ->required();
   reclaim_cmd->add_option("--gm", q.gm, "ask this gm (HOST:PORT) instead of the local cluster's");
+  bool reclaim_force = false;
+  reclaim_cmd->add_flag("--force", reclaim_force,
+                        "also for a name the gm does not list (a gm that lost its data dir): make sure every "
+                        "live process monitor shows in `lego status` first");
 
   cli::RunOptions run;
   std::string run_excache;
@@ -217,6 +221,6 @@ int main(int argc, char** argv) {
   if (*stats_cmd) return cli::StatsCommand(q, member_id);
   if (*down_cmd) return cli::Down(state_dir, down_timeout);
   if (*restart_cmd) return cli::Restart(state_dir, restart_name, restart_kill, restart_timeout);
-  if (*reclaim_cmd) return cli::ReclaimCommand(q, reclaim_name);
+  if (*reclaim_cmd) return cli::ReclaimCommand(q, reclaim_name, reclaim_force);
   return 2;
 }

@@ -131,7 +131,7 @@ void GmService::InstallMemoryHandlers() {
                                         "yet: try again in {} ms",
                                         age, settle_ms_ - age)));
     }
-    // The CLI checks too; any other client is held to it.
+    // The CLI checks too, before and after; the mmons trust their caller (as for p2m.destroy_space).
     for (const auto& m : table_.List(MonoMillis()))
       if (m.fixed.kind == static_cast<uint8_t>(proto::ComponentKind::kPmon) &&
           m.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive) &&
