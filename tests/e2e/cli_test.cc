@@ -149,7 +149,8 @@ TEST_F(CliTest, RestartBringsBackAKilledMonitorAndTheGm) {
 
   const std::string gm_addr = Component("gm")["address"];
   const int old_gm = Component("gm")["pid"];
-  std::map<std::string, uint32_t> ids;  // a restarted gm numbers every monitor as before (DATA_DIR/members.json)
+  std::map<std::string, uint32_t>
+      ids;  // a restarted gm numbers every monitor as before (DATA_DIR/members.json)
   for (const char* name : {"pmon-0", "mmon-0", "mmon-1", "smon-0"}) ids[name] = Component(name)["id"];
   r = Lego({"restart", "gm"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;

@@ -46,11 +46,10 @@ class StorageTest : public ::testing::Test {
                           {"--heartbeat-interval-ms", "300", "--heartbeat-misses", HeartbeatMisses()}));
     gm_addr_ = gm_->addr.ToString();
     StartSmon();
-    mmon_ = std::make_unique<test::Daemon>(
-        test::StartDaemon("mmon", dir_.path(), "mmon-0",
-                          {"--gm", gm_addr_, "--name", "mmon-0", "--capacity", "256M", "--buffer-cache",
-                           BufferCache(), "--storage-timeout-ms", std::to_string(StorageTimeoutMs()),
-                           "--flush-interval-ms", "500"}));
+    mmon_ = std::make_unique<test::Daemon>(test::StartDaemon(
+        "mmon", dir_.path(), "mmon-0",
+        {"--gm", gm_addr_, "--name", "mmon-0", "--capacity", "256M", "--buffer-cache", BufferCache(),
+         "--storage-timeout-ms", std::to_string(StorageTimeoutMs()), "--flush-interval-ms", "500"}));
     pmon_ = std::make_unique<test::Daemon>(StartPmon("pmon-0"));
     ASSERT_TRUE(test::WaitFor([&] { return AliveCount() == 3; }, 10s))
         << Lego({"status", "--gm", gm_addr_}).out;
@@ -389,8 +388,8 @@ TEST_F(StorageSlowDetectionTest, AStoppedSmonDoesNotHoldUpOtherVnodesOnTheSameMm
   EXPECT_EQ(r.out, test::Run("/bin/sh", {"-c", "seq 1 100000 | md5sum"}).out + "20\n");
   // About 0.2 s here. With one cache for both vNodes, b's requests waited behind a's stuck ones past their
   // own timeout: b's program failed with EIO. With a2 keyed by its own id until the mmon had looked up its
-  // smon, a's and a2's first requests took all four FS threads: b waited one or two of their timeouts (1.6-3.6
-  // s with a 2 s timeout).
+  // smon, a's and a2's first requests took all four FS threads: b waited one or two of their timeouts
+  // (1.6-3.6 s with a 2 s timeout).
   EXPECT_LT(took, 2500ms) << "vNode b waited for vNode a's stopped smon";
   EXPECT_GT(stuck.load(), 0);                // a's requests really were stuck (and failed at their timeout)
   EXPECT_EQ(Sh("a", "cat f").out, "one\n");  // and a is served again once its smon runs
