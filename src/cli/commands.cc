@@ -26,12 +26,16 @@ Result<std::unique_ptr<msg::Messenger>> MakeCliMessenger() {
   return m;
 }
 
+Result<std::vector<proto::MemberRecord>> ListMembers(msg::Channel& gm, int timeout_ms) {
+  auto r = gm.Call(proto::kListMembers, {}, msg::Millis(timeout_ms));
+  if (!r.ok()) return r.status();
+  return proto::DecodeMemberList(r.value());
+}
+
 Result<std::vector<proto::MemberRecord>> ListMembers(msg::Messenger& m, const HostPort& gm, int timeout_ms) {
   auto ch = m.Connect(gm, msg::Millis(timeout_ms));
   if (!ch.ok()) return ch.status();
-  auto r = ch.value()->Call(proto::kListMembers, {}, msg::Millis(timeout_ms));
-  if (!r.ok()) return r.status();
-  return proto::DecodeMemberList(r.value());
+  return ListMembers(**ch, timeout_ms);
 }
 
 // Finds the gm address (flag, else state dir) and explains failures in the user's terms.

@@ -19,6 +19,7 @@ struct QueryOptions {
 // A CLI messenger: no listener, short spin.
 Result<std::unique_ptr<msg::Messenger>> MakeCliMessenger();
 Result<std::vector<proto::MemberRecord>> ListMembers(msg::Messenger& m, const HostPort& gm, int timeout_ms);
+Result<std::vector<proto::MemberRecord>> ListMembers(msg::Channel& gm, int timeout_ms);
 
 struct ClusterState;
 // Finds the gm address (--gm, else the local cluster's state dir) and explains failures in the user's terms.

@@ -50,8 +50,7 @@ std::optional<uint32_t> SmonId(msg::Channel& gm, const QueryOptions& o, const st
     }
     return id;
   }
-  auto r = gm.Call(proto::kListMembers, {}, msg::Millis(o.timeout_ms));
-  auto members = r.ok() ? proto::DecodeMemberList(*r) : Result<std::vector<proto::MemberRecord>>(r.status());
+  auto members = ListMembers(gm, o.timeout_ms);
   if (!members.ok()) {
     fmt::print(stderr, "lego vnode create: cannot list the members: {}\n", members.status().message());
     return std::nullopt;

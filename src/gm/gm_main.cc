@@ -11,7 +11,7 @@ namespace {
 
 // How many times a gm has started with this data dir, this start included (DATA_DIR/incarnation), listed as
 // its own incarnation. A restarted gm, whose member list is still filling up, holds back x2g.release_space
-// for a while (GmService::Settling).
+// for a while (GmService::SettleRefusal).
 lego::Result<uint32_t> NextIncarnation(const std::string& data_dir) {
   const std::string path = data_dir + "/incarnation";
   uint32_t previous = 0;

@@ -81,6 +81,14 @@ void GmService::InstallHandlers() {
   if (vnodes_) InstallVnodeHandlers();
 }
 
+Status GmService::SettleRefusal(const char* what) const {
+  const int64_t age = MonoMillis() - started_mono_ms_;
+  if (self_.incarnation <= 1 || age >= settle_ms_) return Status::Ok();
+  return Status(StatusCode::kBusy, fmt::format("the gm restarted {} ms ago and may not know every memory "
+                                               "monitor yet: {} in {} ms",
+                                               age, what, settle_ms_ - age));
+}
+
 void GmService::InstallMemoryHandlers() {
   messenger_.Handle(proto::kAssignRegion, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::AssignRegionReq>(in.payload, "x2g.assign_region");
@@ -108,13 +116,9 @@ void GmService::InstallMemoryHandlers() {
   messenger_.Handle(proto::kReleaseSpace, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::ReleaseSpaceReq>(in.payload, "x2g.release_space");
     if (!req.ok()) return r.Error(req.status());
-    if (Settling()) {
-      const int64_t age = MonoMillis() - started_mono_ms_;
-      LEGO_LOG_INFO("release_space_deferred space={:#x}: this gm restarted {} ms ago", req->space, age);
-      return r.Error(Status(StatusCode::kBusy,
-                            fmt::format("the gm restarted {} ms ago and may not know every memory monitor "
-                                        "yet: release the space again in {} ms",
-                                        age, settle_ms_ - age)));
+    if (Status busy = SettleRefusal("release the space again"); !busy.ok()) {
+      LEGO_LOG_INFO("release_space_deferred space={:#x}: {}", req->space, busy.message());
+      return r.Error(busy);
     }
     regions_.ReleaseSpace(req->space);
     r.Reply();
@@ -122,15 +126,10 @@ void GmService::InstallMemoryHandlers() {
   messenger_.Handle(proto::kReleaseTaggedSpaces, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::TaggedSpacesReq>(in.payload, "c2g.release_tagged_spaces");
     if (!req.ok()) return r.Error(req.status());
-    if (req->tag == 0 || req->tag >= (1u << proto::kSpaceTagBits) || req->reserved != 0)
-      return r.Error(BadMessage("c2g.release_tagged_spaces: tag must be in [1, 2^24), reserved must be 0"));
-    if (Settling()) {  // as for x2g.release_space: the caller is about to free on the mmons this gm lists
-      const int64_t age = MonoMillis() - started_mono_ms_;
-      return r.Error(Status(StatusCode::kBusy,
-                            fmt::format("the gm restarted {} ms ago and may not know every memory monitor "
-                                        "yet: try again in {} ms",
-                                        age, settle_ms_ - age)));
-    }
+    if (Status st = proto::CheckTaggedSpacesReq(*req, "c2g.release_tagged_spaces"); !st.ok())
+      return r.Error(st);
+    // As for x2g.release_space: the caller is about to free on the mmons this gm lists.
+    if (Status busy = SettleRefusal("try again"); !busy.ok()) return r.Error(busy);
     // The CLI checks too, before and after; the mmons trust their caller (as for p2m.destroy_space).
     for (const auto& m : table_.List(MonoMillis()))
       if (m.fixed.kind == static_cast<uint8_t>(proto::ComponentKind::kPmon) &&

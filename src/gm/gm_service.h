@@ -63,10 +63,12 @@ class GmService {
   int64_t started_wall_ms_;
   int64_t started_mono_ms_;
   // A restarted gm (incarnation > 1) knows only the members that have registered with it again: until this
-  // long after its start (heartbeat interval x (misses + 1)) it refuses x2g.release_space (Busy), so that no
-  // space is taken for freed while an mmon missing from its list still holds some of it.
+  // long after its start (heartbeat interval x (misses + 1)) it refuses x2g.release_space and
+  // c2g.release_tagged_spaces (Busy), so that no space is taken for freed while an mmon missing from its
+  // list still holds some of it.
   int64_t settle_ms_;
-  bool Settling() const { return self_.incarnation > 1 && MonoMillis() - started_mono_ms_ < settle_ms_; }
+  // Busy (saying when to try again) while settling, else Ok. `what` is what to do again.
+  Status SettleRefusal(const char* what) const;
   prometheus::Gauge& g_alive_;
   prometheus::Counter& c_deaths_;
   prometheus::Counter& c_registrations_;

@@ -77,10 +77,9 @@ Result<uint32_t> RegionMap::Assign(uint64_t space, uint64_t region, const std::v
   return pick->id;
 }
 
-size_t RegionMap::ReleaseSpace(uint64_t space) {
-  MutexLock lk(mu_);
+size_t RegionMap::ReleaseFrom(uint64_t first_space, const std::function<bool(uint64_t space)>& in_range) {
   size_t n = 0;
-  for (auto it = owner_.lower_bound({space, 0}); it != owner_.end() && it->first.first == space;) {
+  for (auto it = owner_.lower_bound({first_space, 0}); it != owner_.end() && in_range(it->first.first);) {
     auto& count = regions_per_mmon_[it->second];
     if (count) --count;
     it = owner_.erase(it);
@@ -89,19 +88,16 @@ size_t RegionMap::ReleaseSpace(uint64_t space) {
   return n;
 }
 
+size_t RegionMap::ReleaseSpace(uint64_t space) {
+  MutexLock lk(mu_);
+  return ReleaseFrom(space, [space](uint64_t s) { return s == space; });
+}
+
 size_t RegionMap::ReleaseTaggedSpaces(uint32_t tag) {
   MutexLock lk(mu_);
-  size_t n = 0;
   // Its spaces' ids are the range [tag << shift, (tag + 1) << shift), contiguous in owner_'s order.
-  const uint64_t first = uint64_t{tag} << proto::kSpaceTagShift;
-  for (auto it = owner_.lower_bound({first, 0});
-       it != owner_.end() && proto::SpaceTag(it->first.first) == tag;) {
-    auto& count = regions_per_mmon_[it->second];
-    if (count) --count;
-    it = owner_.erase(it);
-    ++n;
-  }
-  return n;
+  return ReleaseFrom(uint64_t{tag} << proto::kSpaceTagShift,
+                     [tag](uint64_t s) { return proto::SpaceTag(s) == tag; });
 }
 
 size_t RegionMap::ForkSpace(uint64_t parent, uint64_t child) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -53,6 +54,9 @@ class RegionMap {
   size_t RegionCount() const;
 
  private:
+  // Forgets the regions of the spaces from first_space on while in_range(space) holds (owner_'s order).
+  size_t ReleaseFrom(uint64_t first_space, const std::function<bool(uint64_t space)>& in_range) REQUIRES(mu_);
+
   const PlacementPolicy policy_;
   mutable Mutex mu_;
   std::map<std::pair<uint64_t, uint64_t>, uint32_t> owner_ GUARDED_BY(mu_);

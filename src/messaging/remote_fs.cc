@@ -59,17 +59,18 @@ std::optional<uint64_t> RemoteFs::PeerKey(uint32_t vnode) {
   return it->second;
 }
 
-Status RemoteFs::Resolve(uint32_t vnode) {
-  if (PeerKey(vnode)) return Status::Ok();
+std::optional<proto::FsReply> RemoteFs::Resolve(const proto::FsRequest& req) {
+  const uint32_t vnode = req.f.vnode;
+  if (PeerKey(vnode)) return std::nullopt;
   auto v = Lookup({vnode, 0, ""}, options_.timeout);
   if (!v.ok()) {
     const StatusCode code = v.status().code();
     // The gm did not answer: so would it again for the request itself, a whole timeout later.
-    if (code == StatusCode::kTimeout || code == StatusCode::kPeerUnreachable) return v.status();
-    return Status::Ok();  // it answered (no such vNode...): the request finds out itself
+    if (code == StatusCode::kTimeout || code == StatusCode::kPeerUnreachable) return Fail(req, v.status());
+    return std::nullopt;  // it answered (no such vNode...): the request finds out itself
   }
   (void)Route(vnode, *v);  // no route to a peer the gm lists as dead: the request finds out itself
-  return Status::Ok();
+  return std::nullopt;
 }
 
 void RemoteFs::Forget(uint32_t vnode) {
@@ -231,11 +232,8 @@ void ServeFs(Messenger& messenger, WorkQueue& queue, proto::FsService& service, 
         submitted = queue.Submit(*key, std::move(job));
       } else {
         submitted = queue.Submit(FsQueueKeys::kResolving, [&queue, keys, p, job = std::move(job)]() mutable {
-          if (Status st = keys.resolve ? keys.resolve(p->req) : Status::Ok(); !st.ok()) {
-            LEGO_LOG_RATELIMITED("fs_request_failed op={} vnode={} path=\"{}\" why=\"{}\"",
-                                 proto::FsOpName(p->req.op), p->req.f.vnode, p->req.path, st.ToString());
-            return p->r.Reply(proto::EncodeFsReply(p->req.op, proto::FsReply::Errno(EIO)));
-          }
+          if (auto failed = keys.resolve ? keys.resolve(p->req) : std::nullopt)
+            return p->r.Reply(proto::EncodeFsReply(p->req.op, *failed));
           // Not resolved (the gm names no live peer, or no such vNode): run it here, where it fails the
           // same way at once (or the buffer cache answers it).
           if (auto key = keys.known(p->req); !key)

@@ -54,9 +54,9 @@ class RemoteFs : public proto::FsService {
   // if the gm has not named one yet: the mmon limits the FS threads one smon may hold by it. Keys have the
   // top bit set (never 0, never a FsQueueKeys::kResolving).
   std::optional<uint64_t> PeerKey(uint32_t vnode);
-  // Asks the gm for the vNode's route (and so its PeerKey) if none is known; blocks for up to the timeout.
-  // Fails only if the gm could not be asked (timeout, unreachable).
-  Status Resolve(uint32_t vnode);
+  // Asks the gm for the route of req's vNode (and so its PeerKey) if none is known; blocks for up to the
+  // timeout. Returns the reply req fails with (EIO) only if the gm could not be asked (timeout, unreachable).
+  std::optional<proto::FsReply> Resolve(const proto::FsRequest& req);
   // Requests sent again after their peer was found gone (beyond the one immediate retry).
   uint64_t retried() const { return retried_.load(); }
   // Requests a peer refused unread (status Busy: too much waited for order on the connection) and that were
@@ -94,12 +94,13 @@ class RemoteFs : public proto::FsService {
 // without blocking, or nullopt if it is not known yet; then the request is first submitted under kResolving
 // (so at most the queue's per-key limit of threads wait for lookups), where `resolve` finds the key (it may
 // block: the mmon asks the gm where the vNode's smon is) and the request goes back to the queue under it.
-// If `resolve` fails the request fails with EIO at once; if it finds no key the request runs where it is.
+// If `resolve` returns a reply the request fails with it at once; if it finds no key the request runs where
+// it is.
 // Before, a vNode not yet resolved ran under its own id: the first requests of a stuck smon's second vNode
 // took the threads left for every other smon (a vNode on a live smon waited one whole timeout).
 struct FsQueueKeys {
   std::function<std::optional<uint64_t>(const proto::FsRequest&)> known;
-  std::function<Status(const proto::FsRequest&)> resolve;
+  std::function<std::optional<proto::FsReply>(const proto::FsRequest&)> resolve;
   static constexpr uint64_t kResolving = uint64_t{1} << 62;
 };
 

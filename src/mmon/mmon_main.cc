@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
         },
         msg::FsQueueKeys{
             [rfs = storage.get()](const proto::FsRequest& req) { return rfs->PeerKey(req.f.vnode); },
-            [rfs = storage.get()](const proto::FsRequest& req) { return rfs->Resolve(req.f.vnode); }});
+            [rfs = storage.get()](const proto::FsRequest& req) { return rfs->Resolve(req); }});
     Metrics* metrics = &ctx.metrics;
     ctx.messenger.SetStatsProvider([metrics, bc = cache.get(), rfs = storage.get()] {
       auto v = metrics->Snapshot();

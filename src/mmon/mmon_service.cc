@@ -38,6 +38,17 @@ bool MmonService::Buried(uint64_t space) {
   return it != tombstones_.end() && MonoMillis() - it->second <= kTombstoneMs;
 }
 
+uint64_t MmonService::Destroy(std::span<const uint64_t> spaces) {
+  uint64_t freed = 0;
+  for (uint64_t space : spaces) {
+    Bury(space);
+    freed += store_->DestroySpace(space);
+  }
+  c_pages_freed_.Increment(static_cast<double>(freed));
+  UpdateGauges();
+  return freed;
+}
+
 void MmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kWritePages, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeWritePages(in.payload);
@@ -106,26 +117,17 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
   messenger.Handle(proto::kDestroySpace, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::DestroySpaceReq>(in.payload, "p2m.destroy_space");
     if (!req.ok()) return r.Error(req.status());
-    Bury(req->space);
-    uint64_t freed = store_->DestroySpace(req->space);
-    c_pages_freed_.Increment(static_cast<double>(freed));
-    UpdateGauges();
+    const uint64_t freed = Destroy(std::span(&req->space, 1));
     LEGO_LOG_INFO("space_destroyed space={:#x} pages_freed={}", req->space, freed);
     r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
   });
   messenger.Handle(proto::kDestroyTaggedSpaces, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeFixed<proto::TaggedSpacesReq>(in.payload, "p2m.destroy_tagged_spaces");
     if (!req.ok()) return r.Error(req.status());
-    if (req->tag == 0 || req->tag >= (1u << proto::kSpaceTagBits) || req->reserved != 0)
-      return r.Error(BadMessage("p2m.destroy_tagged_spaces: tag must be in [1, 2^24), reserved must be 0"));
-    uint64_t freed = 0;
+    if (Status st = proto::CheckTaggedSpacesReq(*req, "p2m.destroy_tagged_spaces"); !st.ok())
+      return r.Error(st);
     const std::vector<uint64_t> spaces = store_->SpacesTagged(req->tag);
-    for (uint64_t space : spaces) {
-      Bury(space);  // a late write of a stopped (not dead) pmon is refused, as after p2m.destroy_space
-      freed += store_->DestroySpace(space);
-    }
-    c_pages_freed_.Increment(static_cast<double>(freed));
-    UpdateGauges();
+    const uint64_t freed = Destroy(spaces);  // a late write of a stopped (not dead) pmon is refused too
     LEGO_LOG_INFO("tagged_spaces_destroyed tag={:#x} spaces={} pages_freed={}", req->tag, spaces.size(),
                   freed);
     r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <unordered_map>
 
 #include "common/metrics.h"
@@ -31,6 +32,8 @@ class MmonService {
   // stopped): applying it would bring the space back with nobody left to free it. Space ids are random and
   // never reused, so such a write is always stale.
   void Bury(uint64_t space);
+  // Buries and frees each space (p2m.destroy_space, p2m.destroy_tagged_spaces); returns the pages freed.
+  uint64_t Destroy(std::span<const uint64_t> spaces);
   bool Buried(uint64_t space);
 
   std::unique_ptr<PageStore> store_;

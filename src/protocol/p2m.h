@@ -89,6 +89,12 @@ struct TaggedSpacesReq {
   uint32_t reserved;  // 0
 };
 static_assert(sizeof(TaggedSpacesReq) == 8);
+// BadMessage unless tag is in [1, 2^kSpaceTagBits) and reserved is 0; `what` names the message.
+inline Status CheckTaggedSpacesReq(const TaggedSpacesReq& req, const char* what) {
+  if (req.tag == 0 || req.tag >= (1u << kSpaceTagBits) || req.reserved != 0)
+    return BadMessage(fmt::format("{}: tag must be in [1, 2^{}), reserved must be 0", what, kSpaceTagBits));
+  return Status::Ok();
+}
 
 struct FreedResp {
   uint64_t pages_freed;
