@@ -124,15 +124,15 @@ proto::RegisterResp MembershipTable::Register(const proto::RegisterReq& req, int
   }
   bool rejoin = m != nullptr;
   if (!m) {
-    // The id this identity had (in this gm's life or an earlier one), unless a member holds it now (the
-    // file was edited); else a new one, kept for next time.
-    uint32_t id = 0;
+    // The id this identity had (in this gm's life or an earlier one), else a new one, kept for next time.
+    // No member holds either: ids in the file are unique (LoadMemberIds), new ones come from next_id, above
+    // all of them, and a member of this identity would have been found above.
     const std::string key = req.name.empty() ? "" : IdentityKey(kind, req.name);
-    if (auto it = known_ids_.by_identity.find(key);
-        !key.empty() && it != known_ids_.by_identity.end() && !members_.contains(it->second))
-      id = it->second;
-    if (id == 0) {
-      while (members_.contains(known_ids_.next_id)) ++known_ids_.next_id;
+    auto known = key.empty() ? known_ids_.by_identity.end() : known_ids_.by_identity.find(key);
+    uint32_t id;
+    if (known != known_ids_.by_identity.end()) {
+      id = known->second;
+    } else {
       id = known_ids_.next_id++;
       if (!key.empty()) {  // an unnamed member (known by a possibly ephemeral address) is not kept
         known_ids_.by_identity[key] = id;
