@@ -6,8 +6,32 @@
 
 namespace lego {
 
-Metrics::Metrics() : registry_(std::make_shared<prometheus::Registry>()) {}
-Metrics::~Metrics() = default;
+class Metrics::Collector : public prometheus::Collectable {
+ public:
+  explicit Collector(const Metrics* m) : m_(m) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    m_->RunHook();
+    return m_->registry_->Collect();
+  }
+
+ private:
+  const Metrics* m_;
+};
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()), collector_(std::make_shared<Collector>(this)) {}
+
+Metrics::~Metrics() = default;  // exposer_, declared last, goes first: no scrape outlives the hook
+
+void Metrics::OnCollect(std::function<void()> hook) {
+  std::lock_guard lock(hook_mu_);
+  hook_ = std::move(hook);
+}
+
+void Metrics::RunHook() const {
+  std::lock_guard lock(hook_mu_);
+  if (hook_) hook_();
+}
 
 prometheus::Counter& Metrics::Counter(const std::string& name, const std::string& help) {
   return prometheus::BuildCounter().Name(name).Help(help).Register(*registry_).Add({});
@@ -18,6 +42,7 @@ prometheus::Gauge& Metrics::Gauge(const std::string& name, const std::string& he
 }
 
 std::vector<proto::StatsEntry> Metrics::Snapshot() const {
+  RunHook();
   std::vector<proto::StatsEntry> out;
   for (const auto& family : registry_->Collect()) {
     for (const auto& m : family.metric) {
@@ -48,7 +73,7 @@ std::vector<proto::StatsEntry> Metrics::Snapshot() const {
 Result<uint16_t> Metrics::StartHttp(const std::string& bind) {
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(bind, /*num_threads=*/1);
-    exposer_->RegisterCollectable(registry_);
+    exposer_->RegisterCollectable(collector_);
     auto ports = exposer_->GetListeningPorts();
     if (ports.empty()) return IoError(fmt::format("metrics http: no listening port on {}", bind));
     http_port_ = static_cast<uint16_t>(ports.front());

@@ -3,7 +3,9 @@
 // Thread safety: all methods may be called from any thread; counters are lock-free to increment.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,11 @@ class Metrics {
   prometheus::Counter& Counter(const std::string& name, const std::string& help);
   prometheus::Gauge& Gauge(const std::string& name, const std::string& help);
 
+  // Runs `hook` at the start of every read (Snapshot, and each HTTP scrape), so that a gauge set from live
+  // state (a daemon's used bytes) is current when read, not as of its last periodic update. The hook runs
+  // on the reading thread and must be cheap; nullptr removes it (before what it reads goes away).
+  void OnCollect(std::function<void()> hook);
+
   // Every metric as name -> value (labels, if any, appended as name{k="v"}).
   std::vector<proto::StatsEntry> Snapshot() const;
 
@@ -38,7 +45,13 @@ class Metrics {
   uint16_t http_port() const { return http_port_; }
 
  private:
+  class Collector;
+  void RunHook() const;
+
   std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<Collector> collector_;  // what the HTTP exposer reads: the hook, then registry_
+  mutable std::mutex hook_mu_;            // held while the hook runs: removing it waits for a running one
+  std::function<void()> hook_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   uint16_t http_port_ = 0;
 };

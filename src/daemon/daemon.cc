@@ -75,11 +75,14 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
     st = component.setup(ctx);
     if (!st.ok()) return fail(st);
   }
-  auto used = [&]() -> uint64_t {
+  auto used = [&component, &g_used]() -> uint64_t {
     uint64_t u = component.used_bytes ? component.used_bytes() : 0;
     g_used.Set(static_cast<double>(u));
     return u;
   };
+  // Heartbeats refresh lego_used_bytes once an interval; a read (`lego stats`, a scrape) refreshes it too,
+  // so that right after a program exits it does not still show the program's pages.
+  metrics.OnCollect([used] { used(); });
   st = m.Start();
   if (!st.ok()) return fail(st);
   if (component.start) component.start(ctx);
@@ -105,6 +108,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   sigwait(&sigs, &sig);
   LEGO_LOG_INFO("stopping signal={}", strsignal(sig));
   if (agent) agent->Stop();
+  metrics.OnCollect(nullptr);  // what used_bytes reads goes away in stop()
   if (component.stop) component.stop();
   m.Shutdown();
   if (!config.ready_file.empty()) std::remove(config.ready_file.c_str());

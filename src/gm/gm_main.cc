@@ -36,8 +36,11 @@ int main(int argc, char** argv) {
   std::unique_ptr<gm::GmService> service;
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) {
-    gm::MembershipOptions mo{ctx.config.heartbeat_interval_ms, ctx.config.heartbeat_misses, std::nullopt,
-                             ctx.config.data_dir + "/members.json"};
+    gm::MembershipOptions mo{ctx.config.heartbeat_interval_ms,
+                             ctx.config.heartbeat_misses,
+                             std::nullopt,
+                             ctx.config.data_dir + "/members.json",
+                             {}};
     auto ids = gm::LoadMemberIds(mo.ids_path);
     if (!ids.ok()) return ids.status();
     mo.known_ids = std::move(ids.value());
