@@ -142,6 +142,20 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   void StageAhead();
   void InstallStaged(bool wake, bool write);
   void InstallWindow(Window w, uint64_t fault_addr, bool stage_first = false);
+  // What InstallWindow leaves to do once a window's pages are in: their entries, the resident set, the
+  // prefetcher's and the statistics' counts, the reply's buffer.
+  struct Installed {
+    std::vector<uint64_t> vaddrs;
+    std::vector<bool> ok;  // installed, by vaddrs index
+    size_t installed = 0, fetched = 0;
+    bool writable = false, sampled = false, ahead = false, fault = false;
+    msg::ReplyView reply;
+  };
+  void Account(Installed&& done);
+  // A single page fetched for a fault is accounted for later: while the next fault's request is in flight
+  // (Fetch), or before anything else reads the page table (FlushInstall). Until then its entry still says
+  // kRemote and it is not in the resident set, so the evictor cannot pick it. Fault thread only.
+  void FlushInstall();
   void DropAheadIn(uint64_t start, uint64_t end);
   void HandleUnmap(uint64_t start, uint64_t end);
   void Teardown();
@@ -192,6 +206,7 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   uint64_t windows_ = 0;                        // fetches (fault thread only)
   std::optional<Window> ahead_;                 // the window fetched ahead of the stream (fault thread only)
   std::optional<Staged> staged_;                // fault thread only
+  std::optional<Installed> deferred_;           // FlushInstall (fault thread only)
   // Buffers of installed windows' replies, given to the next page reads (fault thread only): a reply then
   // needs no allocation, and a large one no zero-filled buffer (Channel::CallAsync). At most two are kept.
   std::vector<proto::Bytes> spare_replies_;
