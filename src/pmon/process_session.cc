@@ -511,14 +511,13 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
   }
   ClampWindow(w.vaddrs);
   const size_t n = w.vaddrs.size();
-  ReserveOrOvercommit(n);
   auto call = memory_.ReadStart(space_, w.vaddrs, SpareReply());
   FlushInstall();  // the previous fault's bookkeeping, while this request is in flight
-  if (!call.ok()) {
-    excache_.Release(*this, n);
+  if (!call.ok())
     return FailFault(addr, fmt::format("cannot read page {:#x} from its memory monitor: {}", addr,
                                        call.status().ToString()));
-  }
+  // Room for the pages is made while they travel: a wait for the evictor overlaps the fetch.
+  ReserveOrOvercommit(n);
   w.call = std::move(*call);
   if (n > 1) IssueAhead(addr);
   InstallWindow(std::move(w), addr);
