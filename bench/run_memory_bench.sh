@@ -517,7 +517,7 @@ echo "Dropping an evicted page (helper thread's MADV_DONTNEED, per page): ${R[do
 echo "${R[dontneed.ipi_us]:--} us with a program thread running on the other CPU (TLB-shootdown IPI),"
 echo "${R[dontneed.batched_us]:--} us batched 256 per process_madvise call."
 echo "Runs: $FL_REPEAT per transport (median shown). pmon service p50: the pmon's per-process histogram (power-of-two buckets);"
-echo "room wait / fault: fault time spent waiting for the evictor, averaged over all faults of the run;"
+echo "room wait / fault: time a fault waited for the evictor to make room (while its request is in flight), averaged over all faults of the run;"
 echo "evict / page: evictor thread time per evicted page (write-protect, writeback, DROP round trip)."
 echo
 

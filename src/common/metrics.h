@@ -34,7 +34,8 @@ class Metrics {
 
   // Runs `hook` at the start of every read (Snapshot, and each HTTP scrape), so that a gauge set from live
   // state (a daemon's used bytes) is current when read, not as of its last periodic update. The hook runs
-  // on the reading thread and must be cheap; nullptr removes it (before what it reads goes away).
+  // on the reading thread and must be cheap, and must not call Snapshot or OnCollect (it runs under their
+  // lock); nullptr removes it (before what it reads goes away).
   void OnCollect(std::function<void()> hook);
 
   // Every metric as name -> value (labels, if any, appended as name{k="v"}).

@@ -407,6 +407,7 @@ bool ProcessSession::ReserveOrOvercommit(size_t n) {
 // dirty (a program writes what it allocates; write-protecting it would cost one more fault per page),
 // after a read fault it goes in write-protected and clean.
 void ProcessSession::ZeroFill(uint64_t addr, bool write) {
+  FlushInstall();  // nothing to overlap it with here, and the reservation below may wait
   const uint64_t block = options_.zero_block_pages * kPage;
   uint64_t lo = addr, hi = addr + kPage;
   {
@@ -506,6 +507,7 @@ void ProcessSession::Fetch(uint64_t addr, bool write) {
       if ((p * kPage) >> kRegionShift != addr >> kRegionShift) break;  // one request: one vRegion
       auto it = pages_.find(p);
       if (it == pages_.end() || it->second.state != State::kRemote) continue;
+      if (deferred_ && deferred_->vaddrs.front() == p * kPage) continue;  // in, not accounted for yet
       w.vaddrs.push_back(p * kPage);
     }
   }

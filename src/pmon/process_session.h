@@ -153,8 +153,9 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   };
   void Account(Installed&& done);
   // A single page fetched for a fault is accounted for later: while the next fault's request is in flight
-  // (Fetch), or before anything else reads the page table (FlushInstall). Until then its entry still says
-  // kRemote and it is not in the resident set, so the evictor cannot pick it. Fault thread only.
+  // (Fetch), or before anything reads or changes that page's entry (FlushInstall: a fault on it, an event,
+  // a zero fill, idle, teardown; a window's planning skips it). Until then its entry still says kRemote
+  // and it is not in the resident set, so the evictor cannot pick it. Fault thread only.
   void FlushInstall();
   void DropAheadIn(uint64_t start, uint64_t end);
   void HandleUnmap(uint64_t start, uint64_t end);
