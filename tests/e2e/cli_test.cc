@@ -1,5 +1,7 @@
 // End-to-end tests of the `lego` CLI: up, status, stats, down, and their error messages.
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -83,6 +85,35 @@ TEST_F(CliTest, UpStatusDownLeavesNothingBehind) {
   ASSERT_EQ(down.exit_code, 0) << down.err;
   for (int pid : pids) EXPECT_TRUE(test::WaitFor([&] { return !PidAlive(pid); }, 5s)) << pid;
   EXPECT_FALSE(fs::exists(state_dir()));
+}
+
+// LEGO_EXIT_WITH_PID: the daemons of a cluster stop when the process named there ends (the test harness
+// names itself, so that a test killed by its timeout leaves no daemons behind). Here the owner is a
+// `sleep`, killed once the cluster is up.
+TEST_F(CliTest, DaemonsStopWhenTheirOwnerProcessEnds) {
+  const pid_t owner = fork();
+  ASSERT_GE(owner, 0);
+  if (owner == 0) {
+    execl("/bin/sleep", "sleep", "120", nullptr);
+    _exit(127);
+  }
+  auto up = test::Run(test::BinDir() + "/lego", {"up"},
+                      {{"LEGO_STATE_DIR", state_dir()}, {"LEGO_EXIT_WITH_PID", std::to_string(owner)}}, 120s);
+  ASSERT_EQ(up.exit_code, 0) << up.err;
+  std::vector<int> pids;
+  for (auto& c : StatusJson()) pids.push_back(c["pid"]);
+  ASSERT_EQ(pids.size(), 5u);
+  kill(owner, SIGKILL);
+  waitpid(owner, nullptr, 0);
+  // Gone or a zombie not reaped yet (they were `lego up`'s children): either way, not running.
+  auto running = [](int pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return false;
+    const auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+  };
+  for (int pid : pids) EXPECT_TRUE(test::WaitFor([&] { return !running(pid); }, 10s)) << pid;
 }
 
 TEST_F(CliTest, KilledMmonShowsDeadInStatusWithinSeconds) {

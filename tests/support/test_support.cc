@@ -26,6 +26,15 @@ namespace fs = std::filesystem;
 
 std::string BinDir() { return LEGO_BIN_DIR; }
 
+namespace {
+// Every daemon a test starts (through `lego up` or directly) stops when the test process ends, however it
+// ends: ctest kills a test that runs past its timeout, and then no TearDown runs `lego down`.
+const bool kDaemonsExitWithTest = [] {
+  setenv("LEGO_EXIT_WITH_PID", std::to_string(getpid()).c_str(), 1);
+  return true;
+}();
+}  // namespace
+
 TempDir::TempDir() {
   char tmpl[] = "/tmp/lego-test-XXXXXX";
   char* p = mkdtemp(tmpl);
