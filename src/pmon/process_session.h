@@ -196,8 +196,8 @@ class ProcessSession : public std::enable_shared_from_this<ProcessSession> {
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> remote_{0};
   int64_t attach_deadline_ms_ = 0;
-  uint32_t last_tid_ = 0, follow_count_ = 0;  // fault thread only
-  int current_cpu_ = -1;                      // a fork child that has not said HELLO by then is given up
+  uint32_t follow_count_ = 0;  // fault thread only
+  int current_cpu_ = -1;       // a fork child that has not said HELLO by then is given up
 
   mutable std::mutex mu_;                     // pages_, resident set, prefetcher, parked_
   std::unordered_map<uint64_t, Page> pages_;  // by page number (vaddr >> 12)
