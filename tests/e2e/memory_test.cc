@@ -592,8 +592,13 @@ TEST(PmonFailureTest, ReclaimFreesWhatAPmonGoneForGoodLeftAndNothingElse) {
       "run", {"--excache", "8M", "--", "/usr/bin/python3", "-c",
               "import os, time\nx = bytearray(32 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
               "if os.fork() == 0:\n  y = bytearray(16 << 20)\n  for i in range(0, len(y), 4096): y[i] = 2\n"
+              "  print('child wrote', flush=True)\n"
               "time.sleep(60)\n"});
-  ASSERT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() > (60u << 20); }, 30s))
+  // Killed only once the child has written all of its pages (seen under ASan: the kill came while it was
+  // writing, and the mmons held 39 of the 48 MiB).
+  ASSERT_TRUE(test::WaitFor([&] { return run.Log().find("child wrote") != std::string::npos; }, 60s))
+      << run.Log();
+  ASSERT_TRUE(test::WaitFor([&] { return cluster.MmonUsedTotal() > (70u << 20); }, 30s))
       << cluster.MmonUsedTotal();
   auto alive = cluster.Lego({"reclaim", "pmon-0"});
   EXPECT_EQ(alive.exit_code, 1);
