@@ -10,7 +10,7 @@ class Metrics::Collector : public prometheus::Collectable {
  public:
   explicit Collector(const Metrics* m) : m_(m) {}
   std::vector<prometheus::MetricFamily> Collect() const override {
-    m_->RunHook();
+    m_->RunHooks();
     return m_->registry_->Collect();
   }
 
@@ -23,14 +23,20 @@ Metrics::Metrics()
 
 Metrics::~Metrics() = default;  // exposer_, declared last, goes first: no scrape outlives the hook
 
-void Metrics::OnCollect(std::function<void()> hook) {
+uint64_t Metrics::OnCollect(std::function<void()> hook) {
   std::lock_guard lock(hook_mu_);
-  hook_ = std::move(hook);
+  hooks_.emplace_back(next_hook_id_, std::move(hook));
+  return next_hook_id_++;
 }
 
-void Metrics::RunHook() const {
+void Metrics::RemoveCollectHook(uint64_t id) {
   std::lock_guard lock(hook_mu_);
-  if (hook_) hook_();
+  std::erase_if(hooks_, [id](const auto& h) { return h.first == id; });
+}
+
+void Metrics::RunHooks() const {
+  std::lock_guard lock(hook_mu_);
+  for (const auto& [id, hook] : hooks_) hook();
 }
 
 prometheus::Counter& Metrics::Counter(const std::string& name, const std::string& help) {
@@ -42,7 +48,7 @@ prometheus::Gauge& Metrics::Gauge(const std::string& name, const std::string& he
 }
 
 std::vector<proto::StatsEntry> Metrics::Snapshot() const {
-  RunHook();
+  RunHooks();
   std::vector<proto::StatsEntry> out;
   for (const auto& family : registry_->Collect()) {
     for (const auto& m : family.metric) {

@@ -3,10 +3,12 @@
 // Thread safety: all methods may be called from any thread; counters are lock-free to increment.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <prometheus/counter.h>
@@ -33,10 +35,13 @@ class Metrics {
   prometheus::Gauge& Gauge(const std::string& name, const std::string& help);
 
   // Runs `hook` at the start of every read (Snapshot, and each HTTP scrape), so that a gauge set from live
-  // state (a daemon's used bytes) is current when read, not as of its last periodic update. The hook runs
-  // on the reading thread and must be cheap, and must not call Snapshot or OnCollect (it runs under their
-  // lock); nullptr removes it (before what it reads goes away).
-  void OnCollect(std::function<void()> hook);
+  // state (a daemon's used bytes, a pmon's memory statistics) is current when read, not as of some periodic
+  // update. Hooks run in the order added, on the reading thread, one read at a time; they must be cheap, and
+  // must not call Snapshot, OnCollect or RemoveCollectHook (they run under those calls' lock). Returns an id
+  // for RemoveCollectHook.
+  uint64_t OnCollect(std::function<void()> hook);
+  // Removes a hook; a read running it finishes first, so what the hook reads may go away after this returns.
+  void RemoveCollectHook(uint64_t id);
 
   // Every metric as name -> value (labels, if any, appended as name{k="v"}).
   std::vector<proto::StatsEntry> Snapshot() const;
@@ -47,12 +52,13 @@ class Metrics {
 
  private:
   class Collector;
-  void RunHook() const;
+  void RunHooks() const;
 
   std::shared_ptr<prometheus::Registry> registry_;
   std::shared_ptr<Collector> collector_;  // what the HTTP exposer reads: the hook, then registry_
-  mutable std::mutex hook_mu_;            // held while the hook runs: removing it waits for a running one
-  std::function<void()> hook_;
+  mutable std::mutex hook_mu_;            // held while hooks run: removing one waits for a running read
+  std::vector<std::pair<uint64_t, std::function<void()>>> hooks_;  // (id, hook), guarded by hook_mu_
+  uint64_t next_hook_id_ = 1;                                      // guarded by hook_mu_
   std::unique_ptr<prometheus::Exposer> exposer_;
   uint16_t http_port_ = 0;
 };

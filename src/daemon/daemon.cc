@@ -117,7 +117,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   };
   // Heartbeats refresh lego_used_bytes once an interval; a read (`lego stats`, a scrape) refreshes it too,
   // so that right after a program exits it does not still show the program's pages.
-  metrics.OnCollect([used] { used(); });
+  const uint64_t used_hook = metrics.OnCollect([used] { used(); });
   st = m.Start();
   if (!st.ok()) return fail(st);
   if (component.start) component.start(ctx);
@@ -143,7 +143,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   sigwait(&sigs, &sig);
   LEGO_LOG_INFO("stopping signal={}", strsignal(sig));
   if (agent) agent->Stop();
-  metrics.OnCollect(nullptr);  // what used_bytes reads goes away in stop()
+  metrics.RemoveCollectHook(used_hook);  // what used_bytes reads goes away in stop()
   if (component.stop) component.stop();
   m.Shutdown();
   if (!config.ready_file.empty()) std::remove(config.ready_file.c_str());

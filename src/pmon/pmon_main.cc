@@ -1,11 +1,9 @@
 // lego-pmon: a process monitor (LegoOS's pComponent). Runs programs started by `lego run` with their
 // anonymous memory on memory monitors, keeping part of it in its ExCache (src/pmon/pmon_service.h).
 #include <algorithm>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
-#include <set>
-#include <thread>
+#include <string>
+#include <unordered_map>
 
 #include "daemon/daemon.h"
 #include "pmon/pmon_service.h"
@@ -20,10 +18,9 @@ int main(int argc, char** argv) {
       "DATA_DIR/pmon.sock (`lego run`).",
       "--excache", "ExCache budget: local DRAM that caches remote memory (e.g. 256M)", "256M"};
   std::unique_ptr<pmon::PmonService> service;
-  std::thread gauges;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool stop = false;
+  Metrics* metrics = nullptr;
+  uint64_t stats_hook = 0;
+  std::unordered_map<std::string, prometheus::Gauge*> gauges;  // used by stats_hook only (one read at a time)
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) -> Status {
     pmon::PmonOptions o;
@@ -44,40 +41,20 @@ int main(int argc, char** argv) {
     if (const char* s = getenv("LEGO_DROP_TIMEOUT_MS")) o.session.drop_timeout_ms = std::max(1, atoi(s));
     service = std::make_unique<pmon::PmonService>(o, ctx.messenger, ctx.metrics);
     service->InstallHandlers(ctx.messenger);
-    Metrics* metrics = &ctx.metrics;
-    ctx.messenger.SetStatsProvider([metrics, s = service.get()] {
-      // The registry holds last second's copy of the memory statistics: replace it with the live values.
-      auto live = s->ExtraStats();
-      std::set<std::string> names;
-      for (auto& e : live) names.insert(e.name);
-      std::vector<proto::StatsEntry> v;
-      for (auto& e : metrics->Snapshot())
-        if (!names.count(e.name)) v.push_back(std::move(e));
-      v.insert(v.end(), live.begin(), live.end());
-      return v;
+    // The memory statistics live in the service (atomics, histograms); every read of the metrics (`lego
+    // stats`, an HTTP scrape) copies them into gauges first, so both show them as of the read.
+    metrics = &ctx.metrics;
+    stats_hook = metrics->OnCollect([&] {
+      for (const auto& e : service->ExtraStats()) {
+        prometheus::Gauge*& g = gauges[e.name];
+        if (!g) g = &metrics->Gauge(e.name, "see docs/architecture.md, pmon statistics");
+        g->Set(e.value);
+      }
     });
     return service->Start();
   };
-  c.start = [&](daemon::DaemonContext& ctx) {
-    // Mirror the memory statistics into Prometheus gauges once a second.
-    gauges = std::thread([&, metrics = &ctx.metrics] {
-      std::unique_lock lock(mu);
-      while (!stop) {
-        lock.unlock();
-        for (auto& e : service->ExtraStats())
-          metrics->Gauge(e.name, "see docs/architecture.md, pmon statistics").Set(e.value);
-        lock.lock();
-        cv.wait_for(lock, std::chrono::seconds(1), [&] { return stop; });
-      }
-    });
-  };
   c.stop = [&] {
-    {
-      std::lock_guard lock(mu);
-      stop = true;
-    }
-    cv.notify_all();
-    if (gauges.joinable()) gauges.join();
+    if (metrics) metrics->RemoveCollectHook(stats_hook);  // before the service it reads goes away
     if (service) service->Stop();
   };
   c.used_bytes = [&]() -> uint64_t { return service ? service->resident_bytes() : 0; };

@@ -230,6 +230,34 @@ TEST_F(MemoryTest, StaticBinaryIsRefused) {
   EXPECT_EQ(r.out, "") << "a refused program must not run";
 }
 
+// The pmon's memory counters (copied from its sessions at every read of its metrics) are current in `lego
+// stats` and in a scrape of its /metrics right after a program ends, not as of some periodic update.
+TEST_F(MemoryTest, PmonCountersAreCurrentInStatsAndScrapesRightAfterAProgram) {
+  auto pmon_misses = [] {
+    auto r = Lego({"stats", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    for (auto& c : json::parse(r.out))
+      if (c["kind"] == "pmon") return c["stats"].value("lego_pmon_excache_misses_total", -1.0);
+    return -2.0;
+  };
+  const double before = pmon_misses();
+  ASSERT_GE(before, 0);
+  auto stats = RunBoth({Programs() + "/working_set", "32", "2"}, "8M");
+  const uint64_t misses = Sum(stats, "excache_misses");
+  ASSERT_GT(misses, 0u) << stats.dump();
+  const double after = pmon_misses();
+  EXPECT_EQ(after - before, static_cast<double>(misses));
+  uint16_t port = 0;
+  for (auto& c : json::parse(Lego({"status", "--json"}).out))
+    if (c["kind"] == "pmon") port = c["metrics_port"].get<uint16_t>();
+  ASSERT_NE(port, 0);
+  const std::string text = test::HttpGet(port, "/metrics");
+  const std::string name = "\nlego_pmon_excache_misses_total ";
+  const size_t at = text.find(name);
+  ASSERT_NE(at, std::string::npos) << text.substr(0, 2000);
+  EXPECT_EQ(std::stod(text.substr(at + name.size())), after);
+}
+
 // The program's local memory is really bounded by a memory cgroup: under Lego a 1 GiB working set completes
 // inside a 320 MB limit; without Lego the same program is OOM-killed under the same limit.
 class CgroupTest : public MemoryTest {

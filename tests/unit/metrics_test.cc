@@ -41,39 +41,50 @@ std::string Scrape(uint16_t port) {
   return out;
 }
 
-// A gauge set by the collect hook is current at every read (the daemons' lego_used_bytes), and a removed
-// hook runs no more.
-TEST(MetricsTest, CollectHookRunsBeforeEverySnapshotUntilRemoved) {
+// A gauge set by a collect hook is current at every read (the daemons' lego_used_bytes, the pmon's memory
+// statistics), every hook runs, and a removed hook runs no more.
+TEST(MetricsTest, CollectHooksRunBeforeEverySnapshotUntilRemoved) {
   Metrics m;
   auto& g = m.Gauge("lego_test_live_bytes", "test");
+  auto& other = m.Gauge("lego_test_other", "test");
   std::atomic<int> runs{0};
   double live = 7;
-  m.OnCollect([&] {
+  const uint64_t hook = m.OnCollect([&] {
     ++runs;
     g.Set(live);
   });
+  const uint64_t second = m.OnCollect([&] { other.Set(live * 2); });
+  EXPECT_NE(hook, second);
   EXPECT_EQ(ValueOf(m.Snapshot(), "lego_test_live_bytes"), 7);
   live = 9;
-  EXPECT_EQ(ValueOf(m.Snapshot(), "lego_test_live_bytes"), 9);
+  auto snap = m.Snapshot();
+  EXPECT_EQ(ValueOf(snap, "lego_test_live_bytes"), 9);
+  EXPECT_EQ(ValueOf(snap, "lego_test_other"), 18);
   EXPECT_EQ(runs.load(), 2);
-  m.OnCollect(nullptr);
+  m.RemoveCollectHook(hook);
   live = 11;
-  EXPECT_EQ(ValueOf(m.Snapshot(), "lego_test_live_bytes"), 9);
+  snap = m.Snapshot();
+  EXPECT_EQ(ValueOf(snap, "lego_test_live_bytes"), 9);
+  EXPECT_EQ(ValueOf(snap, "lego_test_other"), 22);  // the other hook still runs
   EXPECT_EQ(runs.load(), 2);
+  m.RemoveCollectHook(second);
+  m.RemoveCollectHook(second);  // twice, or an id never given: nothing
+  live = 13;
+  EXPECT_EQ(ValueOf(m.Snapshot(), "lego_test_other"), 22);
 }
 
 TEST(MetricsTest, CollectHookRunsBeforeEveryHttpScrape) {
   Metrics m;
   auto& g = m.Gauge("lego_test_live_bytes", "test");
   double live = 4096;
-  m.OnCollect([&] { g.Set(live); });
+  const uint64_t hook = m.OnCollect([&] { g.Set(live); });
   auto port = m.StartHttp("127.0.0.1:0");
   ASSERT_TRUE(port.ok()) << port.status().ToString();
   EXPECT_NE(Scrape(*port).find("lego_test_live_bytes 4096"), std::string::npos);
   live = 8192;
   const std::string body = Scrape(*port);
   EXPECT_NE(body.find("lego_test_live_bytes 8192"), std::string::npos) << body;
-  m.OnCollect(nullptr);
+  m.RemoveCollectHook(hook);
 }
 
 }  // namespace
