@@ -34,17 +34,21 @@ void StopWithOwner() {
     LEGO_LOG_WARN("exit_with_pid_ignored value=\"{}\": not a pid", s);
     return;
   }
+  auto stop = [owner] {
+    LEGO_LOG_WARN("owner_exited pid={}: stopping (LEGO_EXIT_WITH_PID)", owner);
+    kill(getpid(), SIGTERM);  // pending until the main thread's sigwait takes it
+  };
   const int fd = static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(owner), 0));
-  if (fd < 0 && errno != ESRCH) {
+  if (fd < 0) {
+    if (errno == ESRCH) return stop();  // gone already
     LEGO_LOG_WARN("exit_with_pid_ignored pid={} err={}", owner, strerror(errno));
     return;
   }
-  std::thread([fd, owner] {
+  std::thread([fd, stop] {
     pollfd p{fd, POLLIN, 0};
-    while (fd >= 0 && poll(&p, 1, -1) < 0 && errno == EINTR) {
+    while (poll(&p, 1, -1) < 0 && errno == EINTR) {
     }
-    LEGO_LOG_WARN("owner_exited pid={}: stopping (LEGO_EXIT_WITH_PID)", owner);
-    kill(getpid(), SIGTERM);
+    stop();
   }).detach();
 }
 }  // namespace
