@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <unordered_map>
+
 namespace lego {
 
 class Metrics::Collector : public prometheus::Collectable {
@@ -32,6 +34,19 @@ uint64_t Metrics::OnCollect(std::function<void()> hook) {
 void Metrics::RemoveCollectHook(uint64_t id) {
   std::lock_guard lock(hook_mu_);
   std::erase_if(hooks_, [id](const auto& h) { return h.first == id; });
+}
+
+uint64_t Metrics::MirrorOnCollect(std::function<std::vector<proto::StatsEntry>()> source,
+                                  const std::string& help) {
+  // Touched by this hook only, and hooks run one read at a time (hook_mu_).
+  auto gauges = std::make_shared<std::unordered_map<std::string, prometheus::Gauge*>>();
+  return OnCollect([this, source = std::move(source), help, gauges] {
+    for (const auto& e : source()) {
+      prometheus::Gauge*& g = (*gauges)[e.name];
+      if (!g) g = &Gauge(e.name, help);
+      g->Set(e.value);
+    }
+  });
 }
 
 void Metrics::RunHooks() const {

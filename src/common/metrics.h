@@ -42,6 +42,10 @@ class Metrics {
   uint64_t OnCollect(std::function<void()> hook);
   // Removes a hook; a read running it finishes first, so what the hook reads may go away after this returns.
   void RemoveCollectHook(uint64_t id);
+  // A collect hook that copies source()'s entries into gauges of the same names (made on first use): for
+  // statistics a component keeps outside the registry (atomics, histograms), which then reach `lego stats`
+  // and the HTTP scrape alike. Returns the hook's id.
+  uint64_t MirrorOnCollect(std::function<std::vector<proto::StatsEntry>()> source, const std::string& help);
 
   // Every metric as name -> value (labels, if any, appended as name{k="v"}).
   std::vector<proto::StatsEntry> Snapshot() const;

@@ -48,27 +48,30 @@ int main(int argc, char** argv) {
         msg::FsQueueKeys{
             [rfs = storage.get()](const proto::FsRequest& req) { return rfs->PeerKey(req.f.vnode); },
             [rfs = storage.get()](const proto::FsRequest& req) { return rfs->Resolve(req); }});
-    Metrics* metrics = &ctx.metrics;
-    ctx.messenger.SetStatsProvider([metrics, bc = cache.get(), rfs = storage.get()] {
-      auto v = metrics->Snapshot();
-      auto s = bc->stats();
-      auto add = [&](const char* n, uint64_t x) { v.push_back({n, static_cast<double>(x)}); };
-      add("lego_mmon_bcache_hit_blocks_total", s.hits);
-      add("lego_mmon_bcache_miss_blocks_total", s.misses);
-      add("lego_mmon_bcache_readaround_blocks_total", s.readaround_blocks);
-      add("lego_mmon_bcache_write_blocks_total", s.write_blocks);
-      add("lego_mmon_bcache_dirty_bytes", s.dirty_bytes);
-      add("lego_mmon_bcache_resident_bytes", s.resident_bytes);
-      add("lego_mmon_bcache_flushes_total", s.flushes);
-      add("lego_mmon_bcache_flushed_bytes_total", s.flushed_bytes);
-      add("lego_mmon_bcache_evictions_total", s.evictions);
-      add("lego_mmon_bcache_write_throughs_total", s.write_throughs);
-      add("lego_mmon_bcache_flush_errors_total", s.flush_errors);
-      add("lego_mmon_storage_transport_errors_total", rfs->transport_errors());
-      add("lego_mmon_storage_retried_total", rfs->retried());
-      add("lego_mmon_storage_busy_retried_total", rfs->busy_retried());
-      return v;
-    });
+    // Copied into gauges at every read of the metrics (`lego stats`, a scrape). The cache and the storage
+    // client outlive the daemon's Metrics (they are reset only when main returns).
+    ctx.metrics.MirrorOnCollect(
+        [bc = cache.get(), rfs = storage.get()] {
+          std::vector<proto::StatsEntry> v;
+          auto s = bc->stats();
+          auto add = [&](const char* n, uint64_t x) { v.push_back({n, static_cast<double>(x)}); };
+          add("lego_mmon_bcache_hit_blocks_total", s.hits);
+          add("lego_mmon_bcache_miss_blocks_total", s.misses);
+          add("lego_mmon_bcache_readaround_blocks_total", s.readaround_blocks);
+          add("lego_mmon_bcache_write_blocks_total", s.write_blocks);
+          add("lego_mmon_bcache_dirty_bytes", s.dirty_bytes);
+          add("lego_mmon_bcache_resident_bytes", s.resident_bytes);
+          add("lego_mmon_bcache_flushes_total", s.flushes);
+          add("lego_mmon_bcache_flushed_bytes_total", s.flushed_bytes);
+          add("lego_mmon_bcache_evictions_total", s.evictions);
+          add("lego_mmon_bcache_write_throughs_total", s.write_throughs);
+          add("lego_mmon_bcache_flush_errors_total", s.flush_errors);
+          add("lego_mmon_storage_transport_errors_total", rfs->transport_errors());
+          add("lego_mmon_storage_retried_total", rfs->retried());
+          add("lego_mmon_storage_busy_retried_total", rfs->busy_retried());
+          return v;
+        },
+        "mmon buffer cache and storage path (docs/architecture.md)");
     return Status::Ok();
   };
   c.start = [&](daemon::DaemonContext&) { cache->Start(); };

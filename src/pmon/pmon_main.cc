@@ -2,8 +2,6 @@
 // anonymous memory on memory monitors, keeping part of it in its ExCache (src/pmon/pmon_service.h).
 #include <algorithm>
 #include <filesystem>
-#include <string>
-#include <unordered_map>
 
 #include "daemon/daemon.h"
 #include "pmon/pmon_service.h"
@@ -20,7 +18,6 @@ int main(int argc, char** argv) {
   std::unique_ptr<pmon::PmonService> service;
   Metrics* metrics = nullptr;
   uint64_t stats_hook = 0;
-  std::unordered_map<std::string, prometheus::Gauge*> gauges;  // used by stats_hook only (one read at a time)
   daemon::Component c;
   c.setup = [&](daemon::DaemonContext& ctx) -> Status {
     pmon::PmonOptions o;
@@ -44,13 +41,8 @@ int main(int argc, char** argv) {
     // The memory statistics live in the service (atomics, histograms); every read of the metrics (`lego
     // stats`, an HTTP scrape) copies them into gauges first, so both show them as of the read.
     metrics = &ctx.metrics;
-    stats_hook = metrics->OnCollect([&] {
-      for (const auto& e : service->ExtraStats()) {
-        prometheus::Gauge*& g = gauges[e.name];
-        if (!g) g = &metrics->Gauge(e.name, "see docs/architecture.md, pmon statistics");
-        g->Set(e.value);
-      }
-    });
+    stats_hook = metrics->MirrorOnCollect([&] { return service->ExtraStats(); },
+                                          "see docs/architecture.md, pmon statistics");
     return service->Start();
   };
   c.stop = [&] {

@@ -36,13 +36,14 @@ int main(int argc, char** argv) {
       *out = dedup->Execute(req);
       return true;
     });
-    Metrics* metrics = &ctx.metrics;
-    ctx.messenger.SetStatsProvider([metrics, d = dedup.get()] {
-      auto v = metrics->Snapshot();
-      v.push_back({"lego_smon_fs_replayed_total", static_cast<double>(d->replayed())});
-      v.push_back({"lego_smon_fs_request_ids_kept", static_cast<double>(d->size())});
-      return v;
-    });
+    // Copied into gauges at every read of the metrics (`lego stats`, a scrape); dedup outlives the Metrics.
+    ctx.metrics.MirrorOnCollect(
+        [d = dedup.get()] {
+          return std::vector<proto::StatsEntry>{
+              {"lego_smon_fs_replayed_total", static_cast<double>(d->replayed())},
+              {"lego_smon_fs_request_ids_kept", static_cast<double>(d->size())}};
+        },
+        "smon duplicate request cache (docs/architecture.md)");
     auto vnode_op = [&](uint16_t opcode, const char* what) {
       ctx.messenger.Handle(opcode, [&, opcode, what](const msg::Incoming& in, msg::Responder r) {
         auto req = proto::DecodeFixed<proto::SmonVnodeReq>(in.payload, what);

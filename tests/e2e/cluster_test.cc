@@ -181,6 +181,9 @@ TEST_F(ClusterTest, CountersOverRpcAndPrometheus) {
   std::string text = test::HttpGet(mmon.metrics_port, "/metrics");
   EXPECT_NE(text.find("lego_capacity_bytes 134217728"), std::string::npos) << text;
   EXPECT_NE(text.find("# TYPE lego_msg_requests_served_total counter"), std::string::npos);
+  // Statistics kept outside the registry (the buffer cache's) are in both, as of the read.
+  EXPECT_EQ(stats.count("lego_mmon_bcache_resident_bytes"), 1u);
+  EXPECT_NE(text.find("\nlego_mmon_bcache_resident_bytes 0\n"), std::string::npos) << text;
   EXPECT_NE(test::HttpGet(gm_->metrics_port, "/metrics").find("lego_gm_members_alive"), std::string::npos);
 }
 

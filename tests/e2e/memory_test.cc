@@ -237,7 +237,8 @@ TEST_F(MemoryTest, PmonCountersAreCurrentInStatsAndScrapesRightAfterAProgram) {
     auto r = Lego({"stats", "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     for (auto& c : json::parse(r.out))
-      if (c["kind"] == "pmon") return c["stats"].value("lego_pmon_excache_misses_total", -1.0);
+      if (c["kind"] == "pmon")
+        return c.value("stats", json::object()).value("lego_pmon_excache_misses_total", -1.0);
     return -2.0;
   };
   const double before = pmon_misses();
@@ -246,7 +247,7 @@ TEST_F(MemoryTest, PmonCountersAreCurrentInStatsAndScrapesRightAfterAProgram) {
   const uint64_t misses = Sum(stats, "excache_misses");
   ASSERT_GT(misses, 0u) << stats.dump();
   const double after = pmon_misses();
-  EXPECT_EQ(after - before, static_cast<double>(misses));
+  EXPECT_GE(after - before, static_cast<double>(misses));  // stale counters would show fewer
   uint16_t port = 0;
   for (auto& c : json::parse(Lego({"status", "--json"}).out))
     if (c["kind"] == "pmon") port = c["metrics_port"].get<uint16_t>();
