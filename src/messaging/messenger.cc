@@ -538,10 +538,6 @@ void Messenger::Handle(uint16_t opcode, Handler handler, Order order) {
     may_overtake_.erase(opcode);
 }
 
-void Messenger::SetStatsProvider(std::function<std::vector<proto::StatsEntry>()> provider) {
-  stats_provider_ = std::move(provider);
-}
-
 Status Messenger::Listen(const HostPort& addr) {
   auto ss = Resolve(addr);
   if (!ss.ok()) return ss.status();

@@ -290,8 +290,6 @@ class Messenger {
   enum class Order { kAsSent, kMayOvertake };
   // REQUIRES: called before Start(). Replaces any built-in handler for that opcode.
   void Handle(uint16_t opcode, Handler handler, Order order = Order::kAsSent);
-  // Provides the counters returned by any.get_stats (defaults to options.metrics->Snapshot()).
-  void SetStatsProvider(std::function<std::vector<proto::StatsEntry>()> provider);
 
   // Accept connections on addr (port 0 picks a free port). REQUIRES: before Start().
   Status Listen(const HostPort& addr);
@@ -471,7 +469,7 @@ class Messenger {
 
   std::unordered_map<uint16_t, Handler> handlers_;  // read-only after Start()
   std::unordered_set<uint16_t> may_overtake_;       // read-only after Start(): Order::kMayOvertake
-  std::function<std::vector<proto::StatsEntry>()> stats_provider_;
+  std::function<std::vector<proto::StatsEntry>()> stats_provider_;  // any.get_stats: the metrics' Snapshot
 
   std::mutex idle_mu_;
   std::condition_variable idle_cv_;
