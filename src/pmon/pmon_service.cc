@@ -511,6 +511,7 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
       {"lego_pmon_evict_batches_total", u(t.evict_batches)},
       {"lego_pmon_evict_seconds_total", u(t.evict_ns) / 1e9},
       {"lego_pmon_fault_room_wait_seconds_total", u(t.room_wait_ns) / 1e9},
+      {"lego_pmon_fault_service_seconds_total", u(t.fault_ns) / 1e9},
       {"lego_pmon_fault_latency_p50_ns", static_cast<double>(t.fault_latency.Quantile(0.5))},
       {"lego_pmon_fault_latency_p99_ns", static_cast<double>(t.fault_latency.Quantile(0.99))},
   };

@@ -96,6 +96,7 @@ struct MemStats {
   std::atomic<uint64_t> evict_batches{0};       // eviction batches run
   std::atomic<uint64_t> evict_ns{0};            // time spent in them
   std::atomic<uint64_t> room_wait_ns{0};        // time faults waited for the evictor to make room
+  std::atomic<uint64_t> fault_ns{0};            // pmon-side service time of all faults (fault_latency's sum)
   LatencyHistogram fault_latency;               // pmon-side service time of each fault
 };
 

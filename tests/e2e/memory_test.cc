@@ -233,21 +233,25 @@ TEST_F(MemoryTest, StaticBinaryIsRefused) {
 // The pmon's memory counters (copied from its sessions at every read of its metrics) are current in `lego
 // stats` and in a scrape of its /metrics right after a program ends, not as of some periodic update.
 TEST_F(MemoryTest, PmonCountersAreCurrentInStatsAndScrapesRightAfterAProgram) {
-  auto pmon_misses = [] {
+  auto pmon_stat = [](const char* name) {
     auto r = Lego({"stats", "--json"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     for (auto& c : json::parse(r.out))
-      if (c["kind"] == "pmon")
-        return c.value("stats", json::object()).value("lego_pmon_excache_misses_total", -1.0);
+      if (c["kind"] == "pmon") return c.value("stats", json::object()).value(name, -1.0);
     return -2.0;
   };
+  auto pmon_misses = [&] { return pmon_stat("lego_pmon_excache_misses_total"); };
   const double before = pmon_misses();
   ASSERT_GE(before, 0);
+  const double service_before = pmon_stat("lego_pmon_fault_service_seconds_total");
+  ASSERT_GE(service_before, 0);
   auto stats = RunBoth({Programs() + "/working_set", "32", "2"}, "8M");
   const uint64_t misses = Sum(stats, "excache_misses");
   ASSERT_GT(misses, 0u) << stats.dump();
   const double after = pmon_misses();
   EXPECT_GE(after - before, static_cast<double>(misses));  // stale counters would show fewer
+  // Each miss's service took at least a microsecond (a round trip to an mmon).
+  EXPECT_GE(pmon_stat("lego_pmon_fault_service_seconds_total") - service_before, misses * 1e-6);
   uint16_t port = 0;
   for (auto& c : json::parse(Lego({"status", "--json"}).out))
     if (c["kind"] == "pmon") port = c["metrics_port"].get<uint16_t>();
