@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
@@ -71,6 +72,34 @@ TEST(MetricsTest, CollectHooksRunBeforeEverySnapshotUntilRemoved) {
   m.RemoveCollectHook(second);  // twice, or an id never given: nothing
   live = 13;
   EXPECT_EQ(ValueOf(m.Snapshot(), "lego_test_other"), 22);
+}
+
+// A component's own statistics (atomics outside the registry) become gauges of the same names, current at
+// every read, whether read through Snapshot (`lego stats`) or a scrape.
+TEST(MetricsTest, MirroredStatisticsAreGaugesCurrentAtEveryRead) {
+  Metrics m;
+  std::atomic<uint64_t> hits{3};
+  const uint64_t hook = m.MirrorOnCollect(
+      [&] {
+        return std::vector<proto::StatsEntry>{{"lego_test_hits_total", static_cast<double>(hits.load())},
+                                              {"lego_test_constant", 42}};
+      },
+      "test");
+  auto snap = m.Snapshot();
+  EXPECT_EQ(ValueOf(snap, "lego_test_hits_total"), 3);
+  EXPECT_EQ(ValueOf(snap, "lego_test_constant"), 42);
+  hits = 5;
+  auto port = m.StartHttp("127.0.0.1:0");
+  ASSERT_TRUE(port.ok()) << port.status().ToString();
+  const std::string body = Scrape(*port);
+  EXPECT_NE(body.find("\nlego_test_hits_total 5\n"), std::string::npos) << body;
+  EXPECT_NE(body.find("# TYPE lego_test_hits_total gauge"), std::string::npos) << body;
+  hits = 8;
+  snap = m.Snapshot();
+  EXPECT_EQ(ValueOf(snap, "lego_test_hits_total"), 8);
+  EXPECT_EQ(std::count_if(snap.begin(), snap.end(), [](auto& e) { return e.name == "lego_test_hits_total"; }),
+            1);  // one gauge, not one per read
+  m.RemoveCollectHook(hook);
 }
 
 TEST(MetricsTest, CollectHookRunsBeforeEveryHttpScrape) {
