@@ -143,7 +143,8 @@ json ToJson(const proto::ProcessRecord& p) {
               {"writeback_bytes", f.writeback_pages * 4096},
               {"remote_freed_pages", f.freed_remote_pages},
               {"fault_p50_us", f.fault_p50_ns / 1000.0},
-              {"fault_p99_us", f.fault_p99_ns / 1000.0}};
+              {"fault_p99_us", f.fault_p99_ns / 1000.0},
+              {"fault_service_s", f.fault_service_ms / 1000.0}};
 }
 
 void PrintOne(const std::string& who, const proto::ProcessFixed& f, bool latency) {
@@ -154,9 +155,9 @@ void PrintOne(const std::string& who, const proto::ProcessFixed& f, bool latency
       "lego:   fetched {} ({} prefetched, {} of it used); evicted {} clean + {} dirty pages, wrote back {}; "
       "freed {} on memory monitors at exit\n",
       who, f.faults, f.misses, f.hits, f.zero_filled,
-      latency ? fmt::format("; fault service p50 {:.1f} us, p99 {:.1f} us", f.fault_p50_ns / 1000.0,
-                            f.fault_p99_ns / 1000.0)
-              : "",
+      latency ? fmt::format("; fault service p50 {:.1f} us, p99 {:.1f} us, {:.1f} s in all",
+                            f.fault_p50_ns / 1000.0, f.fault_p99_ns / 1000.0, f.fault_service_ms / 1000.0)
+              : fmt::format("; fault service {:.1f} s in all", f.fault_service_ms / 1000.0),
       Pages(f.fetched_pages), Pages(f.prefetch_issued), Pages(f.prefetch_used), f.evicted_clean,
       f.evicted_dirty, Pages(f.writeback_pages), Pages(f.freed_remote_pages));
 }
@@ -180,6 +181,8 @@ void PrintJobStats(std::vector<proto::ProcessRecord> procs) {
     t.evicted_dirty += f.evicted_dirty;
     t.writeback_pages += f.writeback_pages;
     t.freed_remote_pages += f.freed_remote_pages;
+    t.fault_service_ms = static_cast<uint32_t>(
+        std::min<uint64_t>(uint64_t{t.fault_service_ms} + f.fault_service_ms, UINT32_MAX));
   }
   PrintOne(fmt::format("job of {} processes", procs.size()), t, false);
   for (size_t i = 0; i < procs.size() && i < 3; ++i)

@@ -473,6 +473,7 @@ proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended, ui
   f.freed_remote_pages = st.freed_remote_pages;
   f.fault_p50_ns = st.fault_latency.Quantile(0.5);
   f.fault_p99_ns = st.fault_latency.Quantile(0.99);
+  f.fault_service_ms = static_cast<uint32_t>(std::min<uint64_t>(st.fault_ns / 1000000, UINT32_MAX));
   rec.comm = i.comm;
   rec.job = i.job;
   rec.killed_why = std::move(i.killed_why);

@@ -32,8 +32,8 @@ struct ProcessFixed {
   uint64_t freed_remote_pages;
   uint64_t fault_p50_ns;
   uint64_t fault_p99_ns;
-  uint32_t vnode;  // id of the vNode the process runs in (0: none)
-  uint32_t reserved;
+  uint32_t vnode;             // id of the vNode the process runs in (0: none)
+  uint32_t fault_service_ms;  // the pmon's service time of all its faults, summed (saturates at 2^32-1)
 };
 static_assert(sizeof(ProcessFixed) == 160);
 
