@@ -19,8 +19,9 @@ PACKAGES=(
   libcli11-dev libtoml11-dev libfmt-dev libspdlog-dev nlohmann-json3-dev prometheus-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  # tools used by tests (process inspection, curl for the metrics endpoint)
-  procps curl iproute2 python3
+  # tools used by tests (process inspection, curl for the metrics endpoint, gdb for the stacks of a daemon
+  # that stopped answering in a failed test)
+  procps curl iproute2 python3 gdb
   # storage tests and benchmarks (vNode mounts: tar, sqlite3, fio)
   tar sqlite3 fio
   # the benchmark suite (bench/run): its real programs and its plots
