@@ -473,7 +473,8 @@ proto::ProcessRecord PmonService::Record(const ProcessSession& s, bool ended, ui
   f.freed_remote_pages = st.freed_remote_pages;
   f.fault_p50_ns = st.fault_latency.Quantile(0.5);
   f.fault_p99_ns = st.fault_latency.Quantile(0.99);
-  f.fault_service_ms = static_cast<uint32_t>(std::min<uint64_t>(st.fault_ns / 1000000, UINT32_MAX));
+  f.fault_service_ms =
+      static_cast<uint32_t>(std::min<uint64_t>(st.fault_latency.Sum() / 1000000, UINT32_MAX));
   rec.comm = i.comm;
   rec.job = i.job;
   rec.killed_why = std::move(i.killed_why);
@@ -512,7 +513,7 @@ std::vector<proto::StatsEntry> PmonService::ExtraStats() const {
       {"lego_pmon_evict_batches_total", u(t.evict_batches)},
       {"lego_pmon_evict_seconds_total", u(t.evict_ns) / 1e9},
       {"lego_pmon_fault_room_wait_seconds_total", u(t.room_wait_ns) / 1e9},
-      {"lego_pmon_fault_service_seconds_total", u(t.fault_ns) / 1e9},
+      {"lego_pmon_fault_service_seconds_total", static_cast<double>(t.fault_latency.Sum()) / 1e9},
       {"lego_pmon_fault_latency_p50_ns", static_cast<double>(t.fault_latency.Quantile(0.5))},
       {"lego_pmon_fault_latency_p99_ns", static_cast<double>(t.fault_latency.Quantile(0.99))},
   };

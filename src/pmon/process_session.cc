@@ -290,7 +290,6 @@ void ProcessSession::HandleMessage(const uffd_msg& m) {
       stats_.fault_latency.Record(dt);
       totals_.fault_latency.Record(dt);
       Count(&MemStats::faults);
-      Count(&MemStats::fault_ns, dt);
       break;
     }
     case UFFD_EVENT_UNMAP:

@@ -14,7 +14,8 @@ namespace lego::pmon {
 // Latency histogram of nanoseconds with log-linear buckets (as HdrHistogram's): values below 16 have a
 // bucket each, and every power of two above is split into 16 equal sub-buckets, so a bucket is at most 1/16
 // (6.25%) of its lower bound wide; 0 ns .. 2^44 ns (about 4.9 hours), larger values in the last bucket.
-// Recording is two atomic-free integer operations and one relaxed increment (the fault path).
+// Recording is two atomic-free integer operations and two relaxed adds (the bucket and the sum; the fault
+// path).
 class LatencyHistogram {
  public:
   static constexpr int kSubBits = 4;
@@ -22,7 +23,10 @@ class LatencyHistogram {
   static constexpr int kMaxOctave = 44;       // values up to 2^kMaxOctave - 1 get their own bucket
   static constexpr int kBuckets = (kMaxOctave - kSubBits + 1) * kSub;
 
-  void Record(uint64_t ns) { buckets_[Index(ns)].fetch_add(1, std::memory_order_relaxed); }
+  void Record(uint64_t ns) {
+    buckets_[Index(ns)].fetch_add(1, std::memory_order_relaxed);
+    sum_.fetch_add(ns, std::memory_order_relaxed);
+  }
 
   // Bucket of a value, and a bucket's range [Lower(i), Lower(i + 1)).
   static int Index(uint64_t ns) {
@@ -69,13 +73,17 @@ class LatencyHistogram {
     return n;
   }
   uint64_t Count() const { return CountBelowPow2(kMaxOctave); }
+  // The sum of every value recorded, in ns (exact: not from the buckets).
+  uint64_t Sum() const { return sum_.load(std::memory_order_relaxed); }
   void MergeInto(LatencyHistogram& to) const {
     for (int i = 0; i < kBuckets; ++i)
       to.buckets_[i].fetch_add(buckets_[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+    to.sum_.fetch_add(Sum(), std::memory_order_relaxed);
   }
 
  private:
   std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
+  std::atomic<uint64_t> sum_{0};
 };
 
 // What happened to one process's memory. The same struct, summed, is the pmon's total.
@@ -96,8 +104,7 @@ struct MemStats {
   std::atomic<uint64_t> evict_batches{0};       // eviction batches run
   std::atomic<uint64_t> evict_ns{0};            // time spent in them
   std::atomic<uint64_t> room_wait_ns{0};        // time faults waited for the evictor to make room
-  std::atomic<uint64_t> fault_ns{0};            // pmon-side service time of all faults (fault_latency's sum)
-  LatencyHistogram fault_latency;               // pmon-side service time of each fault
+  LatencyHistogram fault_latency;               // pmon-side service time of each fault, and their sum
 };
 
 }  // namespace lego::pmon

@@ -64,7 +64,7 @@ TEST(LatencyHistogram, QuantilesAreWithinSixPercent) {
   EXPECT_EQ(five.Quantile(1.0), 5u);
 }
 
-TEST(LatencyHistogram, CountsBelowPowersOfTwoAndMerges) {
+TEST(LatencyHistogram, CountsBelowPowersOfTwoAndMergesWithTheSum) {
   H h;
   for (int i = 0; i < 100; ++i) h.Record(1000);
   for (int i = 0; i < 50; ++i) h.Record(5000);
@@ -79,6 +79,12 @@ TEST(LatencyHistogram, CountsBelowPowersOfTwoAndMerges) {
   h.MergeInto(total);
   EXPECT_EQ(total.Count(), 302u);
   EXPECT_EQ(total.Quantile(0.5), h.Quantile(0.5));
+  // The sum is exact, not read off the buckets (lego_pmon_fault_service_seconds_total).
+  EXPECT_EQ(h.Sum(), 100u * 1000 + 50u * 5000 + 4096);
+  EXPECT_EQ(total.Sum(), 2 * h.Sum());
+  H huge;  // past the last bucket: still summed exactly
+  huge.Record(uint64_t{1} << 50);
+  EXPECT_EQ(huge.Sum(), uint64_t{1} << 50);
 }
 
 }  // namespace
