@@ -133,11 +133,21 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
     agent = std::make_unique<MemberAgent>(m, config.gm, info, used);
     agent->Start();
   }
+  // Stops what started above, in reverse order: used on SIGTERM, and if the ready file cannot be written.
+  auto stop = [&] {
+    if (agent) agent->Stop();
+    metrics.RemoveCollectHook(used_hook);  // what used_bytes reads goes away in stop()
+    if (component.stop) component.stop();
+    m.Shutdown();
+  };
   if (!config.ready_file.empty()) {
     st = WriteFileAtomic(config.ready_file,
                          fmt::format("listen={}\nmetrics_port={}\npid={}\n", m.listen_address().ToString(),
                                      metrics.http_port(), getpid()));
-    if (!st.ok()) return fail(st);
+    if (!st.ok()) {
+      stop();
+      return fail(st);
+    }
   }
   LEGO_LOG_INFO("started kind={} name={} listen={} metrics_port={} data_dir={} capacity={} gm={}", kind_name,
                 name.value(), m.listen_address().ToString(), metrics.http_port(), config.data_dir,
@@ -146,10 +156,7 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   int sig = 0;
   sigwait(&sigs, &sig);
   LEGO_LOG_INFO("stopping signal={}", strsignal(sig));
-  if (agent) agent->Stop();
-  metrics.RemoveCollectHook(used_hook);  // what used_bytes reads goes away in stop()
-  if (component.stop) component.stop();
-  m.Shutdown();
+  stop();
   if (!config.ready_file.empty()) std::remove(config.ready_file.c_str());
   LEGO_LOG_INFO("stopped");
   return 0;

@@ -282,6 +282,15 @@ TEST(DaemonFlags, BadInputGetsClearErrorAndExitCode2) {
                 {"--data-dir", dir.path() + "/gm2", "--listen", gm.addr.ToString(), "--metrics", "off"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("listen on"), std::string::npos) << r.err;
+  // A ready file that cannot be written fails the start after everything else has started (threads, the
+  // gm's registration): each kind stops what it started and exits 1, not with a crash on the way out.
+  for (const std::string kind : {"mmon", "pmon", "smon"}) {
+    r = test::Run(test::BinDir() + "/lego-" + kind,
+                  {"--data-dir", dir.path() + "/" + kind, "--gm", gm.addr.ToString(), "--metrics", "off",
+                   "--ready-file", "/proc/lego-cannot-exist/ready"});
+    EXPECT_EQ(r.exit_code, 1) << kind << ": " << r.err;
+    EXPECT_NE(r.err.find("/proc/lego-cannot-exist/ready"), std::string::npos) << kind << ": " << r.err;
+  }
 }
 
 }  // namespace
