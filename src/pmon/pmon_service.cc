@@ -129,11 +129,13 @@ void PmonService::Stop() {
   if (reaper_.joinable()) reaper_.join();
   excache_.Stop();
   vnodes_->UnmountAll();
+  std::map<ProcessSession*, std::shared_ptr<ProcessSession>> sessions;
+  std::vector<std::shared_ptr<ProcessSession>> ended;
   {
     std::lock_guard lock(mu_);
-    sessions_.clear();
-    ended_.clear();
-  }
+    sessions.swap(sessions_);
+    ended.swap(ended_);
+  }  // freed outside mu_ (see ListenLoop)
   close(listen_fd_);
   close(stop_fd_);
   unlink(options_.socket_path.c_str());
@@ -195,10 +197,14 @@ void PmonService::ListenLoop() {
   pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
   for (;;) {
     int r = poll(fds, 2, 500);
+    // Finished sessions are freed (their fault threads joined) outside mu_: the process-list handler
+    // takes mu_ on the messenger's progress thread, which must never wait for a join.
+    std::vector<std::shared_ptr<ProcessSession>> ended;
     {
       std::lock_guard lock(mu_);
-      ended_.clear();  // joins finished sessions' threads (they detach if last released on themselves)
+      ended.swap(ended_);
     }
+    ended.clear();  // joins their threads (a session last released on its own thread detaches it)
     if (r < 0 && errno != EINTR) break;
     if (fds[1].revents) break;
     if (!(fds[0].revents & POLLIN)) continue;
