@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -109,7 +110,10 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
   st = m.Listen(config.listen);
   if (!st.ok()) return fail(st);
 
-  DaemonContext ctx{config, metrics, m, name.value()};
+  std::atomic<MemberAgent*> agent_now{nullptr};  // for used_changed: set once the agent runs
+  DaemonContext ctx{config, metrics, m, name.value(), [&agent_now] {
+                      if (MemberAgent* a = agent_now.load(std::memory_order_acquire)) a->HeartbeatSoon();
+                    }};
   if (component.setup) {
     st = component.setup(ctx);
     if (!st.ok()) return fail(st);
@@ -132,9 +136,11 @@ int RunDaemon(const KindDefaults& defaults, int argc, char** argv, Component com
                     config.capacity};
     agent = std::make_unique<MemberAgent>(m, config.gm, info, used);
     agent->Start();
+    agent_now.store(agent.get(), std::memory_order_release);
   }
   // Stops what started above, in reverse order: used on SIGTERM, and if the ready file cannot be written.
   auto stop = [&] {
+    agent_now.store(nullptr, std::memory_order_release);
     if (agent) agent->Stop();
     metrics.RemoveCollectHook(used_hook);  // what used_bytes reads goes away in stop()
     if (component.stop) component.stop();

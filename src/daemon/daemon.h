@@ -21,6 +21,9 @@ struct DaemonContext {
   Metrics& metrics;
   msg::Messenger& messenger;
   std::string name;  // the stable member name
+  // Call after a large change of the bytes in use (an mmon freed a space): the member agent reports them to
+  // the gm at once instead of at its next heartbeat. Safe from any thread, also before registration.
+  std::function<void()> used_changed;
 };
 
 struct Component {

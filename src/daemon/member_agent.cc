@@ -43,6 +43,25 @@ bool MemberAgent::SleepFor(std::chrono::milliseconds d) {
   return !cv_.wait_for(lk, d, [this] { return stop_; });
 }
 
+void MemberAgent::HeartbeatSoon() {
+  {
+    std::lock_guard lk(mu_);
+    soon_ = true;
+  }
+  cv_.notify_all();
+}
+
+bool MemberAgent::WaitForHeartbeat() {
+  constexpr std::chrono::milliseconds kMinHeartbeatGap{20};
+  const std::chrono::milliseconds interval(interval_ms_);
+  std::unique_lock lk(mu_);
+  if (cv_.wait_for(lk, std::min(kMinHeartbeatGap, interval), [this] { return stop_; })) return false;
+  if (interval > kMinHeartbeatGap)
+    cv_.wait_for(lk, interval - kMinHeartbeatGap, [this] { return stop_ || soon_; });
+  soon_ = false;
+  return !stop_;
+}
+
 bool MemberAgent::Register() {
   proto::RegisterReq req;
   req.fixed.kind = static_cast<uint8_t>(info_.kind);
@@ -81,7 +100,7 @@ void MemberAgent::Loop() {
       if (!SleepFor(std::chrono::milliseconds(500))) return;
       continue;
     }
-    if (!SleepFor(std::chrono::milliseconds(interval_ms_))) return;
+    if (!WaitForHeartbeat()) return;
     proto::HeartbeatReq hb{id_.load(), incarnation_, info_.capacity_bytes, used_bytes_()};
     auto r = gm_->Call(proto::kHeartbeat, proto::EncodeFixed(hb), std::chrono::milliseconds(interval_ms_));
     if (r.ok()) {

@@ -29,6 +29,11 @@ class MemberAgent {
   ~MemberAgent();
   void Start();
   void Stop();  // deregisters if registered
+  // The used bytes changed a lot (an mmon freed a space): heartbeat now rather than at the next interval, so
+  // that the gm places the next regions on current numbers (it measured: a program started right after
+  // another got both its vRegions on the mmon that looked emptier a second before). At most one early
+  // heartbeat per kMinHeartbeatGap.
+  void HeartbeatSoon();
   uint32_t id() const { return id_.load(); }
   bool registered() const { return registered_.load(); }
 
@@ -36,6 +41,7 @@ class MemberAgent {
   void Loop();
   bool Register();
   bool SleepFor(std::chrono::milliseconds d);  // false if stopping
+  bool WaitForHeartbeat();                     // the interval, or HeartbeatSoon; false if stopping
 
   msg::Messenger& messenger_;
   std::shared_ptr<msg::Channel> gm_;
@@ -48,6 +54,7 @@ class MemberAgent {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
+  bool soon_ = false;  // HeartbeatSoon was called
   std::thread thread_;
 };
 

@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     auto store = mmon::PageStore::Create(ctx.config.capacity);
     if (!store.ok()) return store.status();
     service = std::make_unique<mmon::MmonService>(std::move(store.value()), ctx.metrics);
-    service->InstallHandlers(ctx.messenger);
+    service->InstallHandlers(ctx.messenger, ctx.used_changed);
 
     auto cache_bytes = ParseSize(ctx.config.buffer_cache);
     if (!cache_bytes.ok()) return cache_bytes.status();

@@ -44,12 +44,18 @@ uint64_t MmonService::Destroy(std::span<const uint64_t> spaces) {
     Bury(space);
     freed += store_->DestroySpace(space);
   }
-  c_pages_freed_.Increment(static_cast<double>(freed));
-  UpdateGauges();
+  Freed(freed);
   return freed;
 }
 
-void MmonService::InstallHandlers(msg::Messenger& messenger) {
+void MmonService::Freed(uint64_t pages) {
+  c_pages_freed_.Increment(static_cast<double>(pages));
+  UpdateGauges();
+  if (pages >= kReportFreedPages && used_changed_) used_changed_();
+}
+
+void MmonService::InstallHandlers(msg::Messenger& messenger, std::function<void()> used_changed) {
+  used_changed_ = std::move(used_changed);
   messenger.Handle(proto::kWritePages, [this](const msg::Incoming& in, msg::Responder r) {
     auto req = proto::DecodeWritePages(in.payload);
     if (!req.ok()) return r.Error(req.status());
@@ -101,8 +107,7 @@ void MmonService::InstallHandlers(msg::Messenger& messenger) {
     auto req = proto::DecodeFixed<proto::FreeRangeReq>(in.payload, "p2m.free_range");
     if (!req.ok()) return r.Error(req.status());
     uint64_t freed = store_->FreeRange(req->space, req->start, req->length);
-    c_pages_freed_.Increment(static_cast<double>(freed));
-    UpdateGauges();
+    Freed(freed);
     r.Reply(proto::EncodeFixed(proto::FreedResp{freed}));
   });
   messenger.Handle(proto::kCopySpace, [this](const msg::Incoming& in, msg::Responder r) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -18,12 +19,14 @@ namespace lego::mmon {
 class MmonService {
  public:
   MmonService(std::unique_ptr<PageStore> store, Metrics& metrics);
-  // REQUIRES: before messenger.Start().
-  void InstallHandlers(msg::Messenger& messenger);
+  // REQUIRES: before messenger.Start(). used_changed (optional) is called after a free of at least
+  // kReportFreedPages pages, so that the gm hears of the room at once (DaemonContext::used_changed).
+  void InstallHandlers(msg::Messenger& messenger, std::function<void()> used_changed = {});
   PageStore& store() { return *store_; }
 
   // A space destroyed less than this long ago refuses writes (see Bury).
   static constexpr int64_t kTombstoneMs = 10 * 60 * 1000;
+  static constexpr uint64_t kReportFreedPages = 256;  // 1 MiB: the gm's "full" threshold
 
  private:
   void UpdateGauges();
@@ -35,7 +38,9 @@ class MmonService {
   // Buries and frees each space (p2m.destroy_space, p2m.destroy_tagged_spaces); returns the pages freed.
   uint64_t Destroy(std::span<const uint64_t> spaces);
   bool Buried(uint64_t space);
+  void Freed(uint64_t pages);  // counts them; tells used_changed_ of a large free
 
+  std::function<void()> used_changed_;
   std::unique_ptr<PageStore> store_;
   prometheus::Counter& c_pages_written_;
   prometheus::Counter& c_pages_read_;

@@ -140,6 +140,44 @@ TEST_F(MmonTest, MalformedPageRequestsAreRejected) {
 }
 
 // GMM: the gm places vRegions on the mmon with the most free memory, never on a full or dead one.
+// An mmon that frees a space (or a large range) tells the gm at once, not at its next heartbeat: the gm
+// places the next program's vRegions by the free room it last heard, and a program started right after
+// another got both its regions on the mmon that looked emptier a second earlier (and filled it).
+TEST(GmmTest, FreedRoomReachesTheGmBeforeTheNextHeartbeat) {
+  test::TempDir dir;
+  // 4 s between heartbeats: a report within half a second of a free can only be the early one.
+  auto gm =
+      test::StartDaemon("gm", dir.path(), "gm", {"--heartbeat-interval-ms", "4000", "--metrics", "off"});
+  auto mmon = test::StartDaemon("mmon", dir.path(), "mmon-0",
+                                {"--gm", gm.addr.ToString(), "--capacity", "8M", "--name", "mmon-0"});
+  msg::MessengerOptions o;
+  o.name = "test-pmon";
+  auto client = std::move(msg::Messenger::Create(o).value());
+  ASSERT_TRUE(client->Start().ok());
+  auto gmch = client->Connect(gm.addr, 5s).value();
+  auto used = [&]() -> uint64_t {
+    for (auto& m : proto::DecodeMemberList(gmch->Call(proto::kListMembers, {}, 5s).value()).value())
+      if (m.name == "mmon-0") return m.fixed.used_bytes;
+    return UINT64_MAX;
+  };
+  auto mch = client->Connect(mmon.addr, 5s).value();
+  for (uint64_t batch = 0; batch < 8; ++batch) {  // 1024 pages, at most 256 a request
+    std::vector<uint64_t> vaddrs;
+    for (uint64_t i = 0; i < 128; ++i) vaddrs.push_back((batch * 128 + i) * kPageBytes);
+    ASSERT_TRUE(mch->Call(proto::kWritePages,
+                          proto::EncodeWritePages(7, vaddrs, proto::Bytes(128 * kPageBytes, 1)), 5s)
+                    .ok());
+  }
+  ASSERT_TRUE(test::WaitFor([&] { return used() == 1024 * kPageBytes; }, 10s)) << used();
+  // Half of it unmapped (p2m.free_range), then the rest with the space (p2m.destroy_space).
+  ASSERT_TRUE(
+      mch->Call(proto::kFreeRange, proto::EncodeFixed(proto::FreeRangeReq{7, 0, 512 * kPageBytes}), 5s).ok());
+  EXPECT_TRUE(test::WaitFor([&] { return used() == 512 * kPageBytes; }, 500ms)) << used();
+  ASSERT_TRUE(mch->Call(proto::kDestroySpace, proto::EncodeFixed(proto::DestroySpaceReq{7}), 5s).ok());
+  EXPECT_TRUE(test::WaitFor([&] { return used() == 0; }, 500ms)) << used();
+  client->Shutdown();
+}
+
 TEST(GmmTest, RegionsGoToTheMostFreeMmonAndNeverToAFullOne) {
   test::TempDir dir;
   auto gm = test::StartDaemon("gm", dir.path(), "gm", {"--heartbeat-interval-ms", "100", "--metrics", "off"});
