@@ -6,13 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -58,6 +56,9 @@ class MemoryTest : public ::testing::Test {
   static void TearDownTestSuite() {
     Lego({"down", "--timeout", "10"});
     delete dir_;
+  }
+  void TearDown() override {
+    if (HasFailure()) test::PrintDaemonState(dir_->path() + "/state");
   }
   static test::RunResult Lego(std::vector<std::string> args, std::chrono::seconds timeout = 300s) {
     return test::Run(test::BinDir() + "/lego", args, {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, timeout);
@@ -347,9 +348,7 @@ class PrivateCluster {
   PrivateCluster() : env_{{"LEGO_STATE_DIR", dir_.path() + "/state"}} {}
   ~PrivateCluster() {
     // A failed test shows what the daemons said, before `lego down` and the temp dir take it away.
-    if (::testing::Test::HasFailure())
-      std::fprintf(stderr, "daemon logs, last lines:\n%s%s", DaemonLogTails(40).c_str(),
-                   DaemonStacks().c_str());
+    if (::testing::Test::HasFailure()) test::PrintDaemonState(dir_.path() + "/state");
     if (before_down) before_down();
     Lego({"down", "--timeout", "10"});
   }
@@ -357,46 +356,9 @@ class PrivateCluster {
     return test::Run(test::BinDir() + "/lego", args, env_, 120s);
   }
   std::string path() const { return dir_.path(); }
-  // The last `lines` lines of each daemon's log (STATE/logs/*.log), for a failure message.
+  // The last `lines` lines of each daemon's log, for a failure message.
   std::string DaemonLogTails(size_t lines = 25) const {
-    std::string out;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/state/logs", ec)) {
-      std::ifstream f(e.path());
-      std::deque<std::string> last;
-      for (std::string line; std::getline(f, line);) {
-        last.push_back(std::move(line));
-        if (last.size() > lines) last.pop_front();
-      }
-      out += "--- " + e.path().filename().string() + "\n";
-      for (const auto& l : last) out += l + "\n";
-    }
-    return out;
-  }
-  // The threads' stacks of each daemon still running (gdb, if installed): what a daemon that stopped
-  // answering was doing.
-  std::string DaemonStacks() const {
-    if (access("/usr/bin/gdb", X_OK) != 0) return "";
-    std::string out;
-    std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(dir_.path() + "/state/run", ec)) {
-      std::ifstream f(e.path());
-      pid_t pid = 0;
-      for (std::string line; std::getline(f, line);)
-        if (line.rfind("pid=", 0) == 0) pid = std::atoi(line.c_str() + 4);
-      if (pid <= 0 || kill(pid, 0) != 0) continue;
-      auto bt =
-          test::Run("/usr/bin/gdb",
-                    {"-p", std::to_string(pid), "-batch", "-nx", "-ex", "set print frame-arguments none",
-                     "-ex", "set print entry-values no", "-ex", "thread apply all bt 16"},
-                    {}, 60s);
-      std::string frames;
-      std::istringstream lines(bt.out);
-      for (std::string line; std::getline(lines, line);)
-        if (line.rfind("Thread ", 0) == 0 || line.rfind("#", 0) == 0) frames += line + "\n";
-      out += "--- stacks of " + e.path().stem().string() + " (pid " + std::to_string(pid) + ")\n" + frames;
-    }
-    return out;
+    return test::DaemonLogTails(dir_.path() + "/state", lines);
   }
   // `lego run ARGS...` in the background, its output in path()/NAME.log.
   test::Process Run(const std::string& name, std::vector<std::string> args) const {

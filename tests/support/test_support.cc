@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -264,6 +265,49 @@ std::string HttpGet(uint16_t port, const std::string& path) {
   close(fd);
   auto body = resp.find("\r\n\r\n");
   return body == std::string::npos ? "" : resp.substr(body + 4);
+}
+
+std::string DaemonLogTails(const std::string& state_dir, size_t lines) {
+  std::string out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(state_dir + "/logs", ec)) {
+    std::ifstream f(e.path());
+    std::deque<std::string> last;
+    for (std::string line; std::getline(f, line);) {
+      last.push_back(std::move(line));
+      if (last.size() > lines) last.pop_front();
+    }
+    out += "--- " + e.path().filename().string() + "\n";
+    for (const auto& l : last) out += l + "\n";
+  }
+  return out;
+}
+
+std::string DaemonStacks(const std::string& state_dir) {
+  if (access("/usr/bin/gdb", X_OK) != 0) return "";
+  std::string out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(state_dir + "/run", ec)) {
+    std::ifstream f(e.path());
+    pid_t pid = 0;
+    for (std::string line; std::getline(f, line);)
+      if (line.rfind("pid=", 0) == 0) pid = std::atoi(line.c_str() + 4);
+    if (pid <= 0 || kill(pid, 0) != 0) continue;
+    auto bt = Run("/usr/bin/gdb",
+                  {"-p", std::to_string(pid), "-batch", "-nx", "-ex", "set print frame-arguments none", "-ex",
+                   "set print entry-values no", "-ex", "thread apply all bt 16"},
+                  {}, std::chrono::seconds(60));
+    std::string frames;
+    std::istringstream in(bt.out);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("Thread ", 0) == 0 || line.rfind("#", 0) == 0) frames += line + "\n";
+    out += "--- stacks of " + e.path().stem().string() + " (pid " + std::to_string(pid) + ")\n" + frames;
+  }
+  return out;
+}
+
+void PrintDaemonState(const std::string& state_dir) {
+  fmt::print(stderr, "daemon logs, last lines:\n{}{}", DaemonLogTails(state_dir), DaemonStacks(state_dir));
 }
 
 }  // namespace lego::test

@@ -65,6 +65,14 @@ RunResult Run(const std::string& binary, const std::vector<std::string>& args,
               const std::map<std::string, std::string>& env = {},
               std::chrono::seconds timeout = std::chrono::seconds(60));
 
+// The last `lines` lines of each daemon's log of a cluster (STATE_DIR/logs/*.log).
+std::string DaemonLogTails(const std::string& state_dir, size_t lines = 40);
+// The threads' stacks of each daemon of a cluster still running (STATE_DIR/run/*.ready), with gdb if it is
+// installed: what a daemon that stopped answering was doing.
+std::string DaemonStacks(const std::string& state_dir);
+// Both, on stderr: what a failed test shows of its cluster before `lego down` and its temp dir take it away.
+void PrintDaemonState(const std::string& state_dir);
+
 // Polls cond every 10 ms until true or timeout; returns whether it became true.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 
