@@ -81,7 +81,10 @@ class ChaosTest : public ::testing::Test {
     test::DetachMountsBelow(dir_.path());
   }
 
+  // Over TCP: a daemon killed or stopped in the middle of a shared-memory send would leave its local peers
+  // deaf (decision 009), a known limitation this suite is not about.
   void Add(const std::string& name, const std::string& kind, std::vector<std::string> args) {
+    args.insert(args.end(), {"--transports", "tcp"});
     comps_[name] = Component{kind, args, nullptr};
     Start(name);
   }

@@ -355,6 +355,14 @@ class PrivateCluster {
   test::RunResult Lego(std::vector<std::string> args) const {
     return test::Run(test::BinDir() + "/lego", args, env_, 120s);
   }
+  // `lego up ARGS...` over TCP. These tests kill or stop a daemon while it talks to its peers; over UCX's
+  // shared memory, one stopped or killed in the middle of a send leaves every local peer it was writing to
+  // deaf (the receive FIFO is read in order and the slot it claimed is never published: decision 009), which
+  // is a known limitation of its own, not what these tests are about.
+  test::RunResult Up(std::vector<std::string> args) const {
+    args.insert(args.begin(), {"up", "--transports", "tcp"});
+    return Lego(args);
+  }
   std::string path() const { return dir_.path(); }
   // The last `lines` lines of each daemon's log, for a failure message.
   std::string DaemonLogTails(size_t lines = 25) const {
@@ -435,7 +443,7 @@ std::vector<std::string> Args(std::vector<std::string> head, const std::vector<s
 // pmon survives and the next program runs on the memory monitor that is left.
 TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
   PrivateCluster cluster;
-  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   test::Process run = cluster.Run("run", Args({"--excache", "8M", "--"}, kTouchLoop));
   const pid_t victim = cluster.MmonHoldingMoreThan(24u << 20);
   ASSERT_GT(victim, 0);
@@ -471,7 +479,7 @@ TEST(MmonFailureTest, ProgramWhoseMemoryMonitorDiesIsKilledAndTold) {
 // with its memory held locally past its cap, every write-back failing, until it ended.
 TEST(MmonFailureTest, ProgramGivenAnMmonThatJustDiedMovesToTheOther) {
   PrivateCluster cluster;
-  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   // A third, much larger mmon: the gm's most-free placement gives it every new region.
   auto st = cluster.Lego({"status", "--json"});
   ASSERT_EQ(st.exit_code, 0) << st.err;
@@ -510,7 +518,7 @@ TEST(MmonFailureTest, MmonRestartedAtItsAddressDoesNotFeedTheProgramZeros) {
     if (stopped > 0) kill(stopped, SIGCONT);
     big.reset();
   };
-  ASSERT_EQ(cluster.Lego({"up", "--mmons", "1", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmons", "1", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   const std::string gm = AliveMember(json::parse(cluster.Lego({"status", "--json"}).out), "gm").second;
   ASSERT_FALSE(gm.empty());
   // A larger mmon on a fixed port: the gm's most-free placement gives it the program's memory.
@@ -556,7 +564,7 @@ TEST(PmonFailureTest, RestartedPmonFreesWhatItsKilledProgramLeftOnTheMmons) {
   std::unique_ptr<test::Process> pmon;  // the restarted one; declared first, so it outlives `cluster`
   PrivateCluster cluster;
   cluster.before_down = [&] { pmon.reset(); };
-  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   test::Process run =
       cluster.Run("run", {"--excache", "8M", "--", "/usr/bin/python3", "-c",
                           "import time\nx = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
@@ -588,7 +596,7 @@ TEST(PmonFailureTest, ReclaimFreesWhatAPmonGoneForGoodLeftAndNothingElse) {
   std::unique_ptr<test::Process> pmon1;  // a second pmon, started by hand; declared first: outlives `cluster`
   PrivateCluster cluster;
   cluster.before_down = [&] { pmon1.reset(); };
-  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   const pid_t pmon0 = AliveMember(json::parse(cluster.Lego({"status", "--json"}).out), "pmon").first;
   ASSERT_GT(pmon0, 0);
   // pmon-1: pmon-0's command line with its own name, data dir and port.
@@ -642,6 +650,12 @@ TEST(PmonFailureTest, ReclaimFreesWhatAPmonGoneForGoodLeftAndNothingElse) {
         return false;
       },
       20s));
+  // `lego ps` names the dead pmon instead of leaving its processes out unexplained; pmon-1's are listed.
+  auto ps = cluster.Lego({"ps"});
+  EXPECT_EQ(ps.exit_code, 0) << ps.err;
+  EXPECT_NE(ps.err.find("process monitor pmon-0"), std::string::npos) << ps.err;
+  EXPECT_NE(ps.err.find("is dead (last heard"), std::string::npos) << ps.err;
+  EXPECT_NE(ps.out.find("python3"), std::string::npos) << ps.out;
   std::this_thread::sleep_for(1500ms);  // the mmons' used bytes, as of a heartbeat after the kill
   const uint64_t before = cluster.MmonUsedTotal();
   auto r = cluster.Lego({"reclaim", "pmon-0"});
@@ -687,7 +701,7 @@ TEST(PmonFailureTest, RestartedPmonWaitsForARestartedGmToHearFromEveryMmon) {
     pmon.reset();
     gm.reset();
   };
-  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   test::Process run =
       cluster.Run("run", {"--excache", "8M", "--", "/usr/bin/python3", "-c",
                           "import time\nx = bytearray(48 << 20)\nfor i in range(0, len(x), 4096): x[i] = 1\n"
@@ -744,7 +758,7 @@ TEST(MmonFailureTest, StoppedMmonGetsTheSpaceFreedOnceItResumes) {
   cluster.before_down = [&] {
     if (stopped > 0) kill(stopped, SIGCONT);
   };
-  ASSERT_EQ(cluster.Lego({"up", "--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
+  ASSERT_EQ(cluster.Up({"--mmon-capacity", "512M", "--excache", "64M"}).exit_code, 0);
   test::Process run = cluster.Run("run", Args({"--keep-cwd", "--excache", "8M", "--"}, kTouchLoop));
   stopped = cluster.MmonHoldingMoreThan(24u << 20);
   ASSERT_GT(stopped, 0);
