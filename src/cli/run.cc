@@ -427,19 +427,18 @@ int PsCommand(const QueryOptions& o, bool all) {
   }
   for (const auto& f : failures)
     fmt::print(stderr, "lego ps: {}: its processes are not listed\n", f.Describe());
-  // A pmon the gm counts dead is not asked; say so, or its processes would vanish from the list unexplained.
-  size_t dead = 0;
+  // A pmon the gm counts dead is not asked; say so (on stderr: the gm keeps listing it dead until it comes
+  // back), or the processes of one that is only stopped would vanish from the list unexplained.
   if (auto gm = ResolveGm(o, "ps", nullptr); gm.ok()) {
     if (auto members = ListMembers(**m, *gm, o.timeout_ms); members.ok()) {
       for (const auto& mem : *members) {
         if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
             mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kDead))
           continue;
-        ++dead;
         fmt::print(
             stderr,
-            "lego ps: process monitor {} ({}) is dead (last heard {:.1f} s ago): its processes are not "
-            "listed\n",
+            "lego ps: process monitor {} ({}) is dead (last heard {:.1f} s ago): its processes, if any "
+            "still run, are not listed\n",
             mem.name, mem.listen_addr, static_cast<double>(mem.fixed.last_heartbeat_age_ms) / 1000.0);
       }
     }
@@ -477,9 +476,9 @@ int PsCommand(const QueryOptions& o, bool all) {
                : (f.flags & proto::kProcessEnded) ? std::string(" (ended)")
                                                   : std::string());
   }
-  if (procs->empty() && failures.empty() && dead == 0) fmt::print("(no processes are running under Lego)\n");
-  if (procs->empty() && failures.size() + dead > 0)
-    fmt::print("(no processes listed: {} process monitor(s) could not be asked)\n", failures.size() + dead);
+  if (procs->empty() && failures.empty()) fmt::print("(no processes are running under Lego)\n");
+  if (procs->empty() && !failures.empty())
+    fmt::print("(no processes listed: {} process monitor(s) could not be asked)\n", failures.size());
   return 0;
 }
 

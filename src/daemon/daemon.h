@@ -21,8 +21,10 @@ struct DaemonContext {
   Metrics& metrics;
   msg::Messenger& messenger;
   std::string name;  // the stable member name
-  // Call after a large change of the bytes in use (an mmon freed a space): the member agent reports them to
-  // the gm at once instead of at its next heartbeat. Safe from any thread, also before registration.
+  // Call after a large change of the bytes in use (an mmon freed 1 MiB or more): the member agent reports
+  // them to the gm at once instead of at its next heartbeat. Safe from any thread, also before registration.
+  // It refers to RunDaemon's state: call it only from handlers and threads that stop before RunDaemon
+  // returns (the messenger's, and the component's own, stopped in Component::stop).
   std::function<void()> used_changed;
 };
 

@@ -51,13 +51,13 @@ void MemberAgent::HeartbeatSoon() {
   cv_.notify_all();
 }
 
-bool MemberAgent::WaitForHeartbeat() {
+bool MemberAgent::WaitForHeartbeat(bool allow_early) {
   constexpr std::chrono::milliseconds kMinHeartbeatGap{20};
   const std::chrono::milliseconds interval(interval_ms_);
   std::unique_lock lk(mu_);
   if (cv_.wait_for(lk, std::min(kMinHeartbeatGap, interval), [this] { return stop_; })) return false;
   if (interval > kMinHeartbeatGap)
-    cv_.wait_for(lk, interval - kMinHeartbeatGap, [this] { return stop_ || soon_; });
+    cv_.wait_for(lk, interval - kMinHeartbeatGap, [&] { return stop_ || (allow_early && soon_); });
   soon_ = false;
   return !stop_;
 }
@@ -100,7 +100,8 @@ void MemberAgent::Loop() {
       if (!SleepFor(std::chrono::milliseconds(500))) return;
       continue;
     }
-    if (!WaitForHeartbeat()) return;
+    // While the gm does not answer, only at the interval: each failure resets the connection.
+    if (!WaitForHeartbeat(/*allow_early=*/failures == 0)) return;
     proto::HeartbeatReq hb{id_.load(), incarnation_, info_.capacity_bytes, used_bytes_()};
     auto r = gm_->Call(proto::kHeartbeat, proto::EncodeFixed(hb), std::chrono::milliseconds(interval_ms_));
     if (r.ok()) {

@@ -41,7 +41,7 @@ class MemberAgent {
   void Loop();
   bool Register();
   bool SleepFor(std::chrono::milliseconds d);  // false if stopping
-  bool WaitForHeartbeat();                     // the interval, or HeartbeatSoon; false if stopping
+  bool WaitForHeartbeat(bool allow_early);     // the interval, or HeartbeatSoon; false if stopping
 
   msg::Messenger& messenger_;
   std::shared_ptr<msg::Channel> gm_;

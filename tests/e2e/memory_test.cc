@@ -57,8 +57,9 @@ class MemoryTest : public ::testing::Test {
     Lego({"down", "--timeout", "10"});
     delete dir_;
   }
+  // Logs only: gdb would stop the daemons of a cluster the suite's next tests still use.
   void TearDown() override {
-    if (HasFailure()) test::PrintDaemonState(dir_->path() + "/state");
+    if (HasFailure()) test::PrintDaemonState(dir_->path() + "/state", /*stacks=*/false);
   }
   static test::RunResult Lego(std::vector<std::string> args, std::chrono::seconds timeout = 300s) {
     return test::Run(test::BinDir() + "/lego", args, {{"LEGO_STATE_DIR", dir_->path() + "/state"}}, timeout);
@@ -296,6 +297,7 @@ class CgroupTest : public MemoryTest {
     std::ofstream(cg_ + "/" + limit_file_) << (320 << 20);
   }
   void TearDown() override {
+    MemoryTest::TearDown();
     if (cg_.empty()) return;
     std::ifstream procs(cg_ + "/cgroup.procs");
     for (int pid; procs >> pid;) kill(pid, SIGKILL);

@@ -288,15 +288,13 @@ std::string DaemonStacks(const std::string& state_dir) {
   std::string out;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(state_dir + "/run", ec)) {
-    std::ifstream f(e.path());
-    pid_t pid = 0;
-    for (std::string line; std::getline(f, line);)
-      if (line.rfind("pid=", 0) == 0) pid = std::atoi(line.c_str() + 4);
+    const pid_t pid =
+        std::atoi(WaitReadyFile(e.path().string(), std::chrono::milliseconds(0))["pid"].c_str());
     if (pid <= 0 || kill(pid, 0) != 0) continue;
     auto bt = Run("/usr/bin/gdb",
                   {"-p", std::to_string(pid), "-batch", "-nx", "-ex", "set print frame-arguments none", "-ex",
                    "set print entry-values no", "-ex", "thread apply all bt 16"},
-                  {}, std::chrono::seconds(60));
+                  {}, std::chrono::seconds(20));
     std::string frames;
     std::istringstream in(bt.out);
     for (std::string line; std::getline(in, line);)
@@ -306,8 +304,9 @@ std::string DaemonStacks(const std::string& state_dir) {
   return out;
 }
 
-void PrintDaemonState(const std::string& state_dir) {
-  fmt::print(stderr, "daemon logs, last lines:\n{}{}", DaemonLogTails(state_dir), DaemonStacks(state_dir));
+void PrintDaemonState(const std::string& state_dir, bool stacks) {
+  fmt::print(stderr, "daemon logs, last lines:\n{}{}", DaemonLogTails(state_dir),
+             stacks ? DaemonStacks(state_dir) : std::string());
 }
 
 }  // namespace lego::test

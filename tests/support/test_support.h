@@ -70,8 +70,10 @@ std::string DaemonLogTails(const std::string& state_dir, size_t lines = 40);
 // The threads' stacks of each daemon of a cluster still running (STATE_DIR/run/*.ready), with gdb if it is
 // installed: what a daemon that stopped answering was doing.
 std::string DaemonStacks(const std::string& state_dir);
-// Both, on stderr: what a failed test shows of its cluster before `lego down` and its temp dir take it away.
-void PrintDaemonState(const std::string& state_dir);
+// Both (the stacks if `stacks`), on stderr: what a failed test shows of its cluster before `lego down` and
+// its temp dir take it away. gdb stops each daemon while it attaches: not for a cluster other tests go on
+// using.
+void PrintDaemonState(const std::string& state_dir, bool stacks = true);
 
 // Polls cond every 10 ms until true or timeout; returns whether it became true.
 bool WaitFor(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
