@@ -59,7 +59,8 @@ Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState*
 }
 
 Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const QueryOptions& o,
-                                                      proto::ComponentKind kind, const char* cmd) {
+                                                      proto::ComponentKind kind, const char* cmd,
+                                                      std::vector<proto::MemberRecord>* dead) {
   auto gm = ResolveGm(o, cmd, nullptr);
   if (!gm.ok()) return gm.status();
   auto members = ListMembers(m, *gm, o.timeout_ms);
@@ -67,10 +68,13 @@ Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const Q
     return Status(members.status().code(), fmt::format("cannot reach the global manager at {}: {}",
                                                        gm->ToString(), members.status().ToString()));
   std::vector<proto::MemberRecord> out;
-  for (auto& mem : *members)
-    if (mem.fixed.kind == static_cast<uint8_t>(kind) &&
-        mem.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive))
+  for (auto& mem : *members) {
+    if (mem.fixed.kind != static_cast<uint8_t>(kind)) continue;
+    if (mem.fixed.state == static_cast<uint8_t>(proto::MemberState::kAlive))
       out.push_back(std::move(mem));
+    else if (dead && mem.fixed.state == static_cast<uint8_t>(proto::MemberState::kDead))
+      dead->push_back(std::move(mem));
+  }
   return out;
 }
 

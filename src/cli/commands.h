@@ -26,9 +26,11 @@ struct ClusterState;
 Result<HostPort> ResolveGm(const QueryOptions& o, const char* cmd, ClusterState* state_out);
 
 // The alive members of one kind, as the gm (--gm, else the local cluster's) lists them; errors in the user's
-// terms ("cannot reach the global manager at ...").
+// terms ("cannot reach the global manager at ..."). The dead ones of that kind, from the same list, go to
+// `dead` if given.
 Result<std::vector<proto::MemberRecord>> AliveMembers(msg::Messenger& m, const QueryOptions& o,
-                                                      proto::ComponentKind kind, const char* cmd);
+                                                      proto::ComponentKind kind, const char* cmd,
+                                                      std::vector<proto::MemberRecord>* dead = nullptr);
 
 int StatusCommand(const QueryOptions& options);
 int StatsCommand(const QueryOptions& options, int member_id);

@@ -204,8 +204,9 @@ std::string PmonFailure::Describe() const {
 
 Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all,
                                                         std::vector<PmonFailure>* failures,
-                                                        const std::set<std::string>* skip) {
-  auto pmons = AliveMembers(m, o, proto::ComponentKind::kPmon, "ps");
+                                                        const std::set<std::string>* skip,
+                                                        std::vector<proto::MemberRecord>* dead) {
+  auto pmons = AliveMembers(m, o, proto::ComponentKind::kPmon, "ps", dead);
   if (!pmons.ok()) return pmons.status();
   std::vector<proto::ProcessRecord> out;
   for (const auto& mem : *pmons) {
@@ -420,7 +421,8 @@ int PsCommand(const QueryOptions& o, bool all) {
     return 1;
   }
   std::vector<PmonFailure> failures;
-  auto procs = ListProcesses(**m, o, all, &failures);
+  std::vector<proto::MemberRecord> dead;
+  auto procs = ListProcesses(**m, o, all, &failures, nullptr, &dead);
   if (!procs.ok()) {
     fmt::print(stderr, "lego ps: {}\n", procs.status().message());
     return 1;
@@ -429,20 +431,12 @@ int PsCommand(const QueryOptions& o, bool all) {
     fmt::print(stderr, "lego ps: {}: its processes are not listed\n", f.Describe());
   // A pmon the gm counts dead is not asked; say so (on stderr: the gm keeps listing it dead until it comes
   // back), or the processes of one that is only stopped would vanish from the list unexplained.
-  if (auto gm = ResolveGm(o, "ps", nullptr); gm.ok()) {
-    if (auto members = ListMembers(**m, *gm, o.timeout_ms); members.ok()) {
-      for (const auto& mem : *members) {
-        if (mem.fixed.kind != static_cast<uint8_t>(proto::ComponentKind::kPmon) ||
-            mem.fixed.state != static_cast<uint8_t>(proto::MemberState::kDead))
-          continue;
-        fmt::print(
-            stderr,
-            "lego ps: process monitor {} ({}) is dead (last heard {:.1f} s ago): its processes, if any "
-            "still run, are not listed\n",
-            mem.name, mem.listen_addr, static_cast<double>(mem.fixed.last_heartbeat_age_ms) / 1000.0);
-      }
-    }
-  }
+  for (const auto& mem : dead)
+    fmt::print(
+        stderr,
+        "lego ps: process monitor {} ({}) is dead (last heard {:.1f} s ago): its processes, if any still "
+        "run, are not listed\n",
+        mem.name, mem.listen_addr, static_cast<double>(mem.fixed.last_heartbeat_age_ms) / 1000.0);
   if (o.json) {
     json j = json::array();
     for (auto& p : *procs) j.push_back(ToJson(p));

@@ -44,9 +44,11 @@ struct PmonFailure {
 };
 
 // The process monitors' processes (running, and recently ended if `all`). An alive pmon that cannot be asked
-// is left out and, if `failures` is given, added to it; pmons whose address is in `skip` are not asked.
+// is left out and, if `failures` is given, added to it; pmons whose address is in `skip` are not asked; pmons
+// the gm counts dead are not asked and go to `dead` if given.
 Result<std::vector<proto::ProcessRecord>> ListProcesses(msg::Messenger& m, const QueryOptions& o, bool all,
                                                         std::vector<PmonFailure>* failures = nullptr,
-                                                        const std::set<std::string>* skip = nullptr);
+                                                        const std::set<std::string>* skip = nullptr,
+                                                        std::vector<proto::MemberRecord>* dead = nullptr);
 
 }  // namespace lego::cli

@@ -140,9 +140,8 @@ TEST_F(MmonTest, MalformedPageRequestsAreRejected) {
 }
 
 // An mmon that frees 1 MiB or more (a space, an unmapped range) tells the gm at once, not at its next
-// heartbeat: the gm
-// places the next program's vRegions by the free room it last heard, and a program started right after
-// another got both its regions on the mmon that looked emptier a second earlier (and filled it).
+// heartbeat: the gm places the next program's vRegions by the free room it last heard, and a program started
+// right after another got both its regions on the mmon that looked emptier a second earlier (and filled it).
 TEST(GmmTest, FreedRoomReachesTheGmBeforeTheNextHeartbeat) {
   test::TempDir dir;
   // 4 s between heartbeats: a report within 2 s of a free, twice in a row, can only be the early one.
